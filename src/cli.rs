@@ -1,0 +1,87 @@
+//! The command line: the flags of the Python original with its defaults
+//! (so cron lines keep working), path overrides that also read
+//! `MONITOR_WORKERS_*` environment variables, and the subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "monitor-workers",
+    version,
+    about = "Watchdog and supervisor for long-running AI coding workers",
+    long_about = "Checks every work stream's worker, reports dead ones and, with --auto-restart, restarts them \
+                  through worker-wrapper.sh. Without a subcommand it runs one check (or the daemon with --daemon), \
+                  exactly like monitor-workers.py.\n\nExit codes: 0 no dead worker, 1 dead worker(s) found (even if \
+                  restarted), 2 bad usage, 3 the check could not run."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The flags of the original script.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Restart dead workers (default: report only)
+    #[arg(long)]
+    pub auto_restart: bool,
+    /// Restart budget per worker: restarts without forward progress, kept across runs
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_restarts: u32,
+    /// Keep checking in the foreground until SIGINT/SIGTERM
+    #[arg(long)]
+    pub daemon: bool,
+    /// Seconds between checks in daemon mode
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub interval: u64,
+    /// Print only actions (restart, give-up) and errors; monitor.log still gets everything
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Where the project and its databases are.
+#[derive(Debug, Clone, Args)]
+pub struct PathArgs {
+    /// Project root (its folder name is the workspace id)
+    #[arg(long, global = true, value_name = "DIR", env = "MONITOR_WORKERS_PROJECT_ROOT")]
+    pub project_root: Option<PathBuf>,
+    /// The .claude/orchestrator directory
+    #[arg(long, global = true, value_name = "DIR", env = "MONITOR_WORKERS_ORCHESTRATOR_DIR")]
+    pub orchestrator_dir: Option<PathBuf>,
+    /// Task Copilot database [default: ~/.claude/tasks/<workspace>/tasks.db]
+    #[arg(long, global = true, value_name = "FILE", env = "MONITOR_WORKERS_TASKS_DB")]
+    pub tasks_db: Option<PathBuf>,
+    /// Memory Copilot database [default: ~/.claude/memory/<workspace>/memory.db]
+    #[arg(long, global = true, value_name = "FILE", env = "MONITOR_WORKERS_MEMORY_DB")]
+    pub memory_db: Option<PathBuf>,
+    /// Workspace id [default: the project root's folder name]
+    #[arg(long, global = true, value_name = "ID", env = "MONITOR_WORKERS_WORKSPACE_ID")]
+    pub workspace_id: Option<String>,
+    /// Seconds to wait for a database locked by a writer before skipping the check
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0, env = "MONITOR_WORKERS_BUSY_TIMEOUT",
+          value_parser = parse_seconds)]
+    pub busy_timeout: f64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=3600.0).contains(&v) {
+        return Err(format!("{v} is out of range (0 to 3600 seconds)"));
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Forget a stream's restart history so it may be restarted again (after give-up)
+    Reset {
+        /// The stream id
+        stream: String,
+    },
+}

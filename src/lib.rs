@@ -1,0 +1,68 @@
+//! monitor-workers: a watchdog and supervisor for long-running AI coding
+//! workers, and a drop-in replacement for `monitor-workers.py`.
+//!
+//! The flow of one check is observe → assess → decide → act → record:
+//! `store` and `process` observe, `supervise` (pure) assesses and decides,
+//! `tick` acts and records, `daemon` loops ticks, `commands` orchestrate.
+//! Exit codes are decided here and nowhere else.
+
+pub mod cli;
+pub mod commands;
+pub mod daemon;
+pub mod layout;
+pub mod process;
+pub mod prompt;
+pub mod report;
+pub mod state;
+pub mod store;
+pub mod supervise;
+pub mod tick;
+
+/// How a run ended; the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 0: no dead worker.
+    Healthy = 0,
+    /// 1: dead worker(s) found, even if restarted (as the original).
+    DeadFound = 1,
+    /// 2: bad usage.
+    Usage = 2,
+    /// 3: the check could not run.
+    CouldNotRun = 3,
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        std::process::ExitCode::from(o as u8)
+    }
+}
+
+/// A run that could not do its job; the message is one line naming the
+/// thing and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    CouldNotRun(String),
+}
+
+impl Failure {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Usage(_) => Outcome::Usage,
+            Failure::CouldNotRun(_) => Outcome::CouldNotRun,
+        }
+    }
+}
+
+/// Runs the command line; errors are printed once, on stderr.
+pub fn run(cli: cli::Cli) -> Outcome {
+    match commands::dispatch(cli) {
+        Ok(outcome) => outcome,
+        Err(failure) => {
+            eprintln!("monitor-workers: error: {failure}");
+            failure.outcome()
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Is the process a PID file names still our worker? A pure judgement over
+//! the PID file, the kernel's facts and what the monitor remembered: zombies,
+//! vanished processes, reused PIDs and other users' processes are all "not
+//! running", and only a `Running` verdict ever leads to a signal.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::pidfile::PidFile;
+use super::procinfo::ProcFacts;
+
+/// How far a worker's start may trail its PID file's last write before the
+/// PID counts as reused (btime is whole seconds; clocks drift a little).
+pub const START_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// What the monitor saw of a worker the last time it was running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub pid: i32,
+    pub start_ticks: u64,
+    /// When the PID file was last written, as seen then (seconds since epoch).
+    pub pid_file_mtime: u64,
+}
+
+/// The verdict on one stream's PID file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    /// No PID file.
+    NoPidFile,
+    /// The PID file names our live worker.
+    Running { pid: i32, start_ticks: u64 },
+    /// The PID file names no process that could be ours; it is stale.
+    Stale { reason: String },
+}
+
+impl Liveness {
+    pub fn is_running(&self) -> bool {
+        matches!(self, Liveness::Running { .. })
+    }
+}
+
+pub fn judge(
+    pid_file: &PidFile,
+    facts: Option<&ProcFacts>,
+    our_uid: u32,
+    remembered: Option<&Remembered>,
+) -> Liveness {
+    let (pid, fingerprint) = match pid_file {
+        PidFile::Missing => return Liveness::NoPidFile,
+        PidFile::Invalid { reason, .. } => return Liveness::Stale { reason: format!("invalid PID file: {reason}") },
+        PidFile::Pid { pid, fingerprint } => (*pid, fingerprint),
+    };
+    let Some(facts) = facts else {
+        return Liveness::Stale { reason: format!("process {pid} no longer exists") };
+    };
+    if facts.is_zombie() {
+        return Liveness::Stale { reason: format!("process {pid} is a zombie (state {})", facts.state) };
+    }
+    if facts.uid != our_uid {
+        return Liveness::Stale { reason: format!("process {pid} belongs to another user (uid {})", facts.uid) };
+    }
+    if facts.started_at > fingerprint.mtime + START_TOLERANCE {
+        return Liveness::Stale {
+            reason: format!("PID {pid} was reused: the process started after its PID file was written"),
+        };
+    }
+    if let Some(seen) = remembered {
+        let mtime = secs(fingerprint.mtime);
+        if seen.pid == pid && seen.start_ticks != facts.start_ticks && mtime <= seen.pid_file_mtime {
+            return Liveness::Stale {
+                reason: format!("PID {pid} was reused: not the process the monitor saw before"),
+            };
+        }
+    }
+    Liveness::Running { pid, start_ticks: facts.start_ticks }
+}
+
+pub fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::pidfile::Fingerprint;
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn file(pid: i32, mtime: u64) -> PidFile {
+        PidFile::Pid { pid, fingerprint: Fingerprint { content: pid.to_string(), mtime: at(mtime), inode: 1 } }
+    }
+
+    fn proc_(pid: i32, state: char, started: u64, ticks: u64, uid: u32) -> ProcFacts {
+        ProcFacts { pid, state, start_ticks: ticks, started_at: at(started), uid, ppid: 1, pgrp: pid, session: pid }
+    }
+
+    #[test]
+    fn judgement_table() {
+        let me = 1000;
+        let remembered = Remembered { pid: 42, start_ticks: 500, pid_file_mtime: 1_000 };
+        let invalid =
+            PidFile::Invalid { reason: "x".into(), fingerprint: Fingerprint { content: "x".into(), mtime: at(0), inode: 1 } };
+        let cases: Vec<(&str, PidFile, Option<ProcFacts>, Option<Remembered>, Option<&str>)> = vec![
+            ("no file", PidFile::Missing, None, None, Some("none")),
+            ("invalid file", invalid, None, None, Some("invalid")),
+            ("gone", file(42, 1_000), None, None, Some("no longer exists")),
+            ("zombie", file(42, 1_000), Some(proc_(42, 'Z', 990, 500, me)), None, Some("zombie")),
+            ("other user", file(42, 1_000), Some(proc_(42, 'S', 990, 500, 0)), None, Some("another user")),
+            ("started long after file", file(42, 1_000), Some(proc_(42, 'S', 1_500, 900, me)), None, Some("reused")),
+            ("started within tolerance", file(42, 1_000), Some(proc_(42, 'S', 1_001, 500, me)), None, None),
+            ("healthy", file(42, 1_000), Some(proc_(42, 'R', 990, 500, me)), None, None),
+            ("remembered same", file(42, 1_000), Some(proc_(42, 'S', 990, 500, me)), Some(remembered), None),
+            ("remembered start changed", file(42, 1_000), Some(proc_(42, 'S', 990, 777, me)), Some(remembered), Some("reused")),
+            ("file rewritten since", file(42, 2_000), Some(proc_(42, 'S', 1_990, 777, me)), Some(remembered), None),
+        ];
+        for (name, pid_file, facts, seen, stale) in cases {
+            let verdict = judge(&pid_file, facts.as_ref(), me, seen.as_ref());
+            match (stale, &verdict) {
+                (None, Liveness::Running { pid, .. }) => assert_eq!(*pid, 42, "{name}"),
+                (Some("none"), Liveness::NoPidFile) => {}
+                (Some(fragment), Liveness::Stale { reason }) => assert!(reason.contains(fragment), "{name}: {reason}"),
+                _ => panic!("{name}: unexpected {verdict:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! PID files: read defensively (size-bounded, every malformed form named) and
+//! removed only if they still hold what was judged stale.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// The largest PID file we read; anything longer is not a PID.
+const MAX_PID_FILE_BYTES: u64 = 64;
+
+/// What a PID file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidFile {
+    /// No PID file: the stream is not running.
+    Missing,
+    /// A file that names no usable PID; the reason says why.
+    Invalid { reason: String, fingerprint: Fingerprint },
+    /// A well-formed PID.
+    Pid { pid: i32, fingerprint: Fingerprint },
+}
+
+/// Enough of a file's identity to tell whether it was rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub content: String,
+    pub mtime: SystemTime,
+    pub inode: u64,
+}
+
+/// Parses PID text. Only plain decimal numbers in 2..=pid_max are PIDs:
+/// 0 and 1 are never a worker, and signalling them would be disastrous.
+pub fn parse_pid(text: &str, pid_max: u64) -> Result<i32, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if let Some(rest) = trimmed.strip_prefix('-') {
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{trimmed} is negative"));
+        }
+    }
+    if !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{:?} is not a number", shorten(trimmed)));
+    }
+    let value: u64 = match trimmed.parse() {
+        Ok(v) => v,
+        Err(_) => return Err(format!("{} is far beyond the largest PID ({pid_max})", shorten(trimmed))),
+    };
+    match value {
+        0 | 1 => Err(format!("{value} is not a worker PID")),
+        v if v > pid_max => Err(format!("{v} is beyond the largest PID ({pid_max})")),
+        v => Ok(v as i32),
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 24 {
+        format!("{}...", s.chars().take(24).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// Reads a PID file. I/O errors other than absence count as invalid content
+/// so that one unreadable file never stops the check of other streams.
+pub fn read(path: &Path, pid_max: u64) -> PidFile {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PidFile::Missing,
+        Err(e) => {
+            return PidFile::Invalid {
+                reason: format!("cannot read it: {e}"),
+                fingerprint: Fingerprint { content: String::new(), mtime: SystemTime::UNIX_EPOCH, inode: 0 },
+            }
+        }
+    };
+    let meta = file.metadata().ok();
+    let mtime = meta.as_ref().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let inode = meta.as_ref().map(inode_of).unwrap_or(0);
+    let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    let read = file.take(MAX_PID_FILE_BYTES + 1).read_to_end(&mut bytes);
+    let content = String::from_utf8_lossy(&bytes).into_owned();
+    let fingerprint = Fingerprint { content: content.clone(), mtime, inode };
+    if let Err(e) = read {
+        return PidFile::Invalid { reason: format!("cannot read it: {e}"), fingerprint };
+    }
+    if size > MAX_PID_FILE_BYTES || bytes.len() as u64 > MAX_PID_FILE_BYTES {
+        return PidFile::Invalid { reason: format!("it is {size} bytes long, not a PID"), fingerprint };
+    }
+    match parse_pid(&content, pid_max) {
+        Ok(pid) => PidFile::Pid { pid, fingerprint },
+        Err(reason) => PidFile::Invalid { reason, fingerprint },
+    }
+}
+
+#[cfg(unix)]
+fn inode_of(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ino()
+}
+
+#[cfg(not(unix))]
+fn inode_of(_meta: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// Removes the PID file only if it is still the file that was judged: a
+/// worker started meanwhile by another monitor rewrites it, and its fresh
+/// file must survive.
+pub fn remove_if_unchanged(path: &Path, judged: &Fingerprint, pid_max: u64) -> std::io::Result<bool> {
+    let now = read(path, pid_max);
+    let same = match &now {
+        PidFile::Missing => return Ok(false),
+        PidFile::Invalid { fingerprint, .. } | PidFile::Pid { fingerprint, .. } => fingerprint == judged,
+    };
+    if !same {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_text_table() {
+        let max = 4_194_304;
+        let cases: &[(&str, Result<i32, &str>)] = &[
+            ("1234", Ok(1234)),
+            ("1234\n", Ok(1234)),
+            ("  77 \n", Ok(77)),
+            ("2", Ok(2)),
+            ("4194304", Ok(4_194_304)),
+            ("", Err("empty")),
+            ("\n", Err("empty")),
+            ("abc", Err("not a number")),
+            ("12abc", Err("not a number")),
+            ("0x10", Err("not a number")),
+            ("+5", Err("not a number")),
+            ("1 2", Err("not a number")),
+            ("-5", Err("negative")),
+            ("0", Err("not a worker PID")),
+            ("1", Err("not a worker PID")),
+            ("4194305", Err("beyond")),
+            ("99999999999", Err("beyond")),
+            ("99999999999999999999999999", Err("far beyond")),
+        ];
+        for (text, want) in cases {
+            let got = parse_pid(text, max);
+            match (want, &got) {
+                (Ok(p), Ok(g)) => assert_eq!(p, g, "{text:?}"),
+                (Err(fragment), Err(msg)) => assert!(msg.contains(fragment), "{text:?}: {msg}"),
+                _ => panic!("{text:?}: wanted {want:?}, got {got:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The kernel's facts about a PID: does it exist, its state (a zombie is
+//! state `Z`, which `kill -0` and `ps -p` both miss), when it started, who
+//! owns it, its process group. One /proc read per PID on Linux.
+
+use std::time::{Duration, SystemTime};
+
+/// What the kernel says about one process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcFacts {
+    pub pid: i32,
+    /// Single-letter state as in /proc/<pid>/stat (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Start time in clock ticks after boot: exact, comparable between reads.
+    pub start_ticks: u64,
+    /// Start time on the wall clock (to about a second).
+    pub started_at: SystemTime,
+    pub uid: u32,
+    pub ppid: i32,
+    pub pgrp: i32,
+    pub session: i32,
+}
+
+impl ProcFacts {
+    pub fn is_zombie(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// The largest PID this kernel hands out.
+pub fn pid_max() -> u64 {
+    static PID_MAX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PID_MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            // macOS and others: PIDs stay below 100 000; be generous.
+            .unwrap_or(4_194_304)
+    })
+}
+
+pub fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::*;
+
+    fn boot_and_ticks() -> Option<(u64, u64)> {
+        static CLOCK: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+        *CLOCK.get_or_init(|| Some((procfs::boot_time_secs().ok()?, procfs::ticks_per_second())))
+    }
+
+    pub fn inspect(pid: i32) -> Option<ProcFacts> {
+        if pid <= 0 {
+            return None;
+        }
+        let process = procfs::process::Process::new(pid).ok()?;
+        let stat = process.stat().ok()?;
+        let uid = process.uid().ok()?;
+        let (boot, ticks) = boot_and_ticks()?;
+        let started_at =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(stat.starttime * 1000 / ticks.max(1));
+        Some(ProcFacts {
+            pid,
+            state: stat.state,
+            start_ticks: stat.starttime,
+            started_at,
+            uid,
+            ppid: stat.ppid,
+            pgrp: stat.pgrp,
+            session: stat.session,
+        })
+    }
+
+    /// Every process whose parent is `pid` (used to find descendants).
+    pub fn children_of(pid: i32) -> Vec<i32> {
+        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+        all.filter_map(Result::ok)
+            .filter_map(|p| p.stat().ok())
+            .filter(|s| s.ppid == pid)
+            .map(|s| s.pid)
+            .collect()
+    }
+
+    /// Every live process in a process group.
+    pub fn members_of_group(pgrp: i32) -> Vec<i32> {
+        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+        all.filter_map(Result::ok)
+            .filter_map(|p| p.stat().ok())
+            .filter(|s| s.pgrp == pgrp && s.state != 'Z')
+            .map(|s| s.pid)
+            .collect()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    //! Without /proc (macOS): `ps` tells state, owner and elapsed time.
+    use super::*;
+
+    pub fn inspect(pid: i32) -> Option<ProcFacts> {
+        if pid <= 0 {
+            return None;
+        }
+        let out = std::process::Command::new("ps")
+            .args(["-o", "stat=,uid=,ppid=,pgid=,etime=", "-p", &pid.to_string()])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        let elapsed = parse_etime(fields.next()?)?;
+        let started_at = SystemTime::now() - Duration::from_secs(elapsed);
+        let start_ticks = started_at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+        Some(ProcFacts { pid, state, start_ticks, started_at, uid, ppid, pgrp, session: pgrp })
+    }
+
+    fn parse_etime(s: &str) -> Option<u64> {
+        let (days, rest) = match s.split_once('-') {
+            Some((d, r)) => (d.parse::<u64>().ok()?, r),
+            None => (0, s),
+        };
+        let parts: Vec<u64> = rest.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let secs = parts.iter().fold(0, |acc, p| acc * 60 + p);
+        Some(days * 86_400 + secs)
+    }
+
+    pub fn children_of(_pid: i32) -> Vec<i32> {
+        Vec::new()
+    }
+
+    pub fn members_of_group(_pgrp: i32) -> Vec<i32> {
+        Vec::new()
+    }
+}
+
+pub use imp::{children_of, inspect, members_of_group};

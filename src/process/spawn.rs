@@ -1,0 +1,134 @@
+//! Starting a worker through `worker-wrapper.sh`: every argument its own argv
+//! entry (never a shell string), a new session, no inherited stdio, then a
+//! bounded poll for the PID file to name a live process. A wrapper that never
+//! writes its PID file is stopped again, so no unaccounted worker remains.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::identity::{judge, Liveness};
+use super::{pidfile, procinfo};
+
+/// The six arguments of the wrapper interface.
+#[derive(Debug, Clone)]
+pub struct WrapperCall {
+    pub wrapper: PathBuf,
+    pub stream: String,
+    pub pid_file: PathBuf,
+    pub log_dir: PathBuf,
+    pub work_dir: PathBuf,
+    pub initiative_id: String,
+    pub prompt: String,
+}
+
+/// A started worker: the PID from its PID file and the wrapper child process.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub child: Child,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("worker wrapper {0} is missing; install it (scripts/install.sh) or pass --orchestrator-dir")]
+    WrapperMissing(PathBuf),
+    #[error("worker wrapper {0} is not executable; run chmod +x on it")]
+    WrapperNotExecutable(PathBuf),
+    #[error("cannot create work dir {path}: {source}")]
+    WorkDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot run {path}: {source}")]
+    Exec { path: PathBuf, source: std::io::Error },
+    #[error("the wrapper exited ({status}) before its PID file named a live worker")]
+    ExitedEarly { status: String },
+    #[error("the wrapper wrote no PID file naming a live worker within {0:?}; it was stopped")]
+    NoPidFile(Duration),
+}
+
+fn check_wrapper(path: &Path) -> Result<(), SpawnError> {
+    let meta = std::fs::metadata(path).map_err(|_| SpawnError::WrapperMissing(path.to_path_buf()))?;
+    if !meta.is_file() {
+        return Err(SpawnError::WrapperMissing(path.to_path_buf()));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(SpawnError::WrapperNotExecutable(path.to_path_buf()));
+    }
+    Ok(())
+}
+
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => match nix::sys::signal::Signal::try_from(sig) {
+            Ok(s) => format!("killed by {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        _ => status.to_string(),
+    }
+}
+
+/// Spawns the wrapper and waits (bounded) until the PID file names a live
+/// process of ours.
+pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, SpawnError> {
+    check_wrapper(&call.wrapper)?;
+    std::fs::create_dir_all(&call.work_dir)
+        .map_err(|source| SpawnError::WorkDir { path: call.work_dir.clone(), source })?;
+    let mut command = Command::new(&call.wrapper);
+    command
+        .arg(&call.stream)
+        .arg(&call.pid_file)
+        .arg(&call.log_dir)
+        .arg(&call.work_dir)
+        .arg(&call.initiative_id)
+        .arg(&call.prompt)
+        .current_dir(&call.work_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = command.spawn().map_err(|source| SpawnError::Exec { path: call.wrapper.clone(), source })?;
+    let our_uid = procinfo::current_uid();
+    let deadline = Instant::now() + wait;
+    loop {
+        let file = pidfile::read(&call.pid_file, procinfo::pid_max());
+        if let pidfile::PidFile::Pid { pid, .. } = &file {
+            let facts = procinfo::inspect(*pid);
+            if let Liveness::Running { pid, start_ticks } = judge(&file, facts.as_ref(), our_uid, None) {
+                return Ok(Started { pid, start_ticks, child });
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(SpawnError::ExitedEarly { status: describe_status(status) });
+        }
+        if Instant::now() >= deadline {
+            stop_spawned(&mut child);
+            return Err(SpawnError::NoPidFile(wait));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops a wrapper this monitor itself just spawned (its own session, so its
+/// PID is its process group): TERM, a short grace, KILL, reap.
+fn stop_spawned(child: &mut Child) {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let group = Pid::from_raw(child.id() as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
+}

@@ -1,0 +1,132 @@
+//! monitor.log and the console. Every message goes to
+//! `<ORCH>/logs/monitor.log` as `[<local ISO timestamp>] [LEVEL] message`
+//! (appended, one write per line so concurrent monitors never interleave
+//! halves) and to stdout as `[MONITOR] message`, the tag coloured by level on
+//! a terminal without NO_COLOR. `--quiet` keeps the console to actions and
+//! errors; the file always gets everything. A log file that cannot be written
+//! is reported once on stderr and the check goes on.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use colored::Colorize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Success,
+    Warning,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Success => "SUCCESS",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+/// Whether a message reports an action (shown even with `--quiet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Report,
+    Action,
+}
+
+pub struct Logger {
+    path: Option<PathBuf>,
+    file: Mutex<Option<File>>,
+    quiet: bool,
+    color: bool,
+    file_failed: AtomicBool,
+}
+
+impl Logger {
+    /// A logger writing to `path` (created with its directory if needed).
+    pub fn new(path: Option<&Path>, quiet: bool) -> Logger {
+        use std::io::IsTerminal;
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Logger { path: path.map(Path::to_path_buf), file: Mutex::new(None), quiet, color, file_failed: AtomicBool::new(false) }
+    }
+
+    pub fn info(&self, msg: &str) {
+        self.log(Level::Info, Kind::Report, msg);
+    }
+    pub fn success(&self, msg: &str) {
+        self.log(Level::Success, Kind::Report, msg);
+    }
+    pub fn warning(&self, msg: &str) {
+        self.log(Level::Warning, Kind::Report, msg);
+    }
+    pub fn error(&self, msg: &str) {
+        self.log(Level::Error, Kind::Action, msg);
+    }
+    /// An action taken (restart, give-up): shown even with `--quiet`.
+    pub fn action(&self, level: Level, msg: &str) {
+        self.log(level, Kind::Action, msg);
+    }
+
+    pub fn log(&self, level: Level, kind: Kind, msg: &str) {
+        self.write_file(level, msg);
+        if self.quiet && kind == Kind::Report && level != Level::Error {
+            return;
+        }
+        let tag = "[MONITOR]";
+        let tag = if self.color {
+            match level {
+                Level::Info => tag.blue().to_string(),
+                Level::Success => tag.green().to_string(),
+                Level::Warning => tag.yellow().to_string(),
+                Level::Error => tag.red().to_string(),
+            }
+        } else {
+            tag.to_string()
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{tag} {msg}");
+        let _ = out.flush();
+    }
+
+    /// Writes only to monitor.log (for fatal errors already on stderr).
+    pub fn write_file(&self, level: Level, msg: &str) {
+        let Some(path) = &self.path else { return };
+        let line = format!("[{}] [{}] {}\n", timestamp(), level.as_str(), msg.replace('\n', " "));
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            match open_append(path) {
+                Ok(f) => *guard = Some(f),
+                Err(e) => return self.report_file_error(path, &e),
+            }
+        }
+        if let Some(file) = guard.as_mut() {
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                self.report_file_error(path, &e);
+            }
+        }
+    }
+
+    fn report_file_error(&self, path: &Path, e: &std::io::Error) {
+        if !self.file_failed.swap(true, Ordering::SeqCst) {
+            eprintln!("monitor-workers: error: cannot write {}: {e}; continuing without it", path.display());
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Local time, ISO 8601 with microseconds, no offset: Python's `datetime.now().isoformat()`.
+pub fn timestamp() -> String {
+    chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}

@@ -1,0 +1,7 @@
+//! The pure core: from what was observed to what it means and what to do.
+//! Nothing here touches a file, a process or the clock; every function takes
+//! its facts and its "now" as arguments and is tested as a table.
+
+pub mod assess;
+pub mod policy;
+pub mod streams;
