@@ -29,39 +29,79 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Restart dead workers (default: report only)
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub auto_restart: bool,
     /// Restart budget per worker: restarts without forward progress, kept across runs
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 2)]
     pub max_restarts: u32,
     /// Keep checking in the foreground until SIGINT/SIGTERM
     #[arg(long)]
     pub daemon: bool,
     /// Seconds between checks in daemon mode
-    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, global = true, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub interval: u64,
     /// Print only actions (restart, give-up) and errors; monitor.log still gets everything
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub quiet: bool,
+    /// When a dead worker is restarted (on-failure: not after exit code 0)
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "always"
+    )]
+    pub restart_policy: crate::supervise::policy::RestartKind,
+    /// Seconds of backoff after the first restart; doubles with each restart in a row
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds)]
+    pub backoff_base: f64,
+    /// Longest backoff between restarts, in seconds
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60.0, value_parser = parse_seconds)]
+    pub backoff_max: f64,
 }
 
 /// Where the project and its databases are.
 #[derive(Debug, Clone, Args)]
 pub struct PathArgs {
     /// Project root (its folder name is the workspace id)
-    #[arg(long, global = true, value_name = "DIR", env = "MONITOR_WORKERS_PROJECT_ROOT")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "MONITOR_WORKERS_PROJECT_ROOT"
+    )]
     pub project_root: Option<PathBuf>,
     /// The .claude/orchestrator directory
-    #[arg(long, global = true, value_name = "DIR", env = "MONITOR_WORKERS_ORCHESTRATOR_DIR")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "MONITOR_WORKERS_ORCHESTRATOR_DIR"
+    )]
     pub orchestrator_dir: Option<PathBuf>,
     /// Task Copilot database [default: ~/.claude/tasks/<workspace>/tasks.db]
-    #[arg(long, global = true, value_name = "FILE", env = "MONITOR_WORKERS_TASKS_DB")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MONITOR_WORKERS_TASKS_DB"
+    )]
     pub tasks_db: Option<PathBuf>,
     /// Memory Copilot database [default: ~/.claude/memory/<workspace>/memory.db]
-    #[arg(long, global = true, value_name = "FILE", env = "MONITOR_WORKERS_MEMORY_DB")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "MONITOR_WORKERS_MEMORY_DB"
+    )]
     pub memory_db: Option<PathBuf>,
     /// Workspace id [default: the project root's folder name]
-    #[arg(long, global = true, value_name = "ID", env = "MONITOR_WORKERS_WORKSPACE_ID")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "ID",
+        env = "MONITOR_WORKERS_WORKSPACE_ID"
+    )]
     pub workspace_id: Option<String>,
     /// Seconds to wait for a database locked by a writer before skipping the check
     #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0, env = "MONITOR_WORKERS_BUSY_TIMEOUT",
@@ -69,8 +109,10 @@ pub struct PathArgs {
     pub busy_timeout: f64,
 }
 
-fn parse_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(0.0..=3600.0).contains(&v) {
         return Err(format!("{v} is out of range (0 to 3600 seconds)"));
     }
@@ -79,7 +121,61 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Forget a stream's restart history so it may be restarted again (after give-up)
+    /// Start the daemon in the background (with the check flags given)
+    Start,
+    /// Stop the daemon; with STREAM (or --all) stop that worker instead
+    Stop {
+        /// Stop this stream's worker and keep it stopped until resumed
+        stream: Option<String>,
+        /// Stop every worker (the daemon keeps running)
+        #[arg(long, conflicts_with = "stream")]
+        all: bool,
+        /// With the daemon, stop every worker too
+        #[arg(long, conflicts_with_all = ["stream", "all"])]
+        workers: bool,
+        /// Seconds a worker gets between SIGTERM and SIGKILL
+        #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds)]
+        grace: f64,
+        /// Seconds to wait for the daemon to exit
+        #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+        timeout: f64,
+    },
+    /// Restart the daemon with its settings; with STREAM restart that worker now
+    Restart {
+        /// Stop this stream's worker gracefully (if it runs) and start it afresh
+        stream: Option<String>,
+        /// Seconds a worker gets between SIGTERM and SIGKILL
+        #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_seconds)]
+        grace: f64,
+        /// Seconds to wait for the daemon to exit
+        #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
+        timeout: f64,
+    },
+    /// Show every worker's state, health and history, and the daemon's
+    Status {
+        /// Only this stream
+        stream: Option<String>,
+        /// Add probe details, reasons and file paths
+        #[arg(long, short)]
+        verbose: bool,
+        /// Machine-readable output (schema in the README)
+        #[arg(long, conflicts_with = "watch")]
+        json: bool,
+        /// Refresh every 2 seconds until interrupted
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Never restart this stream's worker until resumed (it keeps running)
+    Pause {
+        /// The stream id
+        stream: String,
+    },
+    /// Undo pause or stop: the stream is supervised again
+    Resume {
+        /// The stream id
+        stream: String,
+    },
+    /// Clear a stream's restart budget, backoff and give-up
     Reset {
         /// The stream id
         stream: String,

@@ -28,7 +28,10 @@ pub enum DaemonError {
     #[error("another monitor daemon is already running for this project (PID {holder}); stop it first (lock: {path})")]
     AlreadyRunning { holder: String, path: String },
     #[error("cannot take the daemon lock {path}: {source}")]
-    Lock { path: String, source: std::io::Error },
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -44,27 +47,49 @@ pub fn acquire_daemon_lock(layout: &Layout) -> Result<FileLock, DaemonError> {
         }
         Ok(None) => {
             let holder = lock::read_holder(&path);
-            let holder = if holder.is_empty() { "unknown".to_string() } else { holder };
-            Err(DaemonError::AlreadyRunning { holder, path: shown })
+            let holder = if holder.is_empty() {
+                "unknown".to_string()
+            } else {
+                holder
+            };
+            Err(DaemonError::AlreadyRunning {
+                holder,
+                path: shown,
+            })
         }
-        Err(source) => Err(DaemonError::Lock { path: shown, source }),
+        Err(source) => Err(DaemonError::Lock {
+            path: shown,
+            source,
+        }),
     }
 }
 
 /// Runs until a shutdown signal. Errors of a single tick are logged and the
 /// loop goes on; only failing to start is an error.
-pub fn run(layout: &Layout, settings: &TickSettings, logger: &Logger, interval: Duration) -> Result<(), DaemonError> {
+/// `args` are the command-line arguments, recorded so `restart` can start
+/// the daemon again with the same settings.
+pub fn run(
+    layout: &Layout,
+    settings: &TickSettings,
+    logger: &Logger,
+    interval: Duration,
+    args: Vec<String>,
+) -> Result<(), DaemonError> {
     let _lock = acquire_daemon_lock(layout)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down forces the exit (code 1).
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&shutdown))
+            .map_err(DaemonError::Signals)?;
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(DaemonError::Signals)?;
     }
+    let mut heartbeat = Heartbeat::new(layout, interval, args);
     logger.info(&format!(
         "Starting monitor daemon (interval: {}s, max_restarts: {})",
         interval.as_secs(),
-        settings.policy.max_restarts
+        settings.plan.policy.max_restarts
     ));
-    if !settings.auto_restart {
+    if !settings.plan.auto_restart {
         logger.warning("Auto-restart disabled. Use --auto-restart to enable.");
     }
     let store = StateStore::new(&layout.state_dir());
@@ -72,33 +97,132 @@ pub fn run(layout: &Layout, settings: &TickSettings, logger: &Logger, interval: 
     let mut children: BTreeMap<StreamId, Child> = BTreeMap::new();
     let mut watch = Watch::default();
     while !shutdown.load(Ordering::SeqCst) {
+        let mut wake = Instant::now() + interval;
         match run_tick(layout, settings, logger, &store, &mut memory) {
             Ok(report) => {
                 for (id, child) in report.spawned {
                     children.insert(id, child);
                 }
                 watch.set(report.running);
+                if let Some(due) = report.next_due_ms {
+                    let after =
+                        Duration::from_millis(due.saturating_sub(crate::report::now_ms()) + 20);
+                    wake = wake.min(Instant::now() + after);
+                }
             }
             Err(e) => logger.warning(&format!("Check skipped: {e}")),
         }
-        wait_for_next_tick(interval, &shutdown, &mut children, &mut watch, logger);
+        heartbeat.beat(logger);
+        wait_for_next_tick(
+            wake,
+            &shutdown,
+            &mut children,
+            &mut watch,
+            &mut heartbeat,
+            logger,
+        );
     }
     logger.info("Received shutdown signal");
+    heartbeat.remove();
     logger.info("Monitor daemon stopped; workers keep running");
     Ok(())
+}
+
+/// The daemon's record in `state/daemon.json`: who it is, how it was
+/// started, and a heartbeat refreshed while it runs, so `status` can tell a
+/// healthy daemon from a hung or dead one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DaemonRecord {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    pub interval_secs: u64,
+    pub args: Vec<String>,
+}
+
+/// Refreshes at least this often, whatever the interval.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+struct Heartbeat {
+    path: std::path::PathBuf,
+    record: DaemonRecord,
+    last: Instant,
+    failed: bool,
+}
+
+impl Heartbeat {
+    fn new(layout: &Layout, interval: Duration, args: Vec<String>) -> Heartbeat {
+        let pid = std::process::id() as i32;
+        let start_ticks = procinfo::inspect(pid).map(|f| f.start_ticks).unwrap_or(0);
+        let now = crate::report::now_ms();
+        Heartbeat {
+            path: daemon_record_path(layout),
+            record: DaemonRecord {
+                pid,
+                start_ticks,
+                started_ms: now,
+                heartbeat_ms: now,
+                interval_secs: interval.as_secs(),
+                args,
+            },
+            last: Instant::now(),
+            failed: false,
+        }
+    }
+
+    fn beat(&mut self, logger: &Logger) {
+        self.record.heartbeat_ms = crate::report::now_ms();
+        self.last = Instant::now();
+        let text = serde_json::to_string_pretty(&self.record).expect("record serialises");
+        let tmp = self.path.with_extension("json.tmp");
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.path));
+        match written {
+            Err(e) if !self.failed => {
+                self.failed = true;
+                logger.error(&format!(
+                    "Cannot write daemon heartbeat {}: {e}",
+                    self.path.display()
+                ));
+            }
+            Ok(()) => self.failed = false,
+            Err(_) => {}
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= HEARTBEAT_EVERY
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub fn daemon_record_path(layout: &Layout) -> std::path::PathBuf {
+    layout.state_dir().join("daemon.json")
+}
+
+/// The daemon's record, if a daemon wrote one.
+pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
+    let text = std::fs::read_to_string(daemon_record_path(layout)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Sleeps until the interval is over, a watched worker dies or a signal
 /// arrives, reaping spawned wrappers on the way.
 fn wait_for_next_tick(
-    interval: Duration,
+    deadline: Instant,
     shutdown: &AtomicBool,
     children: &mut BTreeMap<StreamId, Child>,
     watch: &mut Watch,
+    heartbeat: &mut Heartbeat,
     logger: &Logger,
 ) {
-    let deadline = Instant::now() + interval;
     while !shutdown.load(Ordering::SeqCst) {
+        if heartbeat.due() {
+            heartbeat.beat(logger);
+        }
         let mut died = reap_children(children, logger);
         for dead in watch.wait_for_death(WAKE) {
             if !died.iter().any(|(id, _)| *id == dead.stream) {
@@ -114,7 +238,10 @@ fn wait_for_next_tick(
 }
 
 /// Reaps exited wrappers; logs how each ended.
-fn reap_children(children: &mut BTreeMap<StreamId, Child>, logger: &Logger) -> Vec<(StreamId, i32)> {
+fn reap_children(
+    children: &mut BTreeMap<StreamId, Child>,
+    logger: &Logger,
+) -> Vec<(StreamId, i32)> {
     let mut ended = Vec::new();
     children.retain(|id, child| match child.try_wait() {
         Ok(Some(status)) => {
@@ -122,7 +249,10 @@ fn reap_children(children: &mut BTreeMap<StreamId, Child>, logger: &Logger) -> V
             logger.log(
                 Level::Warning,
                 crate::report::log::Kind::Report,
-                &format!("Worker {id} (PID {pid}) exited: {}", describe_status(status)),
+                &format!(
+                    "Worker {id} (PID {pid}) exited: {}",
+                    describe_status(status)
+                ),
             );
             ended.push((id.clone(), pid));
             false
@@ -158,19 +288,27 @@ impl Watch {
 
     /// Waits up to `timeout` for a watched worker to die; returns the dead.
     fn wait_for_death(&mut self, timeout: Duration) -> Vec<Watched> {
-        let fds: Vec<_> = self.workers.iter().filter_map(|(_, fd)| fd.as_ref()).collect();
+        let fds: Vec<_> = self
+            .workers
+            .iter()
+            .filter_map(|(_, fd)| fd.as_ref())
+            .collect();
         if fds.is_empty() {
             std::thread::sleep(timeout);
         } else {
             use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-            let mut polls: Vec<PollFd> = fds.iter().map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN)).collect();
+            let mut polls: Vec<PollFd> = fds
+                .iter()
+                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
             let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE);
             let _ = poll(&mut polls, ms);
         }
         // Judge by /proc, the one truth for pidfd and fallback alike.
         let mut dead = Vec::new();
         self.workers.retain(|(w, _)| {
-            let alive = procinfo::inspect(w.pid).is_some_and(|f| !f.is_zombie() && f.start_ticks == w.start_ticks);
+            let alive = procinfo::inspect(w.pid)
+                .is_some_and(|f| !f.is_zombie() && f.start_ticks == w.start_ticks);
             if !alive {
                 dead.push(w.clone());
             }

@@ -30,9 +30,13 @@ pub struct Layout {
 pub enum LayoutError {
     #[error("no project found: none of {tried} has .claude/orchestrator; run inside a project or pass --project-root DIR (or --orchestrator-dir DIR)")]
     NotFound { tried: String },
-    #[error("orchestrator directory {path} does not exist; check --orchestrator-dir / --project-root")]
+    #[error(
+        "orchestrator directory {path} does not exist; check --orchestrator-dir / --project-root"
+    )]
     MissingOrch { path: PathBuf },
-    #[error("cannot tell where the databases are: $HOME is not set; pass --tasks-db and --memory-db")]
+    #[error(
+        "cannot tell where the databases are: $HOME is not set; pass --tasks-db and --memory-db"
+    )]
     NoHome,
     #[error("cannot tell the workspace id from {path}; pass --workspace-id")]
     NoWorkspace { path: PathBuf },
@@ -48,7 +52,13 @@ impl Layout {
         exe: Option<&Path>,
         home: Option<&Path>,
     ) -> Result<Layout, LayoutError> {
-        let absolute = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+        let absolute = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                cwd.join(p)
+            }
+        };
         let (orch, project_root) = match (&overrides.orchestrator_dir, &overrides.project_root) {
             (Some(orch), root) => {
                 let orch = absolute(orch);
@@ -68,7 +78,11 @@ impl Layout {
             }
             (None, None) => match exe.and_then(orch_of_binary).or_else(|| search_upward(cwd)) {
                 Some(orch) => {
-                    let root = orch.parent().and_then(Path::parent).unwrap_or(&orch).to_path_buf();
+                    let root = orch
+                        .parent()
+                        .and_then(Path::parent)
+                        .unwrap_or(&orch)
+                        .to_path_buf();
                     (orch, root)
                 }
                 None => {
@@ -77,7 +91,9 @@ impl Layout {
                         tried.push(exe.display().to_string());
                     }
                     tried.extend(cwd.ancestors().map(|p| p.display().to_string()));
-                    return Err(LayoutError::NotFound { tried: tried.join(", ") });
+                    return Err(LayoutError::NotFound {
+                        tried: tried.join(", "),
+                    });
                 }
             },
         };
@@ -91,11 +107,17 @@ impl Layout {
             None => project_root
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| LayoutError::NoWorkspace { path: project_root.clone() })?,
+                .ok_or_else(|| LayoutError::NoWorkspace {
+                    path: project_root.clone(),
+                })?,
         };
         let db_default = |kind: &str, file: &str| -> Result<PathBuf, LayoutError> {
             let home = home.ok_or(LayoutError::NoHome)?;
-            Ok(home.join(".claude").join(kind).join(&workspace_id).join(file))
+            Ok(home
+                .join(".claude")
+                .join(kind)
+                .join(&workspace_id)
+                .join(file))
         };
         let tasks_db = match &overrides.tasks_db {
             Some(p) => absolute(p),
@@ -105,7 +127,13 @@ impl Layout {
             Some(p) => absolute(p),
             None => db_default("memory", "memory.db")?,
         };
-        Ok(Layout { project_root, orch, workspace_id, tasks_db, memory_db })
+        Ok(Layout {
+            project_root,
+            orch,
+            workspace_id,
+            tasks_db,
+            memory_db,
+        })
     }
 
     pub fn pids_dir(&self) -> PathBuf {
@@ -151,7 +179,10 @@ impl Layout {
         if id.as_str() == "main" {
             self.project_root.clone()
         } else {
-            self.project_root.join(".claude").join("worktrees").join(id.as_str())
+            self.project_root
+                .join(".claude")
+                .join("worktrees")
+                .join(id.as_str())
         }
     }
 }
@@ -181,7 +212,10 @@ impl StreamId {
         let problem = if raw.is_empty() {
             Some("it is empty".to_string())
         } else if raw.len() > MAX_STREAM_ID_BYTES {
-            Some(format!("it is {} bytes long (at most {MAX_STREAM_ID_BYTES})", raw.len()))
+            Some(format!(
+                "it is {} bytes long (at most {MAX_STREAM_ID_BYTES})",
+                raw.len()
+            ))
         } else if raw.contains('/') || raw.contains('\\') {
             Some("it contains a path separator".to_string())
         } else if raw.contains("..") {
@@ -263,11 +297,23 @@ mod tests {
         let orch = tmp.join("proj").join(".claude").join("orchestrator");
         std::fs::create_dir_all(orch.join("pids")).unwrap();
         let home = Path::new("/home/someone");
-        let from_cwd = Layout::discover(&PathOverrides::default(), &orch.join("pids"), None, Some(home)).unwrap();
+        let from_cwd = Layout::discover(
+            &PathOverrides::default(),
+            &orch.join("pids"),
+            None,
+            Some(home),
+        )
+        .unwrap();
         assert_eq!(from_cwd.workspace_id, "proj");
         assert_eq!(from_cwd.tasks_db, home.join(".claude/tasks/proj/tasks.db"));
         let exe = orch.join("monitor-workers");
-        let from_exe = Layout::discover(&PathOverrides::default(), Path::new("/"), Some(&exe), Some(home)).unwrap();
+        let from_exe = Layout::discover(
+            &PathOverrides::default(),
+            Path::new("/"),
+            Some(&exe),
+            Some(home),
+        )
+        .unwrap();
         assert_eq!(from_exe.orch, orch.canonicalize().unwrap());
         let none = Layout::discover(&PathOverrides::default(), Path::new("/"), None, Some(home));
         assert!(matches!(none, Err(LayoutError::NotFound { .. })));

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod layout;
+pub mod logtail;
 pub mod process;
 pub mod prompt;
 pub mod report;

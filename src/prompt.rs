@@ -22,7 +22,11 @@ pub fn load_template(override_path: &Path) -> String {
 }
 
 pub fn render(template: &str, facts: &PromptFacts<'_>) -> String {
-    let deps = if facts.dependencies.is_empty() { "none".to_string() } else { facts.dependencies.join(", ") };
+    let deps = if facts.dependencies.is_empty() {
+        "none".to_string()
+    } else {
+        facts.dependencies.join(", ")
+    };
     template
         .replace("{{stream_id}}", facts.stream_id)
         .replace("{{stream_name}}", facts.stream_name)
@@ -47,8 +51,18 @@ mod tests {
         };
         let out = render(DEFAULT_TEMPLATE, &facts);
         assert!(!out.contains("{{"), "unfilled placeholder in: {out}");
-        assert!(out.contains("Stream-C") && out.contains("Stream-A, Stream-B") && out.contains("init-1"));
-        let none = render("deps: {{dependencies}}", &PromptFacts { dependencies: &[], ..facts });
+        assert!(
+            out.contains("Stream-C")
+                && out.contains("Stream-A, Stream-B")
+                && out.contains("init-1")
+        );
+        let none = render(
+            "deps: {{dependencies}}",
+            &PromptFacts {
+                dependencies: &[],
+                ..facts
+            },
+        );
         assert_eq!(none, "deps: none");
     }
 }

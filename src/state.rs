@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::process::identity::Remembered;
 use crate::process::lock;
+use crate::supervise::lifecycle::Lifecycle;
 
 pub const STATE_VERSION: u32 = 1;
 
@@ -23,41 +24,64 @@ pub struct State {
     pub version: u32,
     #[serde(default)]
     pub streams: BTreeMap<String, StreamState>,
+    /// While set and in the future, the global breaker holds every restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_until_ms: Option<u64>,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State { version: STATE_VERSION, streams: BTreeMap::new() }
+        State {
+            version: STATE_VERSION,
+            streams: BTreeMap::new(),
+            breaker_until_ms: None,
+        }
     }
 }
 
-/// Restart accounting of one stream. Times are milliseconds since the epoch.
+/// Lifecycle and restart accounting of one stream. Times are ms since the epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamState {
+    /// Where the worker is in its life (see `supervise::lifecycle`).
+    pub lifecycle: Lifecycle,
     /// Restarts since the stream last made progress (the `--max-restarts` budget).
     pub restarts: u32,
     /// Restarts ever made.
     pub restarts_total: u32,
     /// Completed tasks when the budget was last charged; more now = progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at_last_restart: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_restart_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_restart_reason: Option<String>,
-    /// Failed restart attempts in a row (drives the backoff).
-    pub consecutive_failures: u32,
+    /// Restarts in a row without a long healthy run (drives the backoff).
+    pub streak: u32,
     /// No restart before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt_ms: Option<u64>,
+    /// Restart times within the rate-limit window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent_restarts_ms: Vec<u64>,
+    /// When a worker seen alive was last found dead, or a restart failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// The budget is spent; no restart until an operator resets the stream.
-    pub gave_up: bool,
     /// The worker as last seen running.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<Remembered>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state lock {0} stayed busy; another monitor holds it")]
     LockTimeout(PathBuf),
 }
@@ -73,7 +97,10 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 impl StateStore {
     pub fn new(state_dir: &Path) -> StateStore {
-        StateStore { path: state_dir.join("monitor-state.json"), lock_path: state_dir.join("state.lock") }
+        StateStore {
+            path: state_dir.join("monitor-state.json"),
+            lock_path: state_dir.join("state.lock"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -86,16 +113,30 @@ impl StateStore {
     pub fn load(&self) -> (State, Vec<String>) {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (State::default(), Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (State::default(), Vec::new())
+            }
             Err(e) => {
-                return (State::default(), vec![format!("Cannot read state file {}: {e}; using a fresh state", self.path.display())])
+                return (
+                    State::default(),
+                    vec![format!(
+                        "Cannot read state file {}: {e}; using a fresh state",
+                        self.path.display()
+                    )],
+                )
             }
         };
         match parse(&text) {
             Ok(state) => (state, Vec::new()),
             Err(problem) => {
                 let aside = self.move_aside();
-                (State::default(), vec![format!("State file {} {problem}; {aside}; starting from a fresh state", self.path.display())])
+                (
+                    State::default(),
+                    vec![format!(
+                        "State file {} {problem}; {aside}; starting from a fresh state",
+                        self.path.display()
+                    )],
+                )
             }
         }
     }
@@ -110,30 +151,58 @@ impl StateStore {
     }
 
     /// Load, change, save under the state lock; returns the saved state.
-    pub fn update<T>(&self, change: impl FnOnce(&mut State) -> T) -> Result<(T, State, Vec<String>), StateError> {
+    pub fn update<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> T,
+    ) -> Result<(T, State, Vec<String>), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { action: "create", path: dir.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            action: "create",
+            path: dir.into(),
+            source,
+        })?;
         let _guard = lock::lock_within(&self.lock_path, LOCK_WAIT)
-            .map_err(|source| StateError::Io { action: "lock", path: self.lock_path.clone(), source })?
+            .map_err(|source| StateError::Io {
+                action: "lock",
+                path: self.lock_path.clone(),
+                source,
+            })?
             .ok_or_else(|| StateError::LockTimeout(self.lock_path.clone()))?;
         let (mut state, warnings) = self.load();
+        let before = state.clone();
         let result = change(&mut state);
-        self.save(&state)?;
+        // An unchanged state is not rewritten: most checks change nothing.
+        if state != before {
+            self.save(&state)?;
+        }
         Ok((result, state, warnings))
     }
 
     fn save(&self, state: &State) -> Result<(), StateError> {
-        let tmp = PathBuf::from(format!("{}.tmp-{}", self.path.display(), std::process::id()));
-        let io = |action, source| StateError::Io { action, path: tmp.clone(), source };
+        let tmp = PathBuf::from(format!(
+            "{}.tmp-{}",
+            self.path.display(),
+            std::process::id()
+        ));
+        let io = |action, source| StateError::Io {
+            action,
+            path: tmp.clone(),
+            source,
+        };
         let mut text = serde_json::to_string_pretty(state).expect("state serialises");
         text.push('\n');
         let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-        file.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| io("write", e))?;
         file.sync_all().map_err(|e| io("sync", e))?;
         drop(file);
         if let Err(source) = std::fs::rename(&tmp, &self.path) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(StateError::Io { action: "replace", path: self.path.clone(), source });
+            return Err(StateError::Io {
+                action: "replace",
+                path: self.path.clone(),
+                source,
+            });
         }
         if let Some(dir) = self.path.parent() {
             if let Ok(d) = std::fs::File::open(dir) {
@@ -146,10 +215,16 @@ impl StateStore {
 
 /// Parses state text; the error says what is wrong with it.
 pub fn parse(text: &str) -> Result<State, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("is corrupt ({e})"))?;
-    let version = value.get("version").and_then(|v| v.as_u64()).ok_or("is corrupt (no version)")?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("is corrupt ({e})"))?;
+    let version = value
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .ok_or("is corrupt (no version)")?;
     if version > u64::from(STATE_VERSION) {
-        return Err(format!("is from a newer version ({version} > {STATE_VERSION})"));
+        return Err(format!(
+            "is from a newer version ({version} > {STATE_VERSION})"
+        ));
     }
     serde_json::from_value(value).map_err(|e| format!("is corrupt ({e})"))
 }
@@ -161,31 +236,53 @@ mod tests {
     #[test]
     fn parse_table() {
         assert!(parse(r#"{"version":1,"streams":{}}"#).is_ok());
-        assert!(parse(r#"{"version":1,"streams":{"a":{"restarts":2}}}"#).unwrap().streams["a"].restarts == 2);
+        assert!(
+            parse(r#"{"version":1,"streams":{"a":{"restarts":2}}}"#)
+                .unwrap()
+                .streams["a"]
+                .restarts
+                == 2
+        );
         assert!(parse("").unwrap_err().contains("corrupt"));
-        assert!(parse("{\"version\":1,\"streams\":{").unwrap_err().contains("corrupt"));
-        assert!(parse(r#"{"streams":{}}"#).unwrap_err().contains("no version"));
-        assert!(parse(r#"{"version":99,"streams":{}}"#).unwrap_err().contains("newer"));
-        assert!(parse(r#"{"version":1,"bogus":1}"#).unwrap_err().contains("corrupt"));
+        assert!(parse("{\"version\":1,\"streams\":{")
+            .unwrap_err()
+            .contains("corrupt"));
+        assert!(parse(r#"{"streams":{}}"#)
+            .unwrap_err()
+            .contains("no version"));
+        assert!(parse(r#"{"version":99,"streams":{}}"#)
+            .unwrap_err()
+            .contains("newer"));
+        assert!(parse(r#"{"version":1,"bogus":1}"#)
+            .unwrap_err()
+            .contains("corrupt"));
     }
 
     #[test]
     fn update_is_atomic_and_corrupt_files_move_aside() {
         let dir = tempfile_dir();
         let store = StateStore::new(&dir);
-        store.update(|s| s.streams.entry("a".into()).or_default().restarts = 1).unwrap();
+        store
+            .update(|s| s.streams.entry("a".into()).or_default().restarts = 1)
+            .unwrap();
         assert_eq!(store.load().0.streams["a"].restarts, 1);
         std::fs::write(store.path(), "{garbage").unwrap();
         let (state, warnings) = store.load();
         assert!(state.streams.is_empty());
         assert!(warnings[0].contains("moved aside"), "{warnings:?}");
         let asides = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok);
-        assert!(asides.into_iter().any(|e| e.file_name().to_string_lossy().contains(".corrupt-")));
+        assert!(asides
+            .into_iter()
+            .any(|e| e.file_name().to_string_lossy().contains(".corrupt-")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("mw-state-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "mw-state-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

@@ -1,24 +1,60 @@
 //! One file per subcommand; each is a short orchestration of the core.
 
 pub mod check;
-pub mod reset;
+pub mod control;
+pub mod daemon_ctl;
+pub mod status;
 
 use std::path::PathBuf;
 
 use crate::cli::{Cli, Command, PathArgs};
-use crate::layout::{Layout, PathOverrides};
-use crate::Outcome;
+use crate::layout::{Layout, PathOverrides, StreamId};
+use crate::report::events::EventLog;
+use crate::report::log::Logger;
+use crate::state::StateStore;
+use crate::tick::{take_snapshot, Recorder, Snapshot};
+use crate::{Failure, Outcome};
 
 /// Runs what the command line asks for.
-pub fn dispatch(cli: Cli) -> Result<Outcome, crate::Failure> {
+pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
+    let secs = std::time::Duration::from_secs_f64;
     match &cli.command {
         None => check::run(&cli),
-        Some(Command::Reset { stream }) => reset::run(&cli.paths, stream),
+        Some(Command::Start) => daemon_ctl::start(&cli),
+        Some(Command::Stop {
+            stream: None,
+            all: false,
+            workers,
+            grace,
+            timeout,
+        }) => daemon_ctl::stop(&cli, *workers, secs(*grace), secs(*timeout)),
+        Some(Command::Stop {
+            stream, all, grace, ..
+        }) => control::stop(&cli, stream.as_deref(), *all, secs(*grace)),
+        Some(Command::Restart {
+            stream: None,
+            timeout,
+            ..
+        }) => daemon_ctl::restart(&cli, secs(*timeout)),
+        Some(Command::Restart {
+            stream: Some(stream),
+            grace,
+            ..
+        }) => control::restart(&cli, stream, secs(*grace)),
+        Some(Command::Status {
+            stream,
+            verbose,
+            json,
+            watch,
+        }) => status::run(&cli, stream.as_deref(), *verbose, *json, *watch),
+        Some(Command::Pause { stream }) => control::pause(&cli, stream),
+        Some(Command::Resume { stream }) => control::resume(&cli, stream),
+        Some(Command::Reset { stream }) => control::reset(&cli, stream),
     }
 }
 
 /// Finds the project from the path flags, the binary's location and the cwd.
-pub fn discover(paths: &PathArgs) -> Result<Layout, crate::Failure> {
+pub fn discover(paths: &PathArgs) -> Result<Layout, Failure> {
     let overrides = PathOverrides {
         project_root: paths.project_root.clone(),
         orchestrator_dir: paths.orchestrator_dir.clone(),
@@ -28,6 +64,75 @@ pub fn discover(paths: &PathArgs) -> Result<Layout, crate::Failure> {
     };
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let exe = std::env::current_exe().ok();
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-    Layout::discover(&overrides, &cwd, exe.as_deref(), home.as_deref()).map_err(|e| crate::Failure::CouldNotRun(e.to_string()))
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    Layout::discover(&overrides, &cwd, exe.as_deref(), home.as_deref())
+        .map_err(|e| Failure::CouldNotRun(e.to_string()))
+}
+
+/// What every operator command needs: where things are and how to record.
+pub struct Context {
+    pub layout: Layout,
+    pub logger: Logger,
+    pub store: StateStore,
+}
+
+impl Context {
+    pub fn new(cli: &Cli) -> Result<Context, Failure> {
+        let layout = discover(&cli.paths)?;
+        let logger = Logger::new(Some(&layout.monitor_log()), cli.check.quiet);
+        let store = StateStore::new(&layout.state_dir());
+        Ok(Context {
+            layout,
+            logger,
+            store,
+        })
+    }
+
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder {
+            logger: &self.logger,
+            events: EventLog::new(&self.layout.logs_dir().join("events.jsonl")),
+        }
+    }
+
+    /// The current snapshot; no active initiative is an error here.
+    pub fn snapshot(&self, cli: &Cli) -> Result<Snapshot, Failure> {
+        let busy = std::time::Duration::from_secs_f64(cli.paths.busy_timeout);
+        match take_snapshot(&self.layout, busy, &self.store.load().0) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(Failure::CouldNotRun(
+                "no active initiative found in the memory database".into(),
+            )),
+            Err(e) => Err(Failure::CouldNotRun(e.to_string())),
+        }
+    }
+
+    /// A stream id the operator named: valid, and known to the database or
+    /// the state file.
+    pub fn known_stream(&self, cli: &Cli, raw: &str) -> Result<StreamId, Failure> {
+        let id = StreamId::parse(raw)
+            .map_err(|why| Failure::Usage(format!("invalid stream id {raw:?}: {why}")))?;
+        let in_state = self.store.load().0.streams.contains_key(id.as_str());
+        let snapshot = self.snapshot(cli);
+        let in_db = snapshot
+            .as_ref()
+            .is_ok_and(|s| s.streams.iter().any(|o| o.view.id == id));
+        if in_db || in_state {
+            return Ok(id);
+        }
+        let known: Vec<String> = match &snapshot {
+            Ok(s) => s.streams.iter().map(|o| o.view.id.to_string()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let hint = if known.is_empty() {
+            String::new()
+        } else {
+            format!(" (known: {})", known.join(", "))
+        };
+        Err(Failure::Usage(format!(
+            "unknown stream {id}: not in the active initiative nor in the monitor state{hint}"
+        )))
+    }
 }

@@ -48,36 +48,54 @@ pub fn judge(
 ) -> Liveness {
     let (pid, fingerprint) = match pid_file {
         PidFile::Missing => return Liveness::NoPidFile,
-        PidFile::Invalid { reason, .. } => return Liveness::Stale { reason: format!("invalid PID file: {reason}") },
+        PidFile::Invalid { reason, .. } => {
+            return Liveness::Stale {
+                reason: format!("invalid PID file: {reason}"),
+            }
+        }
         PidFile::Pid { pid, fingerprint } => (*pid, fingerprint),
     };
     let Some(facts) = facts else {
-        return Liveness::Stale { reason: format!("process {pid} no longer exists") };
+        return Liveness::Stale {
+            reason: format!("process {pid} no longer exists"),
+        };
     };
     if facts.is_zombie() {
-        return Liveness::Stale { reason: format!("process {pid} is a zombie (state {})", facts.state) };
+        return Liveness::Stale {
+            reason: format!("process {pid} is a zombie (state {})", facts.state),
+        };
     }
     if facts.uid != our_uid {
-        return Liveness::Stale { reason: format!("process {pid} belongs to another user (uid {})", facts.uid) };
+        return Liveness::Stale {
+            reason: format!("process {pid} belongs to another user (uid {})", facts.uid),
+        };
     }
     if facts.started_at > fingerprint.mtime + START_TOLERANCE {
         return Liveness::Stale {
-            reason: format!("PID {pid} was reused: the process started after its PID file was written"),
+            reason: format!(
+                "PID {pid} was reused: the process started after its PID file was written"
+            ),
         };
     }
     if let Some(seen) = remembered {
         let mtime = secs(fingerprint.mtime);
-        if seen.pid == pid && seen.start_ticks != facts.start_ticks && mtime <= seen.pid_file_mtime {
+        if seen.pid == pid && seen.start_ticks != facts.start_ticks && mtime <= seen.pid_file_mtime
+        {
             return Liveness::Stale {
                 reason: format!("PID {pid} was reused: not the process the monitor saw before"),
             };
         }
     }
-    Liveness::Running { pid, start_ticks: facts.start_ticks }
+    Liveness::Running {
+        pid,
+        start_ticks: facts.start_ticks,
+    }
 }
 
 pub fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -90,38 +108,126 @@ mod tests {
     }
 
     fn file(pid: i32, mtime: u64) -> PidFile {
-        PidFile::Pid { pid, fingerprint: Fingerprint { content: pid.to_string(), mtime: at(mtime), inode: 1 } }
+        PidFile::Pid {
+            pid,
+            fingerprint: Fingerprint {
+                content: pid.to_string(),
+                mtime: at(mtime),
+                inode: 1,
+            },
+        }
     }
 
     fn proc_(pid: i32, state: char, started: u64, ticks: u64, uid: u32) -> ProcFacts {
-        ProcFacts { pid, state, start_ticks: ticks, started_at: at(started), uid, ppid: 1, pgrp: pid, session: pid }
+        ProcFacts {
+            pid,
+            state,
+            start_ticks: ticks,
+            started_at: at(started),
+            uid,
+            ppid: 1,
+            pgrp: pid,
+            session: pid,
+        }
     }
 
     #[test]
     fn judgement_table() {
         let me = 1000;
-        let remembered = Remembered { pid: 42, start_ticks: 500, pid_file_mtime: 1_000 };
-        let invalid =
-            PidFile::Invalid { reason: "x".into(), fingerprint: Fingerprint { content: "x".into(), mtime: at(0), inode: 1 } };
-        let cases: Vec<(&str, PidFile, Option<ProcFacts>, Option<Remembered>, Option<&str>)> = vec![
+        let remembered = Remembered {
+            pid: 42,
+            start_ticks: 500,
+            pid_file_mtime: 1_000,
+        };
+        let invalid = PidFile::Invalid {
+            reason: "x".into(),
+            fingerprint: Fingerprint {
+                content: "x".into(),
+                mtime: at(0),
+                inode: 1,
+            },
+        };
+        let cases: Vec<(
+            &str,
+            PidFile,
+            Option<ProcFacts>,
+            Option<Remembered>,
+            Option<&str>,
+        )> = vec![
             ("no file", PidFile::Missing, None, None, Some("none")),
             ("invalid file", invalid, None, None, Some("invalid")),
-            ("gone", file(42, 1_000), None, None, Some("no longer exists")),
-            ("zombie", file(42, 1_000), Some(proc_(42, 'Z', 990, 500, me)), None, Some("zombie")),
-            ("other user", file(42, 1_000), Some(proc_(42, 'S', 990, 500, 0)), None, Some("another user")),
-            ("started long after file", file(42, 1_000), Some(proc_(42, 'S', 1_500, 900, me)), None, Some("reused")),
-            ("started within tolerance", file(42, 1_000), Some(proc_(42, 'S', 1_001, 500, me)), None, None),
-            ("healthy", file(42, 1_000), Some(proc_(42, 'R', 990, 500, me)), None, None),
-            ("remembered same", file(42, 1_000), Some(proc_(42, 'S', 990, 500, me)), Some(remembered), None),
-            ("remembered start changed", file(42, 1_000), Some(proc_(42, 'S', 990, 777, me)), Some(remembered), Some("reused")),
-            ("file rewritten since", file(42, 2_000), Some(proc_(42, 'S', 1_990, 777, me)), Some(remembered), None),
+            (
+                "gone",
+                file(42, 1_000),
+                None,
+                None,
+                Some("no longer exists"),
+            ),
+            (
+                "zombie",
+                file(42, 1_000),
+                Some(proc_(42, 'Z', 990, 500, me)),
+                None,
+                Some("zombie"),
+            ),
+            (
+                "other user",
+                file(42, 1_000),
+                Some(proc_(42, 'S', 990, 500, 0)),
+                None,
+                Some("another user"),
+            ),
+            (
+                "started long after file",
+                file(42, 1_000),
+                Some(proc_(42, 'S', 1_500, 900, me)),
+                None,
+                Some("reused"),
+            ),
+            (
+                "started within tolerance",
+                file(42, 1_000),
+                Some(proc_(42, 'S', 1_001, 500, me)),
+                None,
+                None,
+            ),
+            (
+                "healthy",
+                file(42, 1_000),
+                Some(proc_(42, 'R', 990, 500, me)),
+                None,
+                None,
+            ),
+            (
+                "remembered same",
+                file(42, 1_000),
+                Some(proc_(42, 'S', 990, 500, me)),
+                Some(remembered),
+                None,
+            ),
+            (
+                "remembered start changed",
+                file(42, 1_000),
+                Some(proc_(42, 'S', 990, 777, me)),
+                Some(remembered),
+                Some("reused"),
+            ),
+            (
+                "file rewritten since",
+                file(42, 2_000),
+                Some(proc_(42, 'S', 1_990, 777, me)),
+                Some(remembered),
+                None,
+            ),
         ];
         for (name, pid_file, facts, seen, stale) in cases {
             let verdict = judge(&pid_file, facts.as_ref(), me, seen.as_ref());
             match (stale, &verdict) {
                 (None, Liveness::Running { pid, .. }) => assert_eq!(*pid, 42, "{name}"),
                 (Some("none"), Liveness::NoPidFile) => {}
-                (Some(fragment), Liveness::Stale { reason }) => assert!(reason.contains(fragment), "{name}: {reason}"),
+                (Some(fragment), Liveness::Stale { reason }) => {
+                    assert!(reason.contains(fragment), "{name}: {reason}")
+                }
                 _ => panic!("{name}: unexpected {verdict:?}"),
             }
         }

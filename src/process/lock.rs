@@ -18,7 +18,9 @@ pub struct FileLock {
 
 impl std::fmt::Debug for FileLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileLock").field("path", &self.path).finish()
+        f.debug_struct("FileLock")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -26,14 +28,22 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 /// Takes the lock if nobody holds it; `Ok(None)` when somebody does.
 pub fn try_lock(path: &Path) -> std::io::Result<Option<FileLock>> {
     let file = open_lock_file(path)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(file) => Ok(Some(FileLock { file, path: path.to_path_buf() })),
+        Ok(file) => Ok(Some(FileLock {
+            file,
+            path: path.to_path_buf(),
+        })),
         Err((_, Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(std::io::Error::from(errno)),
     }

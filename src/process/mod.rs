@@ -8,3 +8,4 @@ pub mod lock;
 pub mod pidfile;
 pub mod procinfo;
 pub mod spawn;
+pub mod stop;

@@ -14,7 +14,10 @@ pub enum PidFile {
     /// No PID file: the stream is not running.
     Missing,
     /// A file that names no usable PID; the reason says why.
-    Invalid { reason: String, fingerprint: Fingerprint },
+    Invalid {
+        reason: String,
+        fingerprint: Fingerprint,
+    },
     /// A well-formed PID.
     Pid { pid: i32, fingerprint: Fingerprint },
 }
@@ -44,7 +47,12 @@ pub fn parse_pid(text: &str, pid_max: u64) -> Result<i32, String> {
     }
     let value: u64 = match trimmed.parse() {
         Ok(v) => v,
-        Err(_) => return Err(format!("{} is far beyond the largest PID ({pid_max})", shorten(trimmed))),
+        Err(_) => {
+            return Err(format!(
+                "{} is far beyond the largest PID ({pid_max})",
+                shorten(trimmed)
+            ))
+        }
     };
     match value {
         0 | 1 => Err(format!("{value} is not a worker PID")),
@@ -70,27 +78,47 @@ pub fn read(path: &Path, pid_max: u64) -> PidFile {
         Err(e) => {
             return PidFile::Invalid {
                 reason: format!("cannot read it: {e}"),
-                fingerprint: Fingerprint { content: String::new(), mtime: SystemTime::UNIX_EPOCH, inode: 0 },
+                fingerprint: Fingerprint {
+                    content: String::new(),
+                    mtime: SystemTime::UNIX_EPOCH,
+                    inode: 0,
+                },
             }
         }
     };
     let meta = file.metadata().ok();
-    let mtime = meta.as_ref().and_then(|m| m.modified().ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mtime = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let inode = meta.as_ref().map(inode_of).unwrap_or(0);
     let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
     let mut bytes = Vec::new();
     let read = file.take(MAX_PID_FILE_BYTES + 1).read_to_end(&mut bytes);
     let content = String::from_utf8_lossy(&bytes).into_owned();
-    let fingerprint = Fingerprint { content: content.clone(), mtime, inode };
+    let fingerprint = Fingerprint {
+        content: content.clone(),
+        mtime,
+        inode,
+    };
     if let Err(e) = read {
-        return PidFile::Invalid { reason: format!("cannot read it: {e}"), fingerprint };
+        return PidFile::Invalid {
+            reason: format!("cannot read it: {e}"),
+            fingerprint,
+        };
     }
     if size > MAX_PID_FILE_BYTES || bytes.len() as u64 > MAX_PID_FILE_BYTES {
-        return PidFile::Invalid { reason: format!("it is {size} bytes long, not a PID"), fingerprint };
+        return PidFile::Invalid {
+            reason: format!("it is {size} bytes long, not a PID"),
+            fingerprint,
+        };
     }
     match parse_pid(&content, pid_max) {
         Ok(pid) => PidFile::Pid { pid, fingerprint },
-        Err(reason) => PidFile::Invalid { reason, fingerprint },
+        Err(reason) => PidFile::Invalid {
+            reason,
+            fingerprint,
+        },
     }
 }
 
@@ -108,11 +136,17 @@ fn inode_of(_meta: &std::fs::Metadata) -> u64 {
 /// Removes the PID file only if it is still the file that was judged: a
 /// worker started meanwhile by another monitor rewrites it, and its fresh
 /// file must survive.
-pub fn remove_if_unchanged(path: &Path, judged: &Fingerprint, pid_max: u64) -> std::io::Result<bool> {
+pub fn remove_if_unchanged(
+    path: &Path,
+    judged: &Fingerprint,
+    pid_max: u64,
+) -> std::io::Result<bool> {
     let now = read(path, pid_max);
     let same = match &now {
         PidFile::Missing => return Ok(false),
-        PidFile::Invalid { fingerprint, .. } | PidFile::Pid { fingerprint, .. } => fingerprint == judged,
+        PidFile::Invalid { fingerprint, .. } | PidFile::Pid { fingerprint, .. } => {
+            fingerprint == judged
+        }
     };
     if !same {
         return Ok(false);

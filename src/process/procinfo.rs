@@ -59,8 +59,9 @@ mod imp {
         let stat = process.stat().ok()?;
         let uid = process.uid().ok()?;
         let (boot, ticks) = boot_and_ticks()?;
-        let started_at =
-            SystemTime::UNIX_EPOCH + Duration::from_secs(boot) + Duration::from_millis(stat.starttime * 1000 / ticks.max(1));
+        let started_at = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(boot)
+            + Duration::from_millis(stat.starttime * 1000 / ticks.max(1));
         Some(ProcFacts {
             pid,
             state: stat.state,
@@ -73,23 +74,13 @@ mod imp {
         })
     }
 
-    /// Every process whose parent is `pid` (used to find descendants).
-    pub fn children_of(pid: i32) -> Vec<i32> {
-        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
-        all.filter_map(Result::ok)
-            .filter_map(|p| p.stat().ok())
-            .filter(|s| s.ppid == pid)
-            .map(|s| s.pid)
-            .collect()
-    }
-
-    /// Every live process in a process group.
-    pub fn members_of_group(pgrp: i32) -> Vec<i32> {
-        let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
-        all.filter_map(Result::ok)
-            .filter_map(|p| p.stat().ok())
-            .filter(|s| s.pgrp == pgrp && s.state != 'Z')
-            .map(|s| s.pid)
+    /// Every PID on the system (to walk parent chains).
+    pub fn all_pids() -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
             .collect()
     }
 }
@@ -104,7 +95,12 @@ mod imp {
             return None;
         }
         let out = std::process::Command::new("ps")
-            .args(["-o", "stat=,uid=,ppid=,pgid=,etime=", "-p", &pid.to_string()])
+            .args([
+                "-o",
+                "stat=,uid=,ppid=,pgid=,etime=",
+                "-p",
+                &pid.to_string(),
+            ])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -115,8 +111,20 @@ mod imp {
         let pgrp = fields.next()?.parse().ok()?;
         let elapsed = parse_etime(fields.next()?)?;
         let started_at = SystemTime::now() - Duration::from_secs(elapsed);
-        let start_ticks = started_at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
-        Some(ProcFacts { pid, state, start_ticks, started_at, uid, ppid, pgrp, session: pgrp })
+        let start_ticks = started_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(ProcFacts {
+            pid,
+            state,
+            start_ticks,
+            started_at,
+            uid,
+            ppid,
+            pgrp,
+            session: pgrp,
+        })
     }
 
     fn parse_etime(s: &str) -> Option<u64> {
@@ -124,18 +132,26 @@ mod imp {
             Some((d, r)) => (d.parse::<u64>().ok()?, r),
             None => (0, s),
         };
-        let parts: Vec<u64> = rest.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        let parts: Vec<u64> = rest
+            .split(':')
+            .map(|p| p.parse().ok())
+            .collect::<Option<_>>()?;
         let secs = parts.iter().fold(0, |acc, p| acc * 60 + p);
         Some(days * 86_400 + secs)
     }
 
-    pub fn children_of(_pid: i32) -> Vec<i32> {
-        Vec::new()
-    }
-
-    pub fn members_of_group(_pgrp: i32) -> Vec<i32> {
-        Vec::new()
+    pub fn all_pids() -> Vec<i32> {
+        let Ok(out) = std::process::Command::new("ps")
+            .args(["-A", "-o", "pid="])
+            .output()
+        else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 }
 
-pub use imp::{children_of, inspect, members_of_group};
+pub use imp::{all_pids, inspect};

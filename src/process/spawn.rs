@@ -34,14 +34,22 @@ pub struct Started {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("worker wrapper {0} is missing; install it (scripts/install.sh) or pass --orchestrator-dir")]
+    #[error(
+        "worker wrapper {0} is missing; install it (scripts/install.sh) or pass --orchestrator-dir"
+    )]
     WrapperMissing(PathBuf),
     #[error("worker wrapper {0} is not executable; run chmod +x on it")]
     WrapperNotExecutable(PathBuf),
     #[error("cannot create work dir {path}: {source}")]
-    WorkDir { path: PathBuf, source: std::io::Error },
+    WorkDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot run {path}: {source}")]
-    Exec { path: PathBuf, source: std::io::Error },
+    Exec {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the wrapper exited ({status}) before its PID file named a live worker")]
     ExitedEarly { status: String },
     #[error("the wrapper wrote no PID file naming a live worker within {0:?}; it was stopped")]
@@ -49,7 +57,8 @@ pub enum SpawnError {
 }
 
 fn check_wrapper(path: &Path) -> Result<(), SpawnError> {
-    let meta = std::fs::metadata(path).map_err(|_| SpawnError::WrapperMissing(path.to_path_buf()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|_| SpawnError::WrapperMissing(path.to_path_buf()))?;
     if !meta.is_file() {
         return Err(SpawnError::WrapperMissing(path.to_path_buf()));
     }
@@ -75,8 +84,10 @@ pub fn describe_status(status: ExitStatus) -> String {
 /// process of ours.
 pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, SpawnError> {
     check_wrapper(&call.wrapper)?;
-    std::fs::create_dir_all(&call.work_dir)
-        .map_err(|source| SpawnError::WorkDir { path: call.work_dir.clone(), source })?;
+    std::fs::create_dir_all(&call.work_dir).map_err(|source| SpawnError::WorkDir {
+        path: call.work_dir.clone(),
+        source,
+    })?;
     let mut command = Command::new(&call.wrapper);
     command
         .arg(&call.stream)
@@ -91,21 +102,36 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
         .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
-    let mut child = command.spawn().map_err(|source| SpawnError::Exec { path: call.wrapper.clone(), source })?;
+    let mut child = command.spawn().map_err(|source| SpawnError::Exec {
+        path: call.wrapper.clone(),
+        source,
+    })?;
     let our_uid = procinfo::current_uid();
     let deadline = Instant::now() + wait;
     loop {
         let file = pidfile::read(&call.pid_file, procinfo::pid_max());
         if let pidfile::PidFile::Pid { pid, .. } = &file {
             let facts = procinfo::inspect(*pid);
-            if let Liveness::Running { pid, start_ticks } = judge(&file, facts.as_ref(), our_uid, None) {
-                return Ok(Started { pid, start_ticks, child });
+            if let Liveness::Running { pid, start_ticks } =
+                judge(&file, facts.as_ref(), our_uid, None)
+            {
+                return Ok(Started {
+                    pid,
+                    start_ticks,
+                    child,
+                });
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(SpawnError::ExitedEarly { status: describe_status(status) });
+            return Err(SpawnError::ExitedEarly {
+                status: describe_status(status),
+            });
         }
         if Instant::now() >= deadline {
             stop_spawned(&mut child);

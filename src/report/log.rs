@@ -53,7 +53,13 @@ impl Logger {
     pub fn new(path: Option<&Path>, quiet: bool) -> Logger {
         use std::io::IsTerminal;
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        Logger { path: path.map(Path::to_path_buf), file: Mutex::new(None), quiet, color, file_failed: AtomicBool::new(false) }
+        Logger {
+            path: path.map(Path::to_path_buf),
+            file: Mutex::new(None),
+            quiet,
+            color,
+            file_failed: AtomicBool::new(false),
+        }
     }
 
     pub fn info(&self, msg: &str) {
@@ -97,7 +103,12 @@ impl Logger {
     /// Writes only to monitor.log (for fatal errors already on stderr).
     pub fn write_file(&self, level: Level, msg: &str) {
         let Some(path) = &self.path else { return };
-        let line = format!("[{}] [{}] {}\n", timestamp(), level.as_str(), msg.replace('\n', " "));
+        let line = format!(
+            "[{}] [{}] {}\n",
+            timestamp(),
+            level.as_str(),
+            msg.replace('\n', " ")
+        );
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
             match open_append(path) {
@@ -114,7 +125,10 @@ impl Logger {
 
     fn report_file_error(&self, path: &Path, e: &std::io::Error) {
         if !self.file_failed.swap(true, Ordering::SeqCst) {
-            eprintln!("monitor-workers: error: cannot write {}: {e}; continuing without it", path.display());
+            eprintln!(
+                "monitor-workers: error: cannot write {}: {e}; continuing without it",
+                path.display()
+            );
         }
     }
 }
@@ -128,5 +142,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 
 /// Local time, ISO 8601 with microseconds, no offset: Python's `datetime.now().isoformat()`.
 pub fn timestamp() -> String {
-    chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    chrono::Local::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
 }

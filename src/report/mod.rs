@@ -1,4 +1,13 @@
-//! What the monitor tells people and scripts: the monitor.log writer and the
-//! console lines, in exactly the shapes of the original.
+//! What the monitor tells people and scripts: monitor.log and the console in
+//! exactly the shapes of the original, and the structured event log.
 
+pub mod events;
 pub mod log;
+
+/// Milliseconds since the epoch, the time unit of state and events.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -8,23 +8,42 @@ use std::time::Duration;
 
 use rusqlite::types::Value;
 
-use super::{classify, open_read_only, require_columns, Initiative, Progress, StoreError, StreamRecord, StreamsRead};
+use super::{
+    classify, open_read_only, require_columns, Initiative, Progress, StoreError, StreamRecord,
+    StreamsRead,
+};
 
 /// The initiative to monitor: IN PROGRESS before BLOCKED before NOT STARTED,
 /// then the newest. `None` when there is none.
-pub fn read_active_initiative(path: &Path, busy_timeout: Duration) -> Result<Option<Initiative>, StoreError> {
+pub fn read_active_initiative(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<Option<Initiative>, StoreError> {
     let conn = open_read_only(path, busy_timeout)?;
-    require_columns(&conn, path, "initiatives", &["id", "name", "status", "created_at"], busy_timeout)?;
+    require_columns(
+        &conn,
+        path,
+        "initiatives",
+        &["id", "name", "status", "created_at"],
+        busy_timeout,
+    )?;
     let sql = "SELECT id, name, status FROM initiatives \
                WHERE status IN ('IN PROGRESS', 'BLOCKED', 'NOT STARTED') \
                ORDER BY CASE status WHEN 'IN PROGRESS' THEN 0 WHEN 'BLOCKED' THEN 1 ELSE 2 END, created_at DESC \
                LIMIT 1";
-    let mut stmt = conn.prepare(sql).map_err(|e| classify(path, e, busy_timeout))?;
-    let mut rows = stmt.query([]).map_err(|e| classify(path, e, busy_timeout))?;
+    let mut stmt = conn
+        .prepare(sql)
+        .map_err(|e| classify(path, e, busy_timeout))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| classify(path, e, busy_timeout))?;
     match rows.next().map_err(|e| classify(path, e, busy_timeout))? {
         None => Ok(None),
         Some(row) => {
-            let get = |i| row.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
+            let get = |i| {
+                row.get::<_, Option<String>>(i)
+                    .map(Option::unwrap_or_default)
+            };
             Ok(Some(Initiative {
                 id: get(0).map_err(|e| classify(path, e, busy_timeout))?,
                 name: get(1).map_err(|e| classify(path, e, busy_timeout))?,
@@ -50,10 +69,20 @@ WHERE p.initiative_id = ?1 {archived}
            ELSE t.metadata IS NOT NULL AND t.metadata <> '' END";
 
 /// All streams of the initiative with their progress, in one query.
-pub fn read_streams(path: &Path, initiative_id: &str, busy_timeout: Duration) -> Result<StreamsRead, StoreError> {
+pub fn read_streams(
+    path: &Path,
+    initiative_id: &str,
+    busy_timeout: Duration,
+) -> Result<StreamsRead, StoreError> {
     let conn = open_read_only(path, busy_timeout)?;
     require_columns(&conn, path, "prds", &["id", "initiative_id"], busy_timeout)?;
-    let task_columns = require_columns(&conn, path, "tasks", &["id", "prd_id", "status", "metadata"], busy_timeout)?;
+    let task_columns = require_columns(
+        &conn,
+        path,
+        "tasks",
+        &["id", "prd_id", "status", "metadata"],
+        busy_timeout,
+    )?;
     // `archived` came with a later migration; older databases have no archive.
     let archived = if task_columns.iter().any(|c| c == "archived") {
         "AND COALESCE(t.archived, 0) = 0"
@@ -61,35 +90,58 @@ pub fn read_streams(path: &Path, initiative_id: &str, busy_timeout: Duration) ->
         ""
     };
     let sql = STREAM_TASKS_SQL.replace("{archived}", archived);
-    let mut stmt = conn.prepare(&sql).map_err(|e| classify(path, e, busy_timeout))?;
-    let mut rows = stmt.query([initiative_id]).map_err(|e| classify(path, e, busy_timeout))?;
+    let mut stmt = conn
+        .prepare(&sql)
+        .map_err(|e| classify(path, e, busy_timeout))?;
+    let mut rows = stmt
+        .query([initiative_id])
+        .map_err(|e| classify(path, e, busy_timeout))?;
 
     let mut by_id: BTreeMap<String, StreamRecord> = BTreeMap::new();
     let mut warnings = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
-        let task_id = value_text(row.get::<_, Value>(0).map_err(|e| classify(path, e, busy_timeout))?);
-        let status = value_text(row.get::<_, Value>(1).map_err(|e| classify(path, e, busy_timeout))?);
+        let task_id = value_text(
+            row.get::<_, Value>(0)
+                .map_err(|e| classify(path, e, busy_timeout))?,
+        );
+        let status = value_text(
+            row.get::<_, Value>(1)
+                .map_err(|e| classify(path, e, busy_timeout))?,
+        );
         let valid: i64 = row.get(6).map_err(|e| classify(path, e, busy_timeout))?;
         if valid == 0 {
-            warnings.push(format!("Task {task_id} has invalid JSON metadata; it belongs to no stream"));
+            warnings.push(format!(
+                "Task {task_id} has invalid JSON metadata; it belongs to no stream"
+            ));
             continue;
         }
-        let stream_id = value_text(row.get::<_, Value>(2).map_err(|e| classify(path, e, busy_timeout))?);
-        let stream_name = match row.get::<_, Value>(3).map_err(|e| classify(path, e, busy_timeout))? {
+        let stream_id = value_text(
+            row.get::<_, Value>(2)
+                .map_err(|e| classify(path, e, busy_timeout))?,
+        );
+        let stream_name = match row
+            .get::<_, Value>(3)
+            .map_err(|e| classify(path, e, busy_timeout))?
+        {
             Value::Null => None,
             v => Some(value_text(v)),
         };
         let deps_type: Option<String> = row.get(4).map_err(|e| classify(path, e, busy_timeout))?;
-        let deps_json: Option<String> = match row.get::<_, Value>(5).map_err(|e| classify(path, e, busy_timeout))? {
+        let deps_json: Option<String> = match row
+            .get::<_, Value>(5)
+            .map_err(|e| classify(path, e, busy_timeout))?
+        {
             Value::Null => None,
             v => Some(value_text(v)),
         };
-        let record = by_id.entry(stream_id.clone()).or_insert_with(|| StreamRecord {
-            raw_id: stream_id.clone(),
-            name: String::new(),
-            dependencies: Vec::new(),
-            progress: Progress::default(),
-        });
+        let record = by_id
+            .entry(stream_id.clone())
+            .or_insert_with(|| StreamRecord {
+                raw_id: stream_id.clone(),
+                name: String::new(),
+                dependencies: Vec::new(),
+                progress: Progress::default(),
+            });
         record.progress.add(&status);
         if let Some(name) = stream_name.filter(|n| !n.is_empty()) {
             if record.name.is_empty() || name < record.name {

@@ -80,31 +80,50 @@ pub enum StoreError {
     NotSqlite { path: PathBuf },
     #[error("database {path} has the wrong schema: {what}")]
     WrongSchema { path: PathBuf, what: String },
-    #[error("database {path} is locked by a writer (waited {waited_ms} ms); this check was skipped")]
+    #[error(
+        "database {path} is locked by a writer (waited {waited_ms} ms); this check was skipped"
+    )]
     Busy { path: PathBuf, waited_ms: u128 },
     #[error("database {path}: {reason}")]
     Query { path: PathBuf, reason: String },
 }
 
 /// Opens a database read-only with a busy timeout.
-pub(crate) fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+pub(crate) fn open_read_only(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<Connection, StoreError> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StoreError::Missing { path: path.to_path_buf() })
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            })
         }
-        Err(e) => return Err(StoreError::Unreadable { path: path.to_path_buf(), reason: e.to_string() }),
+        Err(e) => {
+            return Err(StoreError::Unreadable {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
         Ok(meta) if !meta.is_file() => {
-            return Err(StoreError::Unreadable { path: path.to_path_buf(), reason: "not a regular file".into() })
+            return Err(StoreError::Unreadable {
+                path: path.to_path_buf(),
+                reason: "not a regular file".into(),
+            })
         }
         Ok(_) => {}
     }
     // Opening is lazy in SQLite: permission problems show here, a file that is
     // not a database shows at the first query (mapped by `classify`).
-    std::fs::File::open(path)
-        .map_err(|e| StoreError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+    std::fs::File::open(path).map_err(|e| StoreError::Unreadable {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, busy_timeout))?;
-    conn.busy_timeout(busy_timeout).map_err(|e| classify(path, e, busy_timeout))?;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, busy_timeout))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(|e| classify(path, e, busy_timeout))?;
     Ok(conn)
 }
 
@@ -113,15 +132,25 @@ pub(crate) fn classify(path: &Path, err: rusqlite::Error, busy_timeout: Duration
     use rusqlite::ffi::ErrorCode;
     let path = path.to_path_buf();
     match err.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
-            StoreError::Busy { path, waited_ms: busy_timeout.as_millis() }
-        }
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => StoreError::Busy {
+            path,
+            waited_ms: busy_timeout.as_millis(),
+        },
         Some(ErrorCode::NotADatabase) => StoreError::NotSqlite { path },
-        Some(ErrorCode::CannotOpen) | Some(ErrorCode::PermissionDenied) | Some(ErrorCode::ReadOnly) => {
-            StoreError::Unreadable { path, reason: err.to_string() }
-        }
-        Some(ErrorCode::DatabaseCorrupt) => StoreError::Query { path, reason: format!("database is corrupt: {err}") },
-        _ => StoreError::Query { path, reason: err.to_string() },
+        Some(ErrorCode::CannotOpen)
+        | Some(ErrorCode::PermissionDenied)
+        | Some(ErrorCode::ReadOnly) => StoreError::Unreadable {
+            path,
+            reason: err.to_string(),
+        },
+        Some(ErrorCode::DatabaseCorrupt) => StoreError::Query {
+            path,
+            reason: format!("database is corrupt: {err}"),
+        },
+        _ => StoreError::Query {
+            path,
+            reason: err.to_string(),
+        },
     }
 }
 
@@ -152,9 +181,16 @@ pub(crate) fn require_columns(
 ) -> Result<Vec<String>, StoreError> {
     let columns = table_columns(conn, path, table, busy_timeout)?;
     if columns.is_empty() {
-        return Err(StoreError::WrongSchema { path: path.to_path_buf(), what: format!("no table {table}") });
+        return Err(StoreError::WrongSchema {
+            path: path.to_path_buf(),
+            what: format!("no table {table}"),
+        });
     }
-    let missing: Vec<&str> = required.iter().copied().filter(|c| !columns.iter().any(|have| have == c)).collect();
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
     if !missing.is_empty() {
         return Err(StoreError::WrongSchema {
             path: path.to_path_buf(),

@@ -41,7 +41,12 @@ impl Verdict {
 
 /// `unfinished_deps`: dependencies that are not complete yet.
 /// `log_size`: size of the stream's current log, `None` when absent.
-pub fn assess(progress: &Progress, liveness: &Liveness, unfinished_deps: Vec<StreamId>, log_size: Option<u64>) -> Verdict {
+pub fn assess(
+    progress: &Progress,
+    liveness: &Liveness,
+    unfinished_deps: Vec<StreamId>,
+    log_size: Option<u64>,
+) -> Verdict {
     if let Liveness::Running { pid, .. } = liveness {
         return Verdict::Running { pid: *pid };
     }
@@ -49,7 +54,9 @@ pub fn assess(progress: &Progress, liveness: &Liveness, unfinished_deps: Vec<Str
         return Verdict::Complete;
     }
     if !unfinished_deps.is_empty() {
-        return Verdict::WaitingOnDeps { waiting: unfinished_deps };
+        return Verdict::WaitingOnDeps {
+            waiting: unfinished_deps,
+        };
     }
     if progress.total == 0 {
         return Verdict::NoTasks;
@@ -70,33 +77,92 @@ mod tests {
     use super::*;
 
     fn progress(total: u32, completed: u32, cancelled: u32) -> Progress {
-        Progress { total, completed, cancelled, pending: total - completed - cancelled, ..Progress::default() }
+        Progress {
+            total,
+            completed,
+            cancelled,
+            pending: total - completed - cancelled,
+            ..Progress::default()
+        }
     }
 
     #[test]
     fn dead_worker_rules() {
-        let running = Liveness::Running { pid: 7, start_ticks: 1 };
+        let running = Liveness::Running {
+            pid: 7,
+            start_ticks: 1,
+        };
         let none = Liveness::NoPidFile;
-        let zombie = Liveness::Stale { reason: "process 7 is a zombie".into() };
+        let zombie = Liveness::Stale {
+            reason: "process 7 is a zombie".into(),
+        };
         let dep = || vec![StreamId::parse("Stream-A").unwrap()];
         let open = progress(5, 2, 0);
         let cases: Vec<(&str, Progress, &Liveness, Vec<StreamId>, Option<u64>, &str)> = vec![
             ("running", open, &running, vec![], Some(500), "running"),
-            ("running though deps open", open, &running, dep(), None, "running"),
-            ("complete", progress(5, 5, 0), &none, vec![], Some(500), "complete"),
-            ("complete with cancelled", progress(5, 4, 1), &none, vec![], Some(500), "complete"),
-            ("all cancelled", progress(2, 0, 2), &none, vec![], Some(500), "complete"),
+            (
+                "running though deps open",
+                open,
+                &running,
+                dep(),
+                None,
+                "running",
+            ),
+            (
+                "complete",
+                progress(5, 5, 0),
+                &none,
+                vec![],
+                Some(500),
+                "complete",
+            ),
+            (
+                "complete with cancelled",
+                progress(5, 4, 1),
+                &none,
+                vec![],
+                Some(500),
+                "complete",
+            ),
+            (
+                "all cancelled",
+                progress(2, 0, 2),
+                &none,
+                vec![],
+                Some(500),
+                "complete",
+            ),
             ("waiting on deps", open, &none, dep(), Some(500), "waiting"),
             ("no log", open, &none, vec![], None, "not started"),
-            ("log of exactly 100 bytes", open, &none, vec![], Some(100), "not started"),
+            (
+                "log of exactly 100 bytes",
+                open,
+                &none,
+                vec![],
+                Some(100),
+                "not started",
+            ),
             ("log of 101 bytes", open, &none, vec![], Some(101), "dead"),
-            ("no tasks", progress(0, 0, 0), &none, vec![], Some(500), "no tasks"),
+            (
+                "no tasks",
+                progress(0, 0, 0),
+                &none,
+                vec![],
+                Some(500),
+                "no tasks",
+            ),
             ("zombie", open, &zombie, vec![], Some(500), "dead"),
         ];
         for (name, progress, liveness, deps, log, want) in cases {
-            assert_eq!(assess(&progress, liveness, deps, log).label(), want, "{name}");
+            assert_eq!(
+                assess(&progress, liveness, deps, log).label(),
+                want,
+                "{name}"
+            );
         }
-        let Verdict::Dead { reason } = assess(&open, &zombie, vec![], Some(500)) else { panic!() };
+        let Verdict::Dead { reason } = assess(&open, &zombie, vec![], Some(500)) else {
+            panic!()
+        };
         assert!(reason.contains("zombie"));
     }
 }

@@ -3,5 +3,7 @@
 //! its facts and its "now" as arguments and is tested as a table.
 
 pub mod assess;
+pub mod lifecycle;
+pub mod plan;
 pub mod policy;
 pub mod streams;

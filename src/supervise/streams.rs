@@ -51,7 +51,12 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
                 )),
             }
         }
-        views.push(StreamView { id: id.clone(), name: record.name.clone(), dependencies, progress: record.progress });
+        views.push(StreamView {
+            id: id.clone(),
+            name: record.name.clone(),
+            dependencies,
+            progress: record.progress,
+        });
     }
     (views, warnings)
 }
@@ -110,13 +115,21 @@ mod tests {
 
     #[test]
     fn unsafe_ids_are_skipped_and_unknown_deps_warned() {
-        let (views, warnings) =
-            resolve(vec![rec("Stream-A", &[]), rec("../../evil", &[]), rec("Stream-B", &["Stream-A", "Ghost", "Stream-B"])]);
+        let (views, warnings) = resolve(vec![
+            rec("Stream-A", &[]),
+            rec("../../evil", &[]),
+            rec("Stream-B", &["Stream-A", "Ghost", "Stream-B"]),
+        ]);
         let ids: Vec<&str> = views.iter().map(|v| v.id.as_str()).collect();
         assert_eq!(ids, ["Stream-A", "Stream-B"]);
-        assert_eq!(views[1].dependencies, vec![StreamId::parse("Stream-A").unwrap()]);
+        assert_eq!(
+            views[1].dependencies,
+            vec![StreamId::parse("Stream-A").unwrap()]
+        );
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("unsafe stream id")));
-        assert!(warnings.iter().any(|w| w.contains("unknown stream \"Ghost\"")));
+        assert!(warnings
+            .iter()
+            .any(|w| w.contains("unknown stream \"Ghost\"")));
     }
 }

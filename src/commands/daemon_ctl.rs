@@ -1,0 +1,213 @@
+//! The daemon's lifecycle: `start` (in the background, detached, refusing
+//! when one runs), `stop` (SIGTERM, wait; a second stop forces), `restart`
+//! (stop, then start with the settings the daemon recorded).
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cli::Cli;
+use crate::daemon::{daemon_record_path, read_daemon_record};
+use crate::layout::Layout;
+use crate::process::{lock, procinfo};
+use crate::report::log::Level;
+use crate::{Failure, Outcome};
+
+use super::Context;
+
+/// The PID holding the daemon lock, if a daemon runs.
+pub fn running_daemon(layout: &Layout) -> Option<i32> {
+    match lock::try_lock(&layout.daemon_lock()) {
+        Ok(Some(_free)) => None,
+        Ok(None) => Some(
+            lock::read_holder(&layout.daemon_lock())
+                .parse()
+                .unwrap_or(0),
+        ),
+        Err(_) => None,
+    }
+}
+
+/// The arguments that make the background daemon behave like this command.
+fn daemon_args(cli: &Cli, layout: &Layout) -> Vec<String> {
+    let c = &cli.check;
+    let mut args: Vec<String> = vec!["--daemon".into()];
+    if c.auto_restart {
+        args.push("--auto-restart".into());
+    }
+    if c.quiet {
+        args.push("--quiet".into());
+    }
+    let policy = c
+        .restart_policy
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    for (flag, value) in [
+        ("--max-restarts", c.max_restarts.to_string()),
+        ("--interval", c.interval.to_string()),
+        ("--restart-policy", policy),
+        ("--backoff-base", c.backoff_base.to_string()),
+        ("--backoff-max", c.backoff_max.to_string()),
+        ("--busy-timeout", cli.paths.busy_timeout.to_string()),
+        ("--project-root", layout.project_root.display().to_string()),
+        ("--orchestrator-dir", layout.orch.display().to_string()),
+        ("--tasks-db", layout.tasks_db.display().to_string()),
+        ("--memory-db", layout.memory_db.display().to_string()),
+        ("--workspace-id", layout.workspace_id.clone()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
+    }
+    args
+}
+
+pub fn start(cli: &Cli) -> Result<Outcome, Failure> {
+    let ctx = Context::new(cli)?;
+    spawn_daemon(&ctx, daemon_args(cli, &ctx.layout))
+}
+
+fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
+    let layout = &ctx.layout;
+    if let Some(pid) = running_daemon(layout) {
+        return Err(Failure::CouldNotRun(format!(
+            "a monitor daemon is already running for this project (PID {pid}); use `monitor-workers stop` or `restart`"
+        )));
+    }
+    let holder = lock::read_holder(&layout.daemon_lock());
+    if !holder.is_empty() {
+        ctx.logger.info(&format!(
+            "Cleaned a stale daemon lock (PID {holder} is not running)"
+        ));
+    }
+    std::fs::create_dir_all(layout.logs_dir()).map_err(|e| Failure::CouldNotRun(e.to_string()))?;
+    let out_path = layout.logs_dir().join("daemon.out");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out_path)
+        .map_err(|e| Failure::CouldNotRun(format!("cannot open {}: {e}", out_path.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::CouldNotRun(format!("cannot find this binary: {e}")))?;
+    let mut command = Command::new(exe);
+    command
+        .args(&args)
+        .current_dir(&layout.project_root)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| Failure::CouldNotRun(format!("cannot start the daemon: {e}")))?;
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if running_daemon(layout) == Some(pid) {
+            ctx.logger.action(
+                Level::Success,
+                &format!("Monitor daemon started (PID {pid})"),
+            );
+            return Ok(Outcome::Healthy);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Failure::CouldNotRun(format!(
+                "the daemon exited at once ({status}); see {} and {}",
+                layout.monitor_log().display(),
+                out_path.display()
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::CouldNotRun(format!(
+                "the daemon (PID {pid}) did not take its lock within 10s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Stops the running daemon; `Ok(false)` when none ran.
+fn stop_daemon(ctx: &Context, timeout: Duration) -> Result<bool, Failure> {
+    let layout = &ctx.layout;
+    let Some(pid) = running_daemon(layout) else {
+        let _ = std::fs::remove_file(daemon_record_path(layout));
+        return Ok(false);
+    };
+    let facts = procinfo::inspect(pid).filter(|_| pid > 1);
+    let record = read_daemon_record(layout);
+    let provably_ours = match (&facts, &record) {
+        (Some(f), Some(r)) => {
+            f.uid == procinfo::current_uid() && r.pid == pid && r.start_ticks == f.start_ticks
+        }
+        (Some(f), None) => f.uid == procinfo::current_uid(),
+        _ => false,
+    };
+    if !provably_ours {
+        return Err(Failure::CouldNotRun(format!(
+            "the daemon lock names PID {pid}, which cannot be confirmed as the daemon; not signalling it"
+        )));
+    }
+    kill(Pid::from_raw(pid), Signal::SIGTERM)
+        .map_err(|e| Failure::CouldNotRun(format!("cannot signal PID {pid}: {e}")))?;
+    ctx.logger
+        .info(&format!("Sent SIGTERM to the monitor daemon (PID {pid})"));
+    let deadline = Instant::now() + timeout;
+    while running_daemon(layout).is_some() {
+        if Instant::now() >= deadline {
+            return Err(Failure::CouldNotRun(format!(
+                "the daemon (PID {pid}) did not stop within {}s; run `monitor-workers stop` again to force it",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    ctx.logger.action(
+        Level::Success,
+        &format!("Monitor daemon stopped (PID {pid})"),
+    );
+    Ok(true)
+}
+
+pub fn stop(
+    cli: &Cli,
+    workers: bool,
+    grace: Duration,
+    timeout: Duration,
+) -> Result<Outcome, Failure> {
+    let ctx = Context::new(cli)?;
+    if !stop_daemon(&ctx, timeout)? {
+        ctx.logger.info("No monitor daemon is running");
+    }
+    if workers {
+        return super::control::stop(cli, None, true, grace);
+    }
+    Ok(Outcome::Healthy)
+}
+
+pub fn restart(cli: &Cli, timeout: Duration) -> Result<Outcome, Failure> {
+    let ctx = Context::new(cli)?;
+    let args =
+        match read_daemon_record(&ctx.layout) {
+            Some(record) => record.args,
+            None => return Err(Failure::CouldNotRun(
+                "no daemon record to restart from (state/daemon.json); use `monitor-workers start`"
+                    .into(),
+            )),
+        };
+    stop_daemon(&ctx, timeout)?;
+    spawn_daemon(&ctx, args)
+}

@@ -1,0 +1,418 @@
+//! `status [STREAM] [--verbose] [--json] [--watch]`: every worker's state,
+//! health, PID, uptime, restarts, task progress and dependencies, and the
+//! daemon's own health. Read-only: it judges a copy of the state and writes
+//! nothing, so it is safe beside a running daemon and works with nothing
+//! running, no state file and no daemon.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use colored::Colorize;
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::daemon::read_daemon_record;
+use crate::process::procinfo;
+use crate::report::now_ms;
+use crate::supervise::lifecycle::{Kind, Lifecycle};
+use crate::supervise::plan::{self, PlanSettings};
+use crate::tick::{observation, take_snapshot};
+use crate::{Failure, Outcome};
+
+use super::daemon_ctl::running_daemon;
+use super::Context;
+
+/// `status --json`, version 1. Field meanings are in the README.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub version: u32,
+    pub project_root: String,
+    pub initiative: Option<InitiativeStatus>,
+    pub daemon: DaemonStatus,
+    pub streams: Vec<StreamStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitiativeStatus {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DaemonStatus {
+    pub running: bool,
+    pub pid: Option<i32>,
+    /// healthy / hung (heartbeat too old) / stopped
+    pub health: String,
+    pub heartbeat_age_secs: Option<u64>,
+    pub interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub id: String,
+    pub name: String,
+    /// Lifecycle state: not_started, waiting_on_deps, starting, running,
+    /// unhealthy, backoff, restarting, stopped, completed, gave_up, paused.
+    pub state: String,
+    /// healthy, unhealthy, waiting, complete, gave_up, paused, stopped, not_started, starting.
+    pub health: String,
+    pub reason: Option<String>,
+    pub pid: Option<i32>,
+    pub uptime_secs: Option<u64>,
+    pub restarts: u32,
+    pub restarts_total: u32,
+    pub last_restart_ms: Option<u64>,
+    pub last_restart_reason: Option<String>,
+    pub next_restart_ms: Option<u64>,
+    pub tasks: TaskCounts,
+    pub dependencies: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskCounts {
+    pub total: u32,
+    pub completed: u32,
+    pub in_progress: u32,
+    pub pending: u32,
+    pub blocked: u32,
+    pub cancelled: u32,
+}
+
+fn health(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Running => "healthy",
+        Kind::Unhealthy | Kind::Backoff | Kind::Restarting => "unhealthy",
+        Kind::WaitingOnDeps => "waiting",
+        Kind::Completed => "complete",
+        Kind::GaveUp => "gave_up",
+        Kind::Paused => "paused",
+        Kind::Stopped => "stopped",
+        Kind::NotStarted => "not_started",
+        Kind::Starting => "starting",
+    }
+}
+
+pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusReport, Failure> {
+    let busy = Duration::from_secs_f64(cli.paths.busy_timeout);
+    let (mut state, _) = ctx.store.load();
+    let snapshot = take_snapshot(&ctx.layout, busy, &state)
+        .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
+    let daemon = daemon_status(ctx);
+    let Some(snapshot) = snapshot else {
+        return Ok(StatusReport {
+            version: 1,
+            project_root: ctx.layout.project_root.display().to_string(),
+            initiative: None,
+            daemon,
+            streams: Vec::new(),
+        });
+    };
+    if let Some(wanted) = only {
+        if !snapshot
+            .streams
+            .iter()
+            .any(|o| o.view.id.as_str() == wanted)
+        {
+            return Err(Failure::Usage(format!(
+                "unknown stream {wanted}: not in the active initiative"
+            )));
+        }
+    }
+    let observations: Vec<_> = snapshot.streams.iter().map(observation).collect();
+    let now = now_ms();
+    // Judge a copy: status never writes.
+    let settings = PlanSettings {
+        auto_restart: false,
+        ..super::check::settings(cli).plan
+    };
+    plan::plan_tick(&mut state, &observations, &settings, now);
+    let streams = snapshot
+        .streams
+        .iter()
+        .filter(|o| only.is_none_or(|w| o.view.id.as_str() == w))
+        .map(|o| {
+            let st = state
+                .streams
+                .get(o.view.id.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let pid = match &st.lifecycle {
+                Lifecycle::Running { pid, .. } | Lifecycle::Starting { pid, .. } => Some(*pid),
+                _ => None,
+            };
+            let uptime_secs = pid
+                .and_then(procinfo::inspect)
+                .and_then(|f| f.started_at.elapsed().ok())
+                .map(|d| d.as_secs());
+            let reason = match &st.lifecycle {
+                Lifecycle::Unhealthy { reason, .. }
+                | Lifecycle::Backoff { reason, .. }
+                | Lifecycle::GaveUp { reason } => Some(reason.clone()),
+                Lifecycle::Paused { by } | Lifecycle::Stopped { by } => Some(format!("by {by}")),
+                _ => st.last_error.clone(),
+            };
+            let p = o.view.progress;
+            StreamStatus {
+                id: o.view.id.to_string(),
+                name: o.view.name.clone(),
+                state: st.lifecycle.kind().name().to_string(),
+                health: health(st.lifecycle.kind()).to_string(),
+                reason,
+                pid,
+                uptime_secs,
+                restarts: st.restarts,
+                restarts_total: st.restarts_total,
+                last_restart_ms: st.last_restart_ms,
+                last_restart_reason: st.last_restart_reason.clone(),
+                next_restart_ms: match st.lifecycle {
+                    Lifecycle::Backoff { until_ms, .. } => Some(until_ms),
+                    _ => None,
+                },
+                tasks: TaskCounts {
+                    total: p.total,
+                    completed: p.completed,
+                    in_progress: p.in_progress,
+                    pending: p.pending,
+                    blocked: p.blocked,
+                    cancelled: p.cancelled,
+                },
+                dependencies: o.view.dependencies.iter().map(|d| d.to_string()).collect(),
+            }
+        })
+        .collect();
+    Ok(StatusReport {
+        version: 1,
+        project_root: ctx.layout.project_root.display().to_string(),
+        initiative: Some(InitiativeStatus {
+            id: snapshot.initiative.id.clone(),
+            name: snapshot.initiative.name.clone(),
+            status: snapshot.initiative.status.clone(),
+        }),
+        daemon,
+        streams,
+    })
+}
+
+fn daemon_status(ctx: &Context) -> DaemonStatus {
+    let pid = running_daemon(&ctx.layout);
+    let record = read_daemon_record(&ctx.layout);
+    let age = record
+        .as_ref()
+        .map(|r| now_ms().saturating_sub(r.heartbeat_ms) / 1000);
+    let interval = record.as_ref().map(|r| r.interval_secs);
+    let health = match (pid, age, interval) {
+        (None, _, _) => "stopped",
+        // The heartbeat is refreshed at least every 5 s and after each check.
+        (Some(_), Some(age), Some(interval)) if age > interval.min(5) * 3 + 10 => "hung",
+        (Some(_), _, _) => "healthy",
+    };
+    DaemonStatus {
+        running: pid.is_some(),
+        pid,
+        health: health.to_string(),
+        heartbeat_age_secs: age,
+        interval_secs: interval,
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn clock(ms: u64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_millis_opt(ms as i64)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String {
+    let mut out = String::new();
+    let paint = |text: String, health: &str| -> String {
+        if !color {
+            return text;
+        }
+        match health {
+            "healthy" | "complete" => text.green().to_string(),
+            "unhealthy" | "gave_up" | "hung" => text.red().to_string(),
+            "waiting" | "paused" | "stopped" | "starting" => text.yellow().to_string(),
+            _ => text,
+        }
+    };
+    let d = &report.daemon;
+    let daemon_line = match (d.pid, d.heartbeat_age_secs) {
+        (Some(pid), Some(age)) => {
+            format!("running (PID {pid}), heartbeat {age}s ago, {}", d.health)
+        }
+        (Some(pid), None) => format!("running (PID {pid})"),
+        (None, _) => "not running".to_string(),
+    };
+    out.push_str(&format!(
+        "Monitor daemon: {}\n",
+        paint(daemon_line, &d.health)
+    ));
+    match &report.initiative {
+        Some(i) => out.push_str(&format!(
+            "Initiative:     {} ({}, {})\n",
+            i.name, i.id, i.status
+        )),
+        None => {
+            out.push_str("Initiative:     none active: nothing to monitor\n");
+            return out;
+        }
+    }
+    if report.streams.is_empty() {
+        out.push_str("No streams in this initiative.\n");
+        return out;
+    }
+    out.push('\n');
+    let id_width = report
+        .streams
+        .iter()
+        .map(|s| s.id.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    out.push_str(&format!(
+        "{:<id_width$}  {:<14} {:<16} {:>8}  {:>9}  {:>8}  TASKS\n",
+        "STREAM", "HEALTH", "STATE", "PID", "UPTIME", "RESTARTS"
+    ));
+    for s in &report.streams {
+        let mark = match s.health.as_str() {
+            "healthy" => "✓ healthy",
+            "unhealthy" => "✗ unhealthy",
+            "complete" => "✓ complete",
+            "gave_up" => "✗ gave up",
+            "waiting" => "… waiting",
+            "paused" => "‖ paused",
+            "stopped" => "■ stopped",
+            "starting" => "… starting",
+            _ => "- not started",
+        };
+        let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let up = s.uptime_secs.map(duration).unwrap_or_else(|| "-".into());
+        let tasks = format!(
+            "{}/{} done{}{}",
+            s.tasks.completed + s.tasks.cancelled,
+            s.tasks.total,
+            if s.tasks.in_progress > 0 {
+                format!(", {} in progress", s.tasks.in_progress)
+            } else {
+                String::new()
+            },
+            if s.tasks.blocked > 0 {
+                format!(", {} blocked", s.tasks.blocked)
+            } else {
+                String::new()
+            },
+        );
+        out.push_str(&format!(
+            "{:<id_width$}  {} {:<16} {:>8}  {:>9}  {:>8}  {}\n",
+            s.id,
+            paint(format!("{mark:<14}"), &s.health),
+            s.state,
+            pid,
+            up,
+            s.restarts_total,
+            tasks
+        ));
+        let show_reason = verbose
+            || matches!(
+                s.health.as_str(),
+                "unhealthy" | "gave_up" | "paused" | "stopped"
+            );
+        if let Some(reason) = s.reason.as_ref().filter(|_| show_reason) {
+            out.push_str(&format!("{:id_width$}  reason: {reason}\n", ""));
+        }
+        if let Some(next) = s.next_restart_ms {
+            out.push_str(&format!(
+                "{:id_width$}  next restart: {}\n",
+                "",
+                clock(next)
+            ));
+        }
+        if verbose {
+            if let (Some(at), Some(why)) = (s.last_restart_ms, &s.last_restart_reason) {
+                out.push_str(&format!(
+                    "{:id_width$}  last restart: {} ({why})\n",
+                    "",
+                    clock(at)
+                ));
+            }
+            if !s.dependencies.is_empty() {
+                out.push_str(&format!(
+                    "{:id_width$}  depends on: {}\n",
+                    "",
+                    s.dependencies.join(", ")
+                ));
+            }
+            out.push_str(&format!(
+                "{:id_width$}  budget used: {} (without progress)\n",
+                "", s.restarts
+            ));
+        }
+    }
+    if verbose {
+        out.push_str("\nSchema: Task Copilot (legacy, streams in task metadata)\n");
+    }
+    out
+}
+
+pub fn run(
+    cli: &Cli,
+    stream: Option<&str>,
+    verbose: bool,
+    json: bool,
+    watch: bool,
+) -> Result<Outcome, Failure> {
+    let ctx = Context::new(cli)?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    if json {
+        let report = collect(cli, &ctx, stream)?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("status serialises")
+        );
+        return Ok(Outcome::Healthy);
+    }
+    if !watch {
+        print!(
+            "{}",
+            render_text(&collect(cli, &ctx, stream)?, verbose, color)
+        );
+        return Ok(Outcome::Healthy);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&stop));
+    }
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let body = match collect(cli, &ctx, stream) {
+            Ok(report) => render_text(&report, verbose, color),
+            Err(e) => format!("status unavailable: {e}\n"),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\x1b[H\x1b[2J{}\n(refreshing every 2s; Ctrl-C to quit)\n",
+            body
+        );
+        let _ = out.flush();
+        for _ in 0..20 {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(Outcome::Healthy)
+}

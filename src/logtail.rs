@@ -1,0 +1,72 @@
+//! The end of a worker log: its last lines (bounded read from the end, so a
+//! huge log costs the same as a small one) and the exit code the wrapper
+//! wrote in its closing `[wrapper] ... exited with code N` line.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Reads at most `max_bytes` from the end of the file, cut to whole lines.
+pub fn tail(path: &Path, max_bytes: u64) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let start = len.saturating_sub(max_bytes);
+    file.seek(SeekFrom::Start(start)).ok()?;
+    let mut bytes = Vec::with_capacity((len - start) as usize);
+    file.take(max_bytes).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if start > 0 {
+        // Drop the partial first line.
+        return Some(
+            text.split_once('\n')
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or_default(),
+        );
+    }
+    Some(text)
+}
+
+/// The last `n` lines of a text.
+pub fn last_lines(text: &str, n: usize) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// The exit code in the wrapper's last exit line, if the log ends with one.
+pub fn wrapper_exit_code(text: &str) -> Option<i32> {
+    let line = text.lines().rev().find(|l| l.starts_with("[wrapper]"))?;
+    let code = line.split("exited with code ").nth(1)?;
+    code.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_from_wrapper_lines() {
+        let cases = [
+            ("[wrapper] 2026 started\nwork\n[wrapper] 2026-01-01T00:00:00+0000 exited with code 3\n", Some(3)),
+            ("[wrapper] x exited with code 0", Some(0)),
+            ("[wrapper] x started\nstill working\n", None),
+            ("no wrapper at all\n", None),
+            ("[wrapper] x exited with code banana\n", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(wrapper_exit_code(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn tail_reads_whole_lines_from_the_end() {
+        let path = std::env::temp_dir().join(format!("mw-tail-{}", std::process::id()));
+        let body: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &body).unwrap();
+        let t = tail(&path, 64).unwrap();
+        assert!(t.ends_with("line 999\n"));
+        assert!(t.starts_with("line "), "{t:?}");
+        assert_eq!(last_lines(&t, 2), ["line 998", "line 999"]);
+        assert_eq!(tail(&path, 1 << 20).unwrap(), body);
+        std::fs::remove_file(&path).unwrap();
+        assert!(tail(&path, 10).is_none());
+    }
+}

@@ -1,0 +1,570 @@
+//! The decision of one tick as a pure function: the persisted state, what was
+//! observed of each stream, the policy and "now" go in; the state comes out
+//! advanced (lifecycle transitions, failure times, the global breaker,
+//! remembered worker identities) together with the restarts to attempt.
+//! Restarts are decided here but charged later, under the stream's lock, by
+//! [`begin_restart`], because another monitor may act in between.
+
+use std::collections::BTreeMap;
+
+use crate::layout::StreamId;
+use crate::process::identity::Remembered;
+use crate::state::{State, StreamState};
+
+use super::assess::Verdict;
+use super::lifecycle::{transition, Event, Kind, Lifecycle};
+use super::policy::{self, BreakerPolicy, RestartDecision, RestartPolicy};
+
+/// What a tick saw of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub id: StreamId,
+    pub verdict: Verdict,
+    pub completed_tasks: u32,
+    /// How the worker last ended, when known (wrapper exit line, reaping).
+    pub exit_code: Option<i32>,
+    /// The running worker's identity, to remember.
+    pub worker: Option<Remembered>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanSettings {
+    pub auto_restart: bool,
+    pub policy: RestartPolicy,
+    pub breaker: BreakerPolicy,
+}
+
+/// One state change, for monitor.log and the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub stream: StreamId,
+    pub from: Lifecycle,
+    pub to: Lifecycle,
+    pub event: &'static str,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    /// Streams to restart now (still to be charged under their lock).
+    pub restarts: Vec<StreamId>,
+    /// Streams that just spent their budget.
+    pub gave_up: Vec<StreamId>,
+    /// Set when the global breaker opened in this tick: (failed, monitored, until).
+    pub breaker_opened: Option<(usize, usize, u64)>,
+    /// The earliest time a waiting restart becomes due.
+    pub next_due_ms: Option<u64>,
+    /// Transitions the state machine refused (a bug if ever non-empty).
+    pub refused: Vec<String>,
+}
+
+fn apply(st: &mut StreamState, id: &StreamId, event: Event, now_ms: u64, plan: &mut Plan) {
+    match transition(&st.lifecycle, &event, now_ms) {
+        Ok(next) => {
+            if next.kind() != st.lifecycle.kind() {
+                plan.changes.push(Change {
+                    stream: id.clone(),
+                    from: st.lifecycle.clone(),
+                    to: next.clone(),
+                    event: event.name(),
+                });
+            }
+            st.lifecycle = next;
+        }
+        Err(e) => plan.refused.push(format!("stream {id}: {e}")),
+    }
+}
+
+/// Advances `state` by one tick of observations and plans restarts.
+pub fn plan_tick(
+    state: &mut State,
+    observed: &[Observation],
+    settings: &PlanSettings,
+    now_ms: u64,
+) -> Plan {
+    let mut plan = Plan::default();
+    for obs in observed {
+        let st = state.streams.entry(obs.id.to_string()).or_default();
+        let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
+        apply(
+            st,
+            &obs.id,
+            Event::Observed(obs.verdict.clone()),
+            now_ms,
+            &mut plan,
+        );
+        if was_alive && st.lifecycle.kind() == Kind::Unhealthy {
+            st.last_failure_ms = Some(now_ms);
+        }
+        if let Lifecycle::Running { since_ms, .. } = st.lifecycle {
+            policy::note_healthy(st, since_ms, &settings.policy, now_ms);
+        }
+        if obs.worker.is_some() && obs.worker != st.worker {
+            st.worker = obs.worker;
+        }
+    }
+
+    let window = settings.breaker.window.as_millis() as u64;
+    let failed = observed
+        .iter()
+        .filter(|o| {
+            state.streams[o.id.as_str()]
+                .last_failure_ms
+                .is_some_and(|t| t + window > now_ms)
+        })
+        .count();
+    let breaker_active = state.breaker_until_ms.is_some_and(|u| u > now_ms);
+    if settings.auto_restart
+        && !breaker_active
+        && policy::breaker_trips(failed, observed.len(), &settings.breaker)
+    {
+        let until = now_ms + settings.breaker.cooldown.as_millis() as u64;
+        state.breaker_until_ms = Some(until);
+        plan.breaker_opened = Some((failed, observed.len(), until));
+    }
+
+    if !settings.auto_restart {
+        return plan;
+    }
+    for obs in observed {
+        let st = state
+            .streams
+            .get_mut(obs.id.as_str())
+            .expect("entry made above");
+        if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
+            continue;
+        }
+        match policy::decide_restart(
+            st,
+            obs.completed_tasks,
+            obs.exit_code,
+            &settings.policy,
+            state.breaker_until_ms,
+            now_ms,
+        ) {
+            RestartDecision::Restart { .. } => plan.restarts.push(obs.id.clone()),
+            RestartDecision::Exhausted => {
+                let reason = format!(
+                    "max restart limit ({}) reached",
+                    settings.policy.max_restarts
+                );
+                apply(
+                    st,
+                    &obs.id,
+                    Event::BudgetSpent { reason },
+                    now_ms,
+                    &mut plan,
+                );
+                plan.gave_up.push(obs.id.clone());
+            }
+            RestartDecision::Wait { until_ms, reason } => {
+                let already = matches!(&st.lifecycle, Lifecycle::Backoff { until_ms: u, .. } if *u == until_ms);
+                if !already {
+                    apply(
+                        st,
+                        &obs.id,
+                        Event::Deferred { until_ms, reason },
+                        now_ms,
+                        &mut plan,
+                    );
+                }
+                plan.next_due_ms = Some(plan.next_due_ms.map_or(until_ms, |d| d.min(until_ms)));
+            }
+            RestartDecision::NotByPolicy { .. } => {}
+        }
+    }
+    plan
+}
+
+/// The stream a restart is for, with the facts the policy needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartRequest<'a> {
+    pub id: &'a StreamId,
+    pub completed_tasks: u32,
+    pub exit_code: Option<i32>,
+    pub reason: &'a str,
+}
+
+/// What [`begin_restart`] decided under the stream's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// Charged; spawn now. `attempt` counts against `--max-restarts`.
+    Go { attempt: u32 },
+    /// The budget was spent meanwhile (another monitor restarted it).
+    GaveUp,
+    /// Not now (another monitor restarted it, or a limit applies).
+    Skip,
+}
+
+/// Re-decides a planned restart on the state as it is now and charges it.
+/// `jitter` in [0, 1) is the random spread of the backoff it schedules.
+pub fn begin_restart(
+    state: &mut State,
+    request: &RestartRequest<'_>,
+    settings: &PlanSettings,
+    now_ms: u64,
+    jitter: f64,
+    changes: &mut Plan,
+) -> Begin {
+    let RestartRequest {
+        id,
+        completed_tasks,
+        exit_code,
+        reason,
+    } = *request;
+    let breaker = state.breaker_until_ms;
+    let st = state.streams.entry(id.to_string()).or_default();
+    if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
+        return Begin::Skip;
+    }
+    match policy::decide_restart(
+        st,
+        completed_tasks,
+        exit_code,
+        &settings.policy,
+        breaker,
+        now_ms,
+    ) {
+        RestartDecision::Restart { .. } => {
+            let attempt = policy::charge_attempt(
+                st,
+                completed_tasks,
+                reason,
+                &settings.policy,
+                now_ms,
+                jitter,
+            );
+            apply(st, id, Event::RestartBegun { attempt }, now_ms, changes);
+            Begin::Go { attempt }
+        }
+        RestartDecision::Exhausted => {
+            let reason = format!(
+                "max restart limit ({}) reached",
+                settings.policy.max_restarts
+            );
+            apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
+            Begin::GaveUp
+        }
+        RestartDecision::Wait { .. } | RestartDecision::NotByPolicy { .. } => Begin::Skip,
+    }
+}
+
+/// Records how a restart ended: the worker's PID, or the error.
+pub fn finish_restart(
+    state: &mut State,
+    id: &StreamId,
+    outcome: Result<Remembered, String>,
+    now_ms: u64,
+    changes: &mut Plan,
+) {
+    let st = state.streams.entry(id.to_string()).or_default();
+    match outcome {
+        Ok(worker) => {
+            st.last_error = None;
+            st.worker = Some(worker);
+            apply(st, id, Event::Spawned { pid: worker.pid }, now_ms, changes);
+        }
+        Err(error) => {
+            st.last_failure_ms = Some(now_ms);
+            st.last_error = Some(error.clone());
+            let until_ms = st.next_attempt_ms.unwrap_or(now_ms);
+            apply(
+                st,
+                id,
+                Event::SpawnFailed { until_ms, error },
+                now_ms,
+                changes,
+            );
+        }
+    }
+}
+
+/// Streams by their state kind, for reports.
+pub fn count_by_kind(state: &State) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for st in state.streams.values() {
+        *counts.entry(st.lifecycle.kind().name()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn id(s: &str) -> StreamId {
+        StreamId::parse(s).unwrap()
+    }
+
+    fn obs(s: &str, verdict: Verdict) -> Observation {
+        Observation {
+            id: id(s),
+            verdict,
+            completed_tasks: 0,
+            exit_code: None,
+            worker: None,
+        }
+    }
+
+    fn dead(s: &str) -> Observation {
+        obs(
+            s,
+            Verdict::Dead {
+                reason: "no PID file".into(),
+            },
+        )
+    }
+
+    fn running(s: &str, pid: i32) -> Observation {
+        obs(s, Verdict::Running { pid })
+    }
+
+    fn settings(max: u32) -> PlanSettings {
+        PlanSettings {
+            auto_restart: true,
+            policy: RestartPolicy {
+                max_restarts: max,
+                ..RestartPolicy::default()
+            },
+            breaker: BreakerPolicy::default(),
+        }
+    }
+
+    /// Runs a restart the way a tick does, with a fixed jitter (no spread).
+    fn restart(state: &mut State, s: &str, st: &PlanSettings, now: u64) -> Begin {
+        let mut plan = Plan::default();
+        let sid = id(s);
+        let request = RestartRequest {
+            id: &sid,
+            completed_tasks: 0,
+            exit_code: None,
+            reason: "dead",
+        };
+        let begin = begin_restart(state, &request, st, now, 0.5, &mut plan);
+        if let Begin::Go { .. } = begin {
+            let worker = Remembered {
+                pid: 100 + now as i32 / 1000,
+                start_ticks: now,
+                pid_file_mtime: now / 1000,
+            };
+            finish_restart(state, &id(s), Ok(worker), now, &mut plan);
+        }
+        begin
+    }
+
+    #[test]
+    fn a_crash_loop_backs_off_then_gives_up() {
+        let st = settings(3);
+        let mut state = State::default();
+        let mut timeline = Vec::new();
+        // The worker dies right after every restart; the clock moves 100 ms
+        // per check, so backoff decides when the next restart happens.
+        let mut now = 0;
+        while now < 20_000 {
+            let plan = plan_tick(&mut state, &[dead("A")], &st, now);
+            if !plan.gave_up.is_empty() {
+                timeline.push(format!("gave up at {now}"));
+                break;
+            }
+            for s in plan.restarts {
+                if let Begin::Go { attempt } = restart(&mut state, s.as_str(), &st, now) {
+                    timeline.push(format!("restart {attempt} at {now}"));
+                }
+            }
+            now += 100;
+        }
+        assert_eq!(
+            timeline,
+            [
+                "restart 1 at 0",
+                "restart 2 at 1000",
+                "restart 3 at 3000",
+                "gave up at 3100"
+            ]
+        );
+        assert_eq!(state.streams["A"].lifecycle.kind(), Kind::GaveUp);
+        // A given-up stream stays given up while dead, whatever the time.
+        let plan = plan_tick(&mut state, &[dead("A")], &st, 100_000);
+        assert!(plan.restarts.is_empty() && plan.changes.is_empty());
+    }
+
+    #[test]
+    fn report_only_never_restarts_and_records_transitions() {
+        let st = PlanSettings {
+            auto_restart: false,
+            ..settings(2)
+        };
+        let mut state = State::default();
+        plan_tick(&mut state, &[running("A", 7)], &st, 0);
+        let plan = plan_tick(&mut state, &[dead("A")], &st, 1_000);
+        assert!(plan.restarts.is_empty());
+        assert_eq!(plan.changes.len(), 1);
+        assert_eq!(
+            (plan.changes[0].from.kind(), plan.changes[0].to.kind()),
+            (Kind::Running, Kind::Unhealthy)
+        );
+        assert_eq!(state.streams["A"].last_failure_ms, Some(1_000));
+    }
+
+    #[test]
+    fn paused_and_completed_streams_are_not_restarted() {
+        let st = settings(2);
+        let mut state = State::default();
+        state.streams.entry("P".into()).or_default().lifecycle =
+            Lifecycle::Paused { by: "op".into() };
+        let plan = plan_tick(
+            &mut state,
+            &[dead("P"), obs("C", Verdict::Complete)],
+            &st,
+            0,
+        );
+        assert!(plan.restarts.is_empty());
+        assert_eq!(state.streams["P"].lifecycle.kind(), Kind::Paused);
+        assert_eq!(state.streams["C"].lifecycle.kind(), Kind::Completed);
+    }
+
+    #[test]
+    fn most_workers_dying_at_once_opens_the_breaker() {
+        let st = settings(5);
+        let mut state = State::default();
+        let names = ["A", "B", "C", "D", "E"];
+        let alive: Vec<Observation> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| running(n, 10 + i as i32))
+            .collect();
+        plan_tick(&mut state, &alive, &st, 0);
+        // Three of five die together: a majority, and the minimum of three.
+        let mixed: Vec<Observation> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if i < 3 {
+                    dead(n)
+                } else {
+                    running(n, 10 + i as i32)
+                }
+            })
+            .collect();
+        let plan = plan_tick(&mut state, &mixed, &st, 1_000);
+        assert_eq!(plan.breaker_opened, Some((3, 5, 61_000)));
+        assert!(plan.restarts.is_empty());
+        assert_eq!(plan.next_due_ms, Some(61_000));
+        assert_eq!(state.streams["A"].lifecycle.kind(), Kind::Backoff);
+        // After the cool-down, restarts resume.
+        let plan = plan_tick(&mut state, &mixed, &st, 61_000);
+        assert_eq!(plan.restarts.len(), 3);
+        assert!(
+            plan.breaker_opened.is_none(),
+            "failures are older than the window now"
+        );
+    }
+
+    #[test]
+    fn one_dead_worker_of_many_does_not_trip_the_breaker() {
+        let st = settings(2);
+        let mut state = State::default();
+        plan_tick(
+            &mut state,
+            &[running("A", 1), running("B", 2), running("C", 3)],
+            &st,
+            0,
+        );
+        let plan = plan_tick(
+            &mut state,
+            &[dead("A"), running("B", 2), running("C", 3)],
+            &st,
+            1_000,
+        );
+        assert_eq!(plan.restarts, vec![id("A")]);
+        assert!(plan.breaker_opened.is_none());
+    }
+
+    #[test]
+    fn progress_resets_the_budget_and_long_health_resets_backoff() {
+        let st = settings(1);
+        let mut state = State::default();
+        plan_tick(&mut state, &[dead("A")], &st, 0);
+        assert_eq!(restart(&mut state, "A", &st, 0), Begin::Go { attempt: 1 });
+        let plan = plan_tick(&mut state, &[dead("A")], &st, 5_000);
+        assert_eq!(plan.gave_up, vec![id("A")]);
+        // A task completed since: the budget is whole again.
+        let mut progressed = dead("A");
+        progressed.completed_tasks = 1;
+        state.streams.get_mut("A").unwrap().lifecycle = Lifecycle::Unhealthy {
+            reason: "x".into(),
+            since_ms: 0,
+        };
+        let plan = plan_tick(&mut state, std::slice::from_ref(&progressed), &st, 6_000);
+        assert_eq!(plan.restarts, vec![id("A")]);
+        // Healthy for the reset period clears the backoff streak.
+        state.streams.get_mut("A").unwrap().lifecycle = Lifecycle::Running {
+            pid: 5,
+            since_ms: 10_000,
+        };
+        state.streams.get_mut("A").unwrap().streak = 4;
+        let reset_at = 10_000 + Duration::from_secs(600).as_millis() as u64;
+        plan_tick(&mut state, &[running("A", 5)], &st, reset_at);
+        assert_eq!(state.streams["A"].streak, 0);
+    }
+
+    #[test]
+    fn a_second_monitor_finds_the_restart_already_charged() {
+        let st = settings(2);
+        let mut state = State::default();
+        plan_tick(&mut state, &[dead("A")], &st, 0);
+        assert_eq!(restart(&mut state, "A", &st, 0), Begin::Go { attempt: 1 });
+        // The other monitor planned from the old state; under the lock it sees Starting.
+        let mut plan = Plan::default();
+        let a = id("A");
+        let request = RestartRequest {
+            id: &a,
+            completed_tasks: 0,
+            exit_code: None,
+            reason: "dead",
+        };
+        assert_eq!(
+            begin_restart(&mut state, &request, &st, 10, 0.5, &mut plan),
+            Begin::Skip
+        );
+    }
+
+    #[test]
+    fn failed_spawns_back_off() {
+        let st = settings(5);
+        let mut state = State::default();
+        plan_tick(&mut state, &[dead("A")], &st, 0);
+        let mut plan = Plan::default();
+        let a = id("A");
+        let request = RestartRequest {
+            id: &a,
+            completed_tasks: 0,
+            exit_code: None,
+            reason: "dead",
+        };
+        assert_eq!(
+            begin_restart(&mut state, &request, &st, 0, 0.5, &mut plan),
+            Begin::Go { attempt: 1 }
+        );
+        finish_restart(
+            &mut state,
+            &id("A"),
+            Err("wrapper missing".into()),
+            0,
+            &mut plan,
+        );
+        assert_eq!(
+            state.streams["A"].lifecycle,
+            Lifecycle::Backoff {
+                until_ms: 1_000,
+                reason: "restart failed: wrapper missing".into()
+            }
+        );
+        let plan = plan_tick(&mut state, &[dead("A")], &st, 500);
+        assert!(plan.restarts.is_empty());
+        assert_eq!(plan.next_due_ms, Some(1_000));
+        let plan = plan_tick(&mut state, &[dead("A")], &st, 1_000);
+        assert_eq!(plan.restarts, vec![id("A")]);
+    }
+}
