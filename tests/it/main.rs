@@ -1,0 +1,9 @@
+//! Integration tests of `monitor-workers`: real processes, real signals, real
+//! zombies, real SQLite files in the real schemas, a fake `claude` on PATH.
+//! One test binary; the modules group the tests by theme.
+
+mod bad_input;
+mod check;
+mod daemon;
+mod discovery;
+mod helpers;
