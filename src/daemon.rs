@@ -223,14 +223,15 @@ fn wait_for_next_tick(
         if heartbeat.due() {
             heartbeat.beat(logger);
         }
+        let dead = watch.wait_for_death(WAKE);
+        // Reap first: for a worker this daemon spawned, the exit status says more.
         let mut died = reap_children(children, logger);
-        for dead in watch.wait_for_death(WAKE) {
-            if !died.iter().any(|(id, _)| *id == dead.stream) {
-                logger.warning(&format!("Worker {} (PID {}) died", dead.stream, dead.pid));
-                died.push((dead.stream.clone(), dead.pid));
+        for w in dead {
+            if !died.iter().any(|(id, _)| *id == w.stream) {
+                logger.warning(&format!("Worker {} (PID {}) died", w.stream, w.pid));
+                died.push((w.stream.clone(), w.pid));
             }
         }
-        died.extend(reap_children(children, logger));
         if !died.is_empty() || Instant::now() >= deadline {
             return;
         }
