@@ -31,33 +31,43 @@ pub struct CheckArgs {
     /// Restart dead workers (default: report only)
     #[arg(long, global = true)]
     pub auto_restart: bool,
-    /// Restart budget per worker: restarts without forward progress, kept across runs
-    #[arg(long, global = true, value_name = "N", default_value_t = 2)]
-    pub max_restarts: u32,
+    /// Restart budget per worker: restarts without forward progress, kept across runs [default: 2]
+    #[arg(long, global = true, value_name = "N")]
+    pub max_restarts: Option<u32>,
     /// Keep checking in the foreground until SIGINT/SIGTERM
     #[arg(long)]
     pub daemon: bool,
-    /// Seconds between checks in daemon mode
-    #[arg(long, global = true, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub interval: u64,
+    /// Seconds between checks in daemon mode [default: 30]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub interval: Option<u64>,
     /// Print only actions (restart, give-up) and errors; monitor.log still gets everything
     #[arg(long, global = true)]
     pub quiet: bool,
-    /// When a dead worker is restarted (on-failure: not after exit code 0)
+    /// When a dead worker is restarted (on-failure: not after exit code 0) [default: always]
+    #[arg(long, global = true, value_enum, value_name = "POLICY")]
+    pub restart_policy: Option<crate::supervise::policy::RestartKind>,
+    /// Seconds of backoff after the first restart; doubles with each restart in a row [default: 1]
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
+    pub backoff_base: Option<f64>,
+    /// Longest backoff between restarts, in seconds [default: 60]
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
+    pub backoff_max: Option<f64>,
+    /// Settings file [default: <orchestrator dir>/monitor.toml]
     #[arg(
         long,
         global = true,
-        value_enum,
-        value_name = "POLICY",
-        default_value = "always"
+        value_name = "FILE",
+        env = "MONITOR_WORKERS_CONFIG"
     )]
-    pub restart_policy: crate::supervise::policy::RestartKind,
-    /// Seconds of backoff after the first restart; doubles with each restart in a row
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds)]
-    pub backoff_base: f64,
-    /// Longest backoff between restarts, in seconds
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 60.0, value_parser = parse_seconds)]
-    pub backoff_max: f64,
+    pub config: Option<PathBuf>,
+    /// After each check, put tasks of dead or given-up streams left in_progress
+    /// longer than --older-than back to pending (writes the task database)
+    #[arg(long, global = true)]
+    pub recover_tasks: bool,
+    /// Task recovery: seconds a task must have been in_progress without an update
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub older_than: u64,
 }
 
 /// Where the project and its databases are.
@@ -104,9 +114,9 @@ pub struct PathArgs {
     )]
     pub workspace_id: Option<String>,
     /// Seconds to wait for a database locked by a writer before skipping the check
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 5.0, env = "MONITOR_WORKERS_BUSY_TIMEOUT",
-          value_parser = parse_seconds)]
-    pub busy_timeout: f64,
+    /// [default: 5]
+    #[arg(long, global = true, value_name = "SECS", env = "MONITOR_WORKERS_BUSY_TIMEOUT", value_parser = parse_seconds)]
+    pub busy_timeout: Option<f64>,
 }
 
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -179,5 +189,14 @@ pub enum Command {
     Reset {
         /// The stream id
         stream: String,
+    },
+    /// Put tasks of dead or given-up streams left in_progress (longer than
+    /// --older-than) back to pending, so the next worker picks them up
+    RecoverTasks {
+        /// Only these streams [default: every dead or given-up stream]
+        streams: Vec<String>,
+        /// List the tasks that would be recovered; write nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }

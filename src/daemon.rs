@@ -123,6 +123,8 @@ pub fn run(
         );
     }
     logger.info("Received shutdown signal");
+    crate::tick::stop_owned_components(layout, settings, logger, &store);
+    reap_children(&mut children, logger);
     heartbeat.remove();
     logger.info("Monitor daemon stopped; workers keep running");
     Ok(())

@@ -8,12 +8,16 @@
 
 pub mod cli;
 pub mod commands;
+pub mod component;
+pub mod config;
 pub mod daemon;
 pub mod layout;
 pub mod logtail;
+pub mod probe;
 pub mod process;
 pub mod prompt;
 pub mod report;
+pub mod selfheal;
 pub mod state;
 pub mod store;
 pub mod supervise;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::probe::ProbeSet;
 use crate::process::identity::Remembered;
 use crate::process::lock;
 use crate::supervise::lifecycle::Lifecycle;
@@ -69,9 +70,19 @@ pub struct StreamState {
     pub last_failure_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Fingerprint of the last failure, and how many failures in a row had it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_signature: Option<String>,
+    pub same_failure_count: u32,
     /// The worker as last seen running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<Remembered>,
+    /// Probe records of the current worker.
+    #[serde(skip_serializing_if = "ProbeSet::is_empty")]
+    pub probes: ProbeSet,
+    /// Why a readiness probe says the worker is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_ready: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,13 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::process::Child;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::component::{self, ComponentKind};
+use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
 use crate::logtail;
+use crate::probe::{self, checks, CheckSpec, ProbeSet, ProbeSpec, ProbeVerdict};
 use crate::process::identity::{self, judge, Liveness, Remembered};
 use crate::process::pidfile::{self, PidFile};
 use crate::process::spawn::{spawn_worker, WrapperCall};
@@ -22,6 +25,7 @@ use crate::prompt::{self, PromptFacts};
 use crate::report::events::{EventLog, EventRecord};
 use crate::report::log::{Kind, Level, Logger};
 use crate::report::now_ms;
+use crate::selfheal;
 use crate::state::{State, StateStore};
 use crate::store::{self, Initiative, StoreError};
 use crate::supervise::assess::{assess, Verdict};
@@ -29,7 +33,10 @@ use crate::supervise::lifecycle::{self, Lifecycle};
 use crate::supervise::plan::{
     self, Begin, Change, Observation, Plan, PlanSettings, RestartRequest,
 };
+use crate::supervise::policy::RestartPolicy;
 use crate::supervise::streams::{self, StreamView};
+
+pub mod recover;
 
 /// How a tick behaves.
 #[derive(Debug, Clone)]
@@ -40,6 +47,15 @@ pub struct TickSettings {
     pub spawn_wait: Duration,
     /// Say "Auto-restart disabled ..." when dead workers are found.
     pub hint_auto_restart: bool,
+    /// Seconds a stuck worker gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Probes, per-stream overrides and components from `monitor.toml`.
+    pub config: ConfigFile,
+    /// Start the process components (the daemon owns them; a one-shot reports).
+    pub own_components: bool,
+    /// `--recover-tasks`: after each tick, put tasks of dead or given-up
+    /// streams left `in_progress` longer than this back to `pending`.
+    pub recover_tasks: Option<Duration>,
 }
 
 /// What outlives one tick in the daemon: messages already said, so a data
@@ -57,6 +73,15 @@ impl TickMemory {
     }
 }
 
+/// A component just started.
+struct Launched {
+    pid: i32,
+    start_ticks: u64,
+    child: Option<Child>,
+    /// Watch its PID for death (not for containers: their PID is Docker's).
+    watch: bool,
+}
+
 /// A worker seen running at the end of a tick (the daemon watches it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
@@ -69,6 +94,8 @@ pub struct Watched {
 pub struct TickReport {
     pub initiative: Option<Initiative>,
     pub dead: Vec<StreamId>,
+    /// Running but failing a liveness probe (stuck).
+    pub unhealthy: Vec<StreamId>,
     pub running: Vec<Watched>,
     /// Wrappers this tick spawned (the daemon reaps them).
     pub spawned: Vec<(StreamId, Child)>,
@@ -84,6 +111,16 @@ pub struct Observed {
     pub liveness: Liveness,
     pub verdict: Verdict,
     pub exit_code: Option<i32>,
+    /// The running worker's probe records (after this tick's probes).
+    pub probes: Option<ProbeSet>,
+    pub probe_specs: Vec<ProbeSpec>,
+    pub probe_verdict: ProbeVerdict,
+    /// When the running worker started.
+    pub started_at: Option<SystemTime>,
+    /// The stream's own restart policy from the config, if any.
+    pub policy: Option<RestartPolicy>,
+    /// How it is started and stopped.
+    pub kind: ComponentKind,
 }
 
 /// Everything one look at the project saw; nothing is judged beyond the
@@ -94,27 +131,53 @@ pub struct Snapshot {
     pub streams: Vec<Observed>,
     /// Data problems (bad metadata, unsafe ids, unknown dependencies).
     pub warnings: Vec<String>,
+    /// The task database read and its schema.
+    pub source: store::TaskSource,
 }
 
-/// Reads the databases and every stream's PID file, process and log.
+/// What to do about probes while observing.
+#[derive(Debug, Clone, Copy)]
+pub enum ProbeMode<'a> {
+    /// Run the probes that are due (a check).
+    Run(&'a ConfigFile),
+    /// Judge from the records the last check left (status: never runs a probe).
+    Recorded(&'a ConfigFile),
+}
+
+impl<'a> ProbeMode<'a> {
+    fn config(&self) -> &'a ConfigFile {
+        match self {
+            ProbeMode::Run(c) | ProbeMode::Recorded(c) => c,
+        }
+    }
+}
+
+/// Reads the databases and every stream's PID file, process and log, and
+/// the running workers' probes.
 /// `Ok(None)` when there is no active initiative.
 pub fn take_snapshot(
     layout: &Layout,
     busy_timeout: Duration,
     known: &State,
+    probes: ProbeMode<'_>,
 ) -> Result<Option<Snapshot>, StoreError> {
-    let Some(initiative) = store::read_active_initiative(&layout.memory_db, busy_timeout)? else {
+    let Some(store::ProjectRead {
+        initiative,
+        streams: read,
+        source,
+    }) = store::read_project(layout, busy_timeout)?
+    else {
         return Ok(None);
     };
-    let read = store::read_streams(&layout.tasks_db, &initiative.id, busy_timeout)?;
     let mut warnings = read.warnings;
     let (views, more) = streams::resolve(read.streams);
     warnings.extend(more);
-    let streams = observe(layout, &initiative, views, known);
+    let streams = observe(layout, &initiative, views, known, probes);
     Ok(Some(Snapshot {
         initiative,
         streams,
         warnings,
+        source,
     }))
 }
 
@@ -140,7 +203,8 @@ pub fn run_tick(
     for w in warnings {
         logger.warning(&w);
     }
-    let Some(snapshot) = take_snapshot(layout, settings.busy_timeout, &known)? else {
+    let probes = ProbeMode::Run(&settings.config);
+    let Some(snapshot) = take_snapshot(layout, settings.busy_timeout, &known, probes)? else {
         memory.once(
             logger,
             Level::Warning,
@@ -155,6 +219,7 @@ pub fn run_tick(
     let Snapshot {
         initiative,
         streams: observed,
+        source,
         ..
     } = snapshot;
     report.dead = observed
@@ -162,9 +227,28 @@ pub fn run_tick(
         .filter(|o| matches!(o.verdict, Verdict::Dead { .. }))
         .map(|o| o.view.id.clone())
         .collect();
-    if report.dead.is_empty() {
+    let unhealthy: Vec<String> = observed
+        .iter()
+        .filter_map(|o| match &o.verdict {
+            Verdict::Unhealthy { reason, .. } => Some(format!("{} ({reason})", o.view.id)),
+            _ => None,
+        })
+        .collect();
+    report.unhealthy = observed
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Unhealthy { .. }))
+        .map(|o| o.view.id.clone())
+        .collect();
+    if !unhealthy.is_empty() {
+        logger.warning(&format!(
+            "Found {} unhealthy worker(s): {}",
+            unhealthy.len(),
+            unhealthy.join(", ")
+        ));
+    }
+    if report.dead.is_empty() && unhealthy.is_empty() {
         logger.success("All workers healthy");
-    } else {
+    } else if !report.dead.is_empty() {
         let names: Vec<&str> = report.dead.iter().map(StreamId::as_str).collect();
         logger.warning(&format!(
             "Found {} dead worker(s): {}",
@@ -261,16 +345,31 @@ pub fn run_tick(
         template: None,
     };
     for obs in &observed {
-        if plan.restarts.contains(&obs.view.id) {
-            if let Some((child, watched)) = actor.restart(obs) {
-                report.spawned.push((obs.view.id.clone(), child));
-                report.running.push(watched);
+        let docker = matches!(obs.kind, ComponentKind::Docker { .. });
+        let launched = if plan.restarts.contains(&obs.view.id) {
+            actor.restart(obs)
+        } else if settings.own_components
+            && obs.verdict == Verdict::NeverStarted
+            && matches!(obs.kind, ComponentKind::Process { .. })
+        {
+            actor.start_owned(obs)
+        } else {
+            if matches!(obs.liveness, Liveness::Stale { .. }) && !docker {
+                actor.remove_stale(obs);
             }
-        } else if matches!(obs.liveness, Liveness::Stale { .. }) {
-            actor.remove_stale(obs);
+            None
+        };
+        if let Some((child, watched)) = launched {
+            if let Some(child) = child {
+                report.spawned.push((obs.view.id.clone(), child));
+            }
+            report.running.extend(watched);
         }
     }
-    for obs in &observed {
+    for obs in observed
+        .iter()
+        .filter(|o| !matches!(o.kind, ComponentKind::Docker { .. }))
+    {
         if let Liveness::Running { pid, start_ticks } = obs.liveness {
             report.running.push(Watched {
                 stream: obs.view.id.clone(),
@@ -278,6 +377,14 @@ pub fn run_tick(
                 start_ticks,
             });
         }
+    }
+    if let Some(older_than) = settings.recover_tasks {
+        let scope = recover::Scope {
+            source: &source,
+            initiative: &initiative,
+            observed: &observed,
+        };
+        recover::after_tick(&scope, store, &recorder, older_than, settings.busy_timeout);
     }
     report.initiative = Some(initiative);
     Ok(report)
@@ -300,7 +407,26 @@ pub fn observation(o: &Observed) -> Observation {
         completed_tasks: o.view.progress.completed,
         exit_code: o.exit_code,
         worker,
+        probes: o.probes.clone(),
+        not_ready: o.probe_verdict.not_ready.clone(),
+        policy: o.policy,
     }
+}
+
+/// A stored task timestamp (`2026-01-13T10:30:00.000Z`, or SQLite's
+/// `2026-01-13 10:30:00` in UTC) as a time.
+fn parse_task_time(text: &str) -> Option<SystemTime> {
+    let utc = chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+                .map(|n| n.and_utc())
+        })?;
+    let ms = u64::try_from(utc.timestamp_millis()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 fn observe(
@@ -308,6 +434,7 @@ fn observe(
     initiative: &Initiative,
     views: Vec<StreamView>,
     known: &State,
+    probe_mode: ProbeMode<'_>,
 ) -> Vec<Observed> {
     let complete: HashSet<StreamId> = views
         .iter()
@@ -316,7 +443,9 @@ fn observe(
         .collect();
     let our_uid = procinfo::current_uid();
     let pid_max = procinfo::pid_max();
-    views
+    let config = probe_mode.config();
+    let now = now_ms();
+    let mut observed: Vec<Observed> = views
         .into_iter()
         .map(|view| {
             let pid_file = pidfile::read(&layout.pid_file(&view.id), pid_max);
@@ -324,41 +453,207 @@ fn observe(
                 PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
                 _ => None,
             };
-            let seen = known
-                .streams
-                .get(view.id.as_str())
-                .and_then(|s| s.worker.as_ref());
+            let known_stream = known.streams.get(view.id.as_str());
+            let seen = known_stream.and_then(|s| s.worker.as_ref());
             let liveness = judge(&pid_file, facts.as_ref(), our_uid, seen);
-            let unfinished: Vec<StreamId> = view
-                .dependencies
-                .iter()
-                .filter(|d| !complete.contains(*d))
-                .cloned()
-                .collect();
-            // Only a stream that could be dead needs its log looked at.
-            let log_path = layout.log_file(&view.id, &initiative.id);
-            let log_size =
-                if liveness.is_running() || view.progress.is_complete() || !unfinished.is_empty() {
-                    None
-                } else {
-                    std::fs::metadata(&log_path).ok().map(|m| m.len())
-                };
-            let verdict = assess(&view.progress, &liveness, unfinished, log_size);
-            let exit_code = match verdict {
-                Verdict::Dead { .. } => {
-                    logtail::tail(&log_path, 4096).and_then(|t| logtail::wrapper_exit_code(&t))
+            let policy = stream_policy(config, view.id.as_str());
+            let probe_specs = config.stream_probes(view.id.as_str());
+            let probes = match (&liveness, &facts) {
+                (Liveness::Running { pid, start_ticks }, Some(f)) if !probe_specs.is_empty() => {
+                    let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
+                    let set = recorded.for_instance(*pid, *start_ticks);
+                    Some((set, f.started_at))
                 }
                 _ => None,
             };
             Observed {
-                view,
                 pid_file,
                 liveness,
-                verdict,
-                exit_code,
+                verdict: Verdict::NoTasks,
+                exit_code: None,
+                probes: probes.as_ref().map(|(set, _)| set.clone()),
+                probe_specs,
+                probe_verdict: ProbeVerdict::default(),
+                started_at: probes.map(|(_, at)| at),
+                policy,
+                view,
+                kind: ComponentKind::Worker,
             }
         })
-        .collect()
+        .collect();
+    observed.extend(
+        component::declared(config, layout)
+            .into_iter()
+            .map(|c| observe_component(layout, known, c)),
+    );
+
+    // Due probes run in parallel across workers (each bounded by its timeout).
+    if let ProbeMode::Run(_) = probe_mode {
+        let jobs: Vec<&mut Observed> = observed.iter_mut().filter(|o| o.probes.is_some()).collect();
+        std::thread::scope(|scope| {
+            for o in jobs {
+                let target = probe_target(layout, initiative, o);
+                scope.spawn(move || {
+                    let set = o.probes.as_ref().expect("filtered");
+                    o.probes = Some(checks::run_due(&o.probe_specs, set, &target, now));
+                });
+            }
+        });
+    }
+
+    for o in &mut observed {
+        if let Some(set) = &o.probes {
+            o.probe_verdict = probe::verdict(&o.probe_specs, set);
+        }
+        let unfinished: Vec<StreamId> = o
+            .view
+            .dependencies
+            .iter()
+            .filter(|d| !complete.contains(*d))
+            .cloned()
+            .collect();
+        // Only a stream that could be dead needs its log looked at.
+        let log_path = layout.log_file(&o.view.id, &initiative.id);
+        let log_size =
+            if o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty() {
+                None
+            } else {
+                std::fs::metadata(&log_path).ok().map(|m| m.len())
+            };
+        if o.kind != ComponentKind::Worker {
+            o.verdict = assess_component(o, known);
+            continue;
+        }
+        o.verdict = assess(
+            &o.view.progress,
+            &o.liveness,
+            unfinished,
+            log_size,
+            &o.probe_verdict,
+        );
+        if let Verdict::Dead { .. } = o.verdict {
+            o.exit_code =
+                logtail::tail(&log_path, 4096).and_then(|t| logtail::wrapper_exit_code(&t));
+        }
+    }
+    observed
+}
+
+/// Observes a declared component (a process the daemon owns, a container).
+fn observe_component(layout: &Layout, known: &State, c: component::Declared) -> Observed {
+    let known_stream = known.streams.get(c.id.as_str());
+    let (pid_file, liveness, exit_code) = match &c.kind {
+        ComponentKind::Docker { container } => {
+            let (liveness, exit) = component::docker_liveness(container, Duration::from_secs(5));
+            (PidFile::Missing, liveness, exit)
+        }
+        _ => {
+            let pid_file = pidfile::read(&layout.pid_file(&c.id), procinfo::pid_max());
+            let facts = match &pid_file {
+                PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
+                _ => None,
+            };
+            let seen = known_stream.and_then(|s| s.worker.as_ref());
+            (
+                pid_file.clone(),
+                judge(&pid_file, facts.as_ref(), procinfo::current_uid(), seen),
+                None,
+            )
+        }
+    };
+    let probes = match &liveness {
+        Liveness::Running { pid, start_ticks } if !c.probes.is_empty() => {
+            let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
+            Some(recorded.for_instance(*pid, *start_ticks))
+        }
+        _ => None,
+    };
+    let started_at = liveness
+        .pid()
+        .and_then(procinfo::inspect)
+        .map(|f| f.started_at);
+    Observed {
+        view: StreamView {
+            id: c.id,
+            name: c.name,
+            dependencies: Vec::new(),
+            progress: crate::store::Progress::default(),
+            last_update: None,
+        },
+        pid_file,
+        liveness,
+        verdict: Verdict::NoTasks,
+        exit_code,
+        probes,
+        probe_specs: c.probes,
+        probe_verdict: ProbeVerdict::default(),
+        started_at,
+        policy: c.policy,
+        kind: c.kind,
+    }
+}
+
+/// A component should always run: not running is dead, unless it was never
+/// started (a process component before the daemon first starts it).
+fn assess_component(o: &Observed, known: &State) -> Verdict {
+    if let Liveness::Running { pid, .. } = o.liveness {
+        return match (&o.probe_verdict.failing, o.probe_verdict.starting) {
+            (Some(reason), _) => Verdict::Unhealthy {
+                pid,
+                reason: reason.clone(),
+            },
+            (None, true) => Verdict::StartingUp { pid },
+            (None, false) => Verdict::Running { pid },
+        };
+    }
+    let never_started = known
+        .streams
+        .get(o.view.id.as_str())
+        .is_none_or(|s| s.lifecycle.kind() == lifecycle::Kind::NotStarted);
+    match (&o.kind, &o.liveness) {
+        (ComponentKind::Process { .. }, _) if never_started => Verdict::NeverStarted,
+        (_, Liveness::Stale { reason }) => Verdict::Dead {
+            reason: reason.clone(),
+        },
+        _ => Verdict::Dead {
+            reason: "not running".into(),
+        },
+    }
+}
+
+fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> checks::Target {
+    let heartbeat = o
+        .probe_specs
+        .iter()
+        .find_map(|s| match &s.check {
+            CheckSpec::Heartbeat { path: Some(p), .. } => Some(layout.project_root.join(p)),
+            _ => None,
+        })
+        .unwrap_or_else(|| layout.pids_dir().join(format!("{}.heartbeat", o.view.id)));
+    let p = o.view.progress;
+    checks::Target {
+        pid: o.liveness.pid().unwrap_or(0),
+        started_at: o.started_at.unwrap_or_else(SystemTime::now),
+        log_path: Some(layout.log_file(&o.view.id, &initiative.id)),
+        heartbeat_path: Some(heartbeat),
+        last_task_change: o.view.last_update.as_deref().and_then(parse_task_time),
+        tasks_open: p.completed + p.cancelled < p.total,
+        cwd: layout.project_root.clone(),
+    }
+}
+
+/// The restart policy of a stream when the config overrides the global one.
+fn stream_policy(config: &ConfigFile, id: &str) -> Option<RestartPolicy> {
+    let kind = config.stream_setting(id, |w| w.restart_policy);
+    let max = config.stream_setting(id, |w| w.max_restarts);
+    if kind.is_none() && max.is_none() {
+        return None;
+    }
+    Some(RestartPolicy {
+        kind: kind.unwrap_or_default(),
+        max_restarts: max.unwrap_or(u32::MAX),
+        ..RestartPolicy::default()
+    })
 }
 
 /// Writes state changes and actions to monitor.log and the event log.
@@ -474,34 +769,54 @@ impl Actor<'_> {
     }
 
     /// Restarts a dead stream if policy still allows once its lock is held.
-    fn restart(&mut self, obs: &Observed) -> Option<(Child, Watched)> {
+    /// Restarts a failing stream if policy still allows once its lock is
+    /// held. A stuck worker (running, failing liveness) is stopped gracefully
+    /// first: a soft reset, with a retry context added to the new prompt.
+    fn restart(&mut self, obs: &Observed) -> Option<(Option<Child>, Option<Watched>)> {
         let id = &obs.view.id;
         let _held = self.lock_stream(id)?;
         let (pid_file, liveness) = recheck(self.layout, self.store, id);
-        if let Liveness::Running { pid, .. } = liveness {
-            self.logger.info(&format!(
-                "Worker {id} is running again (PID: {pid}), started meanwhile by another monitor"
-            ));
-            return None;
-        }
-        remove_if_stale(
-            self.layout,
-            self.logger,
-            &self.recorder.events,
-            id,
-            &pid_file,
-            &liveness,
-        );
-        let Verdict::Dead { reason } = &obs.verdict else {
-            return None;
+        let stuck = match (&obs.verdict, &liveness) {
+            (Verdict::Unhealthy { pid: seen, .. }, Liveness::Running { pid, start_ticks })
+                if seen == pid =>
+            {
+                Some((*pid, *start_ticks))
+            }
+            (_, Liveness::Running { pid, .. }) => {
+                self.logger.info(&format!("Worker {id} is running again (PID: {pid}), started meanwhile by another monitor"));
+                return None;
+            }
+            _ => None,
         };
-        let max = self.settings.plan.policy.max_restarts;
-
+        if stuck.is_none() {
+            remove_if_stale(
+                self.layout,
+                self.logger,
+                &self.recorder.events,
+                id,
+                &pid_file,
+                &liveness,
+            );
+        }
+        let reason = match &obs.verdict {
+            Verdict::Dead { reason } | Verdict::Unhealthy { reason, .. } => reason.clone(),
+            _ => return None,
+        };
+        let max = obs.policy.unwrap_or(self.settings.plan.policy).max_restarts;
+        let log_path = match obs.kind {
+            ComponentKind::Worker => self.layout.log_file(id, &self.initiative.id),
+            _ => component::log_path(self.layout, id),
+        };
+        let tail = logtail::tail(&log_path, 8192).unwrap_or_default();
+        let signature = selfheal::signature::signature(obs.exit_code, None, &reason, &tail);
+        let shown = format!("{}: {}", signature.class, signature.text);
         let request = RestartRequest {
             id,
             completed_tasks: obs.view.progress.completed,
             exit_code: obs.exit_code,
-            reason,
+            reason: &reason,
+            policy: obs.policy,
+            signature: Some((&signature.fingerprint, &shown)),
         };
         let mut changes = Plan::default();
         let now = now_ms();
@@ -516,56 +831,166 @@ impl Actor<'_> {
             )
         });
         self.recorder.changes(&changes);
-        let attempt = match begun {
+        let (begin, state) = match begun {
             Err(e) => {
                 self.logger.error(&format!(
                     "Not restarting worker {id}: cannot record the restart: {e}"
                 ));
                 return None;
             }
-            Ok((Begin::Go { attempt }, _, _)) => attempt,
-            Ok((Begin::GaveUp, _, _)) => {
-                self.logger.action(
-                    Level::Warning,
-                    &format!("Worker {id} has reached max restart limit ({max})"),
+            Ok((begin, state, _)) => (begin, state),
+        };
+        let st = state.streams.get(id.as_str()).cloned().unwrap_or_default();
+        let attempt = match begin {
+            Begin::Go { attempt } => attempt,
+            Begin::Skip => return None,
+            Begin::GaveUp => {
+                if let Some((pid, start_ticks)) = stuck {
+                    let _ = stop_running(
+                        self.logger,
+                        self.recorder,
+                        id,
+                        pid,
+                        start_ticks,
+                        self.settings.grace,
+                    );
+                }
+                let why = match &st.lifecycle {
+                    Lifecycle::GaveUp { reason } => reason.clone(),
+                    _ => String::new(),
+                };
+                let message = if why.starts_with("max restart limit") || why.is_empty() {
+                    format!("Worker {id} has reached max restart limit ({max})")
+                } else {
+                    format!("Worker {id} gave up: {why}")
+                };
+                self.logger.action(Level::Warning, &message);
+                self.record_attempt(
+                    obs,
+                    st.restarts_total + 1,
+                    "give_up",
+                    &reason,
+                    &signature,
+                    &tail,
                 );
+                self.recorder.event(EventRecord {
+                    reason: Some(why),
+                    ..EventRecord::new("gave_up", Some(id.as_str()))
+                });
                 return None;
             }
-            Ok((Begin::Skip, _, _)) => return None,
         };
-
+        let action = if stuck.is_some() {
+            "soft_reset"
+        } else {
+            "restart"
+        };
+        if let Some((pid, start_ticks)) = stuck {
+            self.logger.action(
+                Level::Warning,
+                &format!(
+                    "Worker {id} (PID {pid}) is stuck: {reason}; stopping it for a soft reset"
+                ),
+            );
+            if let Err(e) = stop_running(
+                self.logger,
+                self.recorder,
+                id,
+                pid,
+                start_ticks,
+                self.settings.grace,
+            ) {
+                self.logger.error(&format!(
+                    "Cannot stop stuck worker {id}: {e}; not starting a second one"
+                ));
+                return None;
+            }
+        }
         self.logger.action(
             Level::Info,
             &format!("Restarting worker {id} (attempt {attempt}/{max})"),
         );
+        self.record_attempt(obs, st.restarts_total, action, &reason, &signature, &tail);
         self.recorder.event(EventRecord {
             reason: Some(reason.clone()),
             attempt: Some(attempt),
             exit: obs.exit_code.map(|c| format!("exit code {c}")),
-            ..EventRecord::new("restart", Some(id.as_str()))
+            ..EventRecord::new(action, Some(id.as_str()))
         });
-        self.launch(obs)
+        let lines = logtail::last_lines(&tail, 20);
+        let context = selfheal::retry_context(attempt, &reason, &signature.class, &lines);
+        self.launch(obs, (obs.kind == ComponentKind::Worker).then_some(context))
+    }
+
+    /// Leaves `state/self_heal/<stream>/attempt-<n>.json` for the operator.
+    fn record_attempt(
+        &self,
+        obs: &Observed,
+        n: u32,
+        action: &str,
+        reason: &str,
+        signature: &selfheal::signature::Signature,
+        tail: &str,
+    ) {
+        let dir = self
+            .layout
+            .state_dir()
+            .join("self_heal")
+            .join(obs.view.id.as_str());
+        let lines: Vec<&str> = logtail::last_lines(tail, 40);
+        let record = serde_json::json!({
+            "time": crate::report::log::timestamp(),
+            "stream": obs.view.id.as_str(),
+            "attempt": n,
+            "action": action,
+            "reason": selfheal::redact::redact(reason),
+            "class": signature.class,
+            "signature": signature.text,
+            "fingerprint": signature.fingerprint,
+            "exit_status": obs.exit_code.map(|c| format!("exit code {c}")),
+            "log_tail": selfheal::redact::redact_lines(&lines),
+        });
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            let path = dir.join(format!("attempt-{n}.json"));
+            let tmp = dir.join(format!(".attempt-{n}.json.tmp"));
+            std::fs::write(
+                &tmp,
+                serde_json::to_string_pretty(&record).expect("json") + "\n",
+            )?;
+            std::fs::rename(tmp, path)
+        });
+        if let Err(e) = written {
+            self.logger.error(&format!(
+                "Cannot write self-heal record in {}: {e}",
+                dir.display()
+            ));
+        }
     }
 
     /// Spawns the worker of a stream whose restart is charged and recorded
     /// as begun, and records how it went.
-    fn launch(&mut self, obs: &Observed) -> Option<(Child, Watched)> {
+    fn launch(
+        &mut self,
+        obs: &Observed,
+        retry_context: Option<String>,
+    ) -> Option<(Option<Child>, Option<Watched>)> {
         let id = &obs.view.id;
-        let call = self.wrapper_call(obs);
-        let result = spawn_worker(&call, self.settings.spawn_wait);
+        let noun = if obs.kind == ComponentKind::Worker {
+            "Worker"
+        } else {
+            "Component"
+        };
+        let result = self.start(obs, retry_context);
         let outcome = match &result {
-            Ok(started) => {
-                let mtime = std::fs::metadata(&call.pid_file)
+            Ok(started) => Ok(Remembered {
+                pid: started.pid,
+                start_ticks: started.start_ticks,
+                pid_file_mtime: std::fs::metadata(self.layout.pid_file(id))
                     .and_then(|m| m.modified())
                     .map(identity::secs)
-                    .unwrap_or_else(|_| now_ms() / 1000);
-                Ok(Remembered {
-                    pid: started.pid,
-                    start_ticks: started.start_ticks,
-                    pid_file_mtime: mtime,
-                })
-            }
-            Err(e) => Err(e.to_string()),
+                    .unwrap_or_else(|_| now_ms() / 1000),
+            }),
+            Err(e) => Err(e.clone()),
         };
         let mut changes = Plan::default();
         let finished = self
@@ -579,14 +1004,14 @@ impl Actor<'_> {
             Ok(started) => {
                 self.logger.action(
                     Level::Success,
-                    &format!("Worker {id} restarted (PID: {})", started.pid),
+                    &format!("{noun} {id} restarted (PID: {})", started.pid),
                 );
                 self.recorder.changes(&changes);
-                let watched = Watched {
+                let watched = started.watch.then(|| Watched {
                     stream: id.clone(),
                     pid: started.pid,
                     start_ticks: started.start_ticks,
-                };
+                });
                 Some((started.child, watched))
             }
             Err(e) => {
@@ -608,7 +1033,7 @@ impl Actor<'_> {
                     .unwrap_or_default();
                 self.logger.action(
                     Level::Error,
-                    &format!("Failed to restart worker {id}: {e}{next}"),
+                    &format!("Failed to restart {} {id}: {e}{next}", noun.to_lowercase()),
                 );
                 self.recorder.changes(&changes);
                 None
@@ -616,7 +1041,99 @@ impl Actor<'_> {
         }
     }
 
-    fn wrapper_call(&mut self, obs: &Observed) -> WrapperCall {
+    /// Starts the component the way its kind is started.
+    fn start(&mut self, obs: &Observed, retry_context: Option<String>) -> Result<Launched, String> {
+        let id = &obs.view.id;
+        match &obs.kind {
+            ComponentKind::Worker => {
+                let call = self.wrapper_call(obs, retry_context);
+                let started =
+                    spawn_worker(&call, self.settings.spawn_wait).map_err(|e| e.to_string())?;
+                Ok(Launched {
+                    pid: started.pid,
+                    start_ticks: started.start_ticks,
+                    child: Some(started.child),
+                    watch: true,
+                })
+            }
+            ComponentKind::Process { command, cwd, env } => {
+                let log = component::log_path(self.layout, id);
+                let (pid, start_ticks, child) =
+                    component::spawn_process(command, cwd, env, &self.layout.pid_file(id), &log)?;
+                Ok(Launched {
+                    pid,
+                    start_ticks,
+                    child: Some(child),
+                    watch: true,
+                })
+            }
+            ComponentKind::Docker { container } => {
+                let pid = component::docker_restart(container, Duration::from_secs(60))?;
+                Ok(Launched {
+                    pid,
+                    start_ticks: 0,
+                    child: None,
+                    watch: false,
+                })
+            }
+        }
+    }
+
+    /// First start of a process component the daemon owns (not a restart:
+    /// nothing is charged to its budget).
+    fn start_owned(&mut self, obs: &Observed) -> Option<(Option<Child>, Option<Watched>)> {
+        let id = &obs.view.id;
+        let started = match self.start(obs, None) {
+            Ok(s) => s,
+            Err(e) => {
+                self.logger
+                    .action(Level::Error, &format!("Cannot start component {id}: {e}"));
+                return None;
+            }
+        };
+        let mut changes = Plan::default();
+        let now = now_ms();
+        let worker = Remembered {
+            pid: started.pid,
+            start_ticks: started.start_ticks,
+            pid_file_mtime: now / 1000,
+        };
+        let recorded = self.store.update(|s| {
+            let st = s.streams.entry(id.to_string()).or_default();
+            st.worker = Some(worker);
+            let from = st.lifecycle.clone();
+            if let Ok(to) = lifecycle::transition(
+                &from,
+                &lifecycle::Event::Observed(Verdict::StartingUp { pid: started.pid }),
+                now,
+            ) {
+                changes.changes.push(Change {
+                    stream: id.clone(),
+                    from,
+                    to: to.clone(),
+                    event: "started",
+                });
+                st.lifecycle = to;
+            }
+        });
+        if let Err(e) = recorded {
+            self.logger
+                .error(&format!("Cannot record the start of {id}: {e}"));
+        }
+        self.recorder.changes(&changes);
+        self.logger.action(
+            Level::Success,
+            &format!("Component {id} started (PID: {})", started.pid),
+        );
+        let watched = started.watch.then(|| Watched {
+            stream: id.clone(),
+            pid: started.pid,
+            start_ticks: started.start_ticks,
+        });
+        Some((started.child, watched))
+    }
+
+    fn wrapper_call(&mut self, obs: &Observed, retry_context: Option<String>) -> WrapperCall {
         let id = &obs.view.id;
         let template = self
             .template
@@ -628,7 +1145,7 @@ impl Actor<'_> {
             .iter()
             .map(|d| d.to_string())
             .collect();
-        let prompt = prompt::render(
+        let mut prompt = prompt::render(
             template,
             &PromptFacts {
                 stream_id: id.as_str(),
@@ -638,6 +1155,10 @@ impl Actor<'_> {
                 work_dir: &work_dir,
             },
         );
+        if let Some(context) = retry_context {
+            prompt.push_str("\n\n");
+            prompt.push_str(&context);
+        }
         if let Err(e) = std::fs::create_dir_all(self.layout.pids_dir()) {
             self.logger.error(&format!(
                 "Cannot create {}: {e}",
@@ -806,10 +1327,11 @@ pub fn operator_restart(
         by: Some(by),
         ..EventRecord::new("operator_restart", Some(id.as_str()))
     });
-    let (_, watched) = actor
-        .launch(obs)
+    actor
+        .launch(obs, None)
         .ok_or_else(|| format!("worker {id} did not start; see monitor.log"))?;
-    Ok(watched.pid)
+    let (_, liveness) = recheck(layout, store, id);
+    Ok(liveness.pid().unwrap_or(0))
 }
 
 /// Stops a running worker gracefully, logging every signal.
@@ -856,5 +1378,50 @@ pub fn stop_running(
     match outcome {
         StopOutcome::Survived { .. } => Err(text),
         _ => Ok(()),
+    }
+}
+
+/// On daemon shutdown: stops the process components the daemon owns and
+/// marks them not started, so the next daemon starts them afresh.
+pub fn stop_owned_components(
+    layout: &Layout,
+    settings: &TickSettings,
+    logger: &Logger,
+    store: &StateStore,
+) {
+    let recorder = Recorder {
+        logger,
+        events: EventLog::new(&layout.logs_dir().join("events.jsonl")),
+    };
+    for c in component::declared(&settings.config, layout) {
+        if !matches!(c.kind, ComponentKind::Process { .. }) {
+            continue;
+        }
+        let (pid_file, liveness) = recheck(layout, store, &c.id);
+        if let Liveness::Running { pid, start_ticks } = liveness {
+            if let Err(e) = stop_running(logger, &recorder, &c.id, pid, start_ticks, settings.grace)
+            {
+                logger.error(&format!("Cannot stop component {}: {e}", c.id));
+                continue;
+            }
+        }
+        if let PidFile::Pid { fingerprint, .. } = &pid_file {
+            let _ = pidfile::remove_if_unchanged(
+                &layout.pid_file(&c.id),
+                fingerprint,
+                procinfo::pid_max(),
+            );
+        }
+        let now = now_ms();
+        let _ = store.update(|s| {
+            let st = s.streams.entry(c.id.to_string()).or_default();
+            if let Ok(to) = lifecycle::transition(
+                &st.lifecycle,
+                &lifecycle::Event::Observed(Verdict::NeverStarted),
+                now,
+            ) {
+                st.lifecycle = to;
+            }
+        });
     }
 }

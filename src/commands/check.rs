@@ -1,67 +1,135 @@
-//! The default command: one check, or the daemon with `--daemon`.
+//! The default command: one check, or the daemon with `--daemon`. Also where
+//! the settings are resolved: a flag beats `monitor.toml`, which beats the
+//! built-in default.
 
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::report::log::{Level, Logger};
-use crate::state::StateStore;
+use crate::config::{self, ConfigFile};
+use crate::layout::Layout;
+use crate::report::log::Level;
 use crate::supervise::plan::PlanSettings;
 use crate::supervise::policy::{BreakerPolicy, RestartPolicy};
 use crate::tick::{run_tick, TickMemory, TickSettings};
 use crate::{daemon, Failure, Outcome};
 
-/// The tick settings the command line asks for.
-pub fn settings(cli: &Cli) -> TickSettings {
+use super::Context;
+
+/// Everything a run needs to know, flags and config file merged.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub tick: TickSettings,
+    pub interval: Duration,
+    pub quiet: bool,
+}
+
+/// Reads `monitor.toml` (or `--config`); a bad file is a usage error.
+pub fn load_config(cli: &Cli, layout: &Layout) -> Result<ConfigFile, Failure> {
+    let path = cli
+        .check
+        .config
+        .clone()
+        .unwrap_or_else(|| layout.orch.join("monitor.toml"));
+    if cli.check.config.is_some() && !path.exists() {
+        return Err(Failure::Usage(format!(
+            "config file {} does not exist",
+            path.display()
+        )));
+    }
+    config::load(&path).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub fn resolve(cli: &Cli, config: &ConfigFile) -> Resolved {
     let args = &cli.check;
-    TickSettings {
+    let file = &config.monitor;
+    let secs = Duration::from_secs;
+    let defaults = RestartPolicy::default();
+    let breaker = BreakerPolicy::default();
+    let policy = RestartPolicy {
+        kind: args
+            .restart_policy
+            .or(file.restart_policy)
+            .unwrap_or(defaults.kind),
+        max_restarts: args
+            .max_restarts
+            .or(file.max_restarts)
+            .unwrap_or(defaults.max_restarts),
+        backoff_base: args
+            .backoff_base
+            .or(file.backoff_base)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(defaults.backoff_base),
+        backoff_cap: args
+            .backoff_max
+            .or(file.backoff_max)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(defaults.backoff_cap),
+        reset_after: file.reset_after.map(secs).unwrap_or(defaults.reset_after),
+        rate_limit: file.rate_limit.unwrap_or(defaults.rate_limit),
+        rate_window: file.rate_window.map(secs).unwrap_or(defaults.rate_window),
+    };
+    let tick = TickSettings {
         plan: PlanSettings {
-            auto_restart: args.auto_restart,
-            policy: RestartPolicy {
-                kind: args.restart_policy,
-                max_restarts: args.max_restarts,
-                backoff_base: Duration::from_secs_f64(args.backoff_base),
-                backoff_cap: Duration::from_secs_f64(args.backoff_max),
-                ..RestartPolicy::default()
+            auto_restart: args.auto_restart || file.auto_restart.unwrap_or(false),
+            policy,
+            breaker: BreakerPolicy {
+                window: config.breaker.window.map(secs).unwrap_or(breaker.window),
+                min_failures: config.breaker.min_failures.unwrap_or(breaker.min_failures),
+                cooldown: config
+                    .breaker
+                    .cooldown
+                    .map(secs)
+                    .unwrap_or(breaker.cooldown),
             },
-            breaker: BreakerPolicy::default(),
+            same_failure_limit: file.same_failure_limit.unwrap_or(3),
         },
-        busy_timeout: Duration::from_secs_f64(cli.paths.busy_timeout),
+        busy_timeout: Duration::from_secs_f64(
+            cli.paths.busy_timeout.or(file.busy_timeout).unwrap_or(5.0),
+        ),
         spawn_wait: Duration::from_secs(5),
         hint_auto_restart: !args.daemon,
+        grace: Duration::from_secs_f64(file.grace.unwrap_or(10.0)),
+        config: config.clone(),
+        own_components: args.daemon,
+        recover_tasks: args.recover_tasks.then(|| secs(args.older_than)),
+    };
+    Resolved {
+        tick,
+        interval: secs(args.interval.or(file.interval).unwrap_or(30)),
+        quiet: args.quiet,
     }
 }
 
 pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
-    let layout = super::discover(&cli.paths)?;
-    let logger = Logger::new(Some(&layout.monitor_log()), cli.check.quiet);
-    let settings = settings(cli);
+    let ctx = Context::new(cli)?;
+    let settings = &ctx.resolved.tick;
     if cli.check.daemon {
+        let args = std::env::args().skip(1).collect();
         return match daemon::run(
-            &layout,
-            &settings,
-            &logger,
-            Duration::from_secs(cli.check.interval),
-            std::env::args().skip(1).collect(),
+            &ctx.layout,
+            settings,
+            &ctx.logger,
+            ctx.resolved.interval,
+            args,
         ) {
             Ok(()) => Ok(Outcome::Healthy),
             Err(e) => {
-                logger.write_file(Level::Error, &e.to_string());
+                ctx.logger.write_file(Level::Error, &e.to_string());
                 Err(Failure::CouldNotRun(e.to_string()))
             }
         };
     }
-    let store = StateStore::new(&layout.state_dir());
     match run_tick(
-        &layout,
-        &settings,
-        &logger,
-        &store,
+        &ctx.layout,
+        settings,
+        &ctx.logger,
+        &ctx.store,
         &mut TickMemory::default(),
     ) {
-        Ok(report) if report.dead.is_empty() => Ok(Outcome::Healthy),
+        Ok(report) if report.dead.is_empty() && report.unhealthy.is_empty() => Ok(Outcome::Healthy),
         Ok(_) => Ok(Outcome::DeadFound),
         Err(e) => {
-            logger.write_file(Level::Error, &e.to_string());
+            ctx.logger.write_file(Level::Error, &e.to_string());
             Err(Failure::CouldNotRun(e.to_string()))
         }
     }

@@ -178,10 +178,10 @@ pub fn restart(cli: &Cli, raw: &str, grace: Duration) -> Result<Outcome, Failure
     let ctx = Context::new(cli)?;
     let id = ctx.known_stream(cli, raw)?;
     let snapshot = ctx.snapshot(cli)?;
-    let settings = super::check::settings(cli);
+    let settings = &ctx.resolved.tick;
     operator_restart(
         &ctx.layout,
-        &settings,
+        settings,
         &ctx.logger,
         &ctx.store,
         &snapshot,

@@ -42,26 +42,42 @@ fn daemon_args(cli: &Cli, layout: &Layout) -> Vec<String> {
     if c.quiet {
         args.push("--quiet".into());
     }
+    // Only what was given: the daemon reads monitor.toml itself for the rest.
     let policy = c
         .restart_policy
-        .to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default();
-    for (flag, value) in [
-        ("--max-restarts", c.max_restarts.to_string()),
-        ("--interval", c.interval.to_string()),
+        .and_then(|p| p.to_possible_value())
+        .map(|v| v.get_name().to_string());
+    let given = [
+        ("--max-restarts", c.max_restarts.map(|v| v.to_string())),
+        ("--interval", c.interval.map(|v| v.to_string())),
         ("--restart-policy", policy),
-        ("--backoff-base", c.backoff_base.to_string()),
-        ("--backoff-max", c.backoff_max.to_string()),
-        ("--busy-timeout", cli.paths.busy_timeout.to_string()),
-        ("--project-root", layout.project_root.display().to_string()),
-        ("--orchestrator-dir", layout.orch.display().to_string()),
-        ("--tasks-db", layout.tasks_db.display().to_string()),
-        ("--memory-db", layout.memory_db.display().to_string()),
-        ("--workspace-id", layout.workspace_id.clone()),
-    ] {
-        args.push(flag.into());
-        args.push(value);
+        ("--backoff-base", c.backoff_base.map(|v| v.to_string())),
+        ("--backoff-max", c.backoff_max.map(|v| v.to_string())),
+        (
+            "--busy-timeout",
+            cli.paths.busy_timeout.map(|v| v.to_string()),
+        ),
+        (
+            "--config",
+            c.config.as_ref().map(|p| p.display().to_string()),
+        ),
+        (
+            "--project-root",
+            Some(layout.project_root.display().to_string()),
+        ),
+        (
+            "--orchestrator-dir",
+            Some(layout.orch.display().to_string()),
+        ),
+        ("--tasks-db", Some(layout.tasks_db.display().to_string())),
+        ("--memory-db", Some(layout.memory_db.display().to_string())),
+        ("--workspace-id", Some(layout.workspace_id.clone())),
+    ];
+    for (flag, value) in given {
+        if let Some(value) = value {
+            args.push(flag.into());
+            args.push(value);
+        }
     }
     args
 }

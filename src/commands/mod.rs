@@ -3,6 +3,7 @@
 pub mod check;
 pub mod control;
 pub mod daemon_ctl;
+pub mod recover;
 pub mod status;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use crate::layout::{Layout, PathOverrides, StreamId};
 use crate::report::events::EventLog;
 use crate::report::log::Logger;
 use crate::state::StateStore;
-use crate::tick::{take_snapshot, Recorder, Snapshot};
+use crate::tick::{take_snapshot, ProbeMode, Recorder, Snapshot};
 use crate::{Failure, Outcome};
 
 /// Runs what the command line asks for.
@@ -50,6 +51,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
         Some(Command::Pause { stream }) => control::pause(&cli, stream),
         Some(Command::Resume { stream }) => control::resume(&cli, stream),
         Some(Command::Reset { stream }) => control::reset(&cli, stream),
+        Some(Command::RecoverTasks { streams, dry_run }) => recover::run(&cli, streams, *dry_run),
     }
 }
 
@@ -76,17 +78,21 @@ pub struct Context {
     pub layout: Layout,
     pub logger: Logger,
     pub store: StateStore,
+    pub resolved: check::Resolved,
 }
 
 impl Context {
     pub fn new(cli: &Cli) -> Result<Context, Failure> {
         let layout = discover(&cli.paths)?;
-        let logger = Logger::new(Some(&layout.monitor_log()), cli.check.quiet);
+        let config = check::load_config(cli, &layout)?;
+        let resolved = check::resolve(cli, &config);
+        let logger = Logger::new(Some(&layout.monitor_log()), resolved.quiet);
         let store = StateStore::new(&layout.state_dir());
         Ok(Context {
             layout,
             logger,
             store,
+            resolved,
         })
     }
 
@@ -99,8 +105,15 @@ impl Context {
 
     /// The current snapshot; no active initiative is an error here.
     pub fn snapshot(&self, cli: &Cli) -> Result<Snapshot, Failure> {
-        let busy = std::time::Duration::from_secs_f64(cli.paths.busy_timeout);
-        match take_snapshot(&self.layout, busy, &self.store.load().0) {
+        let _ = cli;
+        let settings = &self.resolved.tick;
+        let probes = ProbeMode::Recorded(&settings.config);
+        match take_snapshot(
+            &self.layout,
+            settings.busy_timeout,
+            &self.store.load().0,
+            probes,
+        ) {
             Ok(Some(s)) => Ok(s),
             Ok(None) => Err(Failure::CouldNotRun(
                 "no active initiative found in the memory database".into(),

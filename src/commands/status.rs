@@ -16,7 +16,7 @@ use crate::process::procinfo;
 use crate::report::now_ms;
 use crate::supervise::lifecycle::{Kind, Lifecycle};
 use crate::supervise::plan::{self, PlanSettings};
-use crate::tick::{observation, take_snapshot};
+use crate::tick::{observation, take_snapshot, ProbeMode};
 use crate::{Failure, Outcome};
 
 use super::daemon_ctl::running_daemon;
@@ -27,6 +27,10 @@ use super::Context;
 pub struct StatusReport {
     pub version: u32,
     pub project_root: String,
+    /// The task database's schema: `legacy` or `tc`.
+    pub schema: crate::store::SchemaKind,
+    /// The task database read.
+    pub tasks_db: Option<String>,
     pub initiative: Option<InitiativeStatus>,
     pub daemon: DaemonStatus,
     pub streams: Vec<StreamStatus>,
@@ -95,15 +99,24 @@ fn health(kind: Kind) -> &'static str {
 }
 
 pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusReport, Failure> {
-    let busy = Duration::from_secs_f64(cli.paths.busy_timeout);
+    let _ = cli;
+    let tick = &ctx.resolved.tick;
     let (mut state, _) = ctx.store.load();
-    let snapshot = take_snapshot(&ctx.layout, busy, &state)
-        .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
+    let snapshot = take_snapshot(
+        &ctx.layout,
+        tick.busy_timeout,
+        &state,
+        ProbeMode::Recorded(&tick.config),
+    )
+    .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
     let daemon = daemon_status(ctx);
     let Some(snapshot) = snapshot else {
         return Ok(StatusReport {
             version: 1,
             project_root: ctx.layout.project_root.display().to_string(),
+            // Only the legacy schema can lack an initiative.
+            schema: crate::store::SchemaKind::Legacy,
+            tasks_db: Some(ctx.layout.tasks_db.display().to_string()),
             initiative: None,
             daemon,
             streams: Vec::new(),
@@ -125,7 +138,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
     // Judge a copy: status never writes.
     let settings = PlanSettings {
         auto_restart: false,
-        ..super::check::settings(cli).plan
+        ..tick.plan
     };
     plan::plan_tick(&mut state, &observations, &settings, now);
     let streams = snapshot
@@ -185,6 +198,8 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
     Ok(StatusReport {
         version: 1,
         project_root: ctx.layout.project_root.display().to_string(),
+        schema: snapshot.source.schema,
+        tasks_db: Some(snapshot.source.tasks_db.display().to_string()),
         initiative: Some(InitiativeStatus {
             id: snapshot.initiative.id.clone(),
             name: snapshot.initiative.name.clone(),
@@ -362,7 +377,15 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         }
     }
     if verbose {
-        out.push_str("\nSchema: Task Copilot (legacy, streams in task metadata)\n");
+        out.push_str(&format!(
+            "\nSchema: {}{}\n",
+            report.schema.describe(),
+            report
+                .tasks_db
+                .as_deref()
+                .map(|p| format!(" in {p}"))
+                .unwrap_or_default()
+        ));
     }
     out
 }

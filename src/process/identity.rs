@@ -38,6 +38,13 @@ impl Liveness {
     pub fn is_running(&self) -> bool {
         matches!(self, Liveness::Running { .. })
     }
+
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            Liveness::Running { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
 }
 
 pub fn judge(

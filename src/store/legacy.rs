@@ -62,7 +62,8 @@ SELECT t.id, t.status,
        CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.streamName') END,
        CASE WHEN json_valid(t.metadata) THEN json_type(t.metadata, '$.dependencies') END,
        CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.dependencies') END,
-       CASE WHEN json_valid(t.metadata) THEN 1 ELSE 0 END
+              CASE WHEN json_valid(t.metadata) THEN 1 ELSE 0 END,
+       t.updated_at
 FROM tasks t JOIN prds p ON p.id = t.prd_id
 WHERE p.initiative_id = ?1 {archived}
   AND CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.streamId') IS NOT NULL
@@ -141,8 +142,14 @@ pub fn read_streams(
                 name: String::new(),
                 dependencies: Vec::new(),
                 progress: Progress::default(),
+                last_update: None,
             });
         record.progress.add(&status);
+        if let Ok(Some(updated)) = row.get::<_, Option<String>>(7) {
+            if record.last_update.as_ref().is_none_or(|u| updated > *u) {
+                record.last_update = Some(updated);
+            }
+        }
         if let Some(name) = stream_name.filter(|n| !n.is_empty()) {
             if record.name.is_empty() || name < record.name {
                 record.name = name;

@@ -5,6 +5,8 @@
 //! check costs a constant number of queries whatever the number of streams.
 
 mod legacy;
+pub mod recovery;
+mod tc;
 
 pub use legacy::{read_active_initiative, read_streams};
 
@@ -58,8 +60,10 @@ pub struct StreamRecord {
     pub raw_id: String,
     pub name: String,
     /// Dependency strings as written in the tasks' metadata, deduplicated.
-    pub dependencies: Vec<String>,
+        pub dependencies: Vec<String>,
     pub progress: Progress,
+    /// The newest `updated_at` of the stream's tasks, as stored.
+    pub last_update: Option<String>,
 }
 
 /// What one read of the task database produced.
@@ -198,4 +202,174 @@ pub(crate) fn require_columns(
         });
     }
     Ok(columns)
+}
+
+// ----- which schema, which database ---------------------------------------------
+
+/// The two Task Copilot schemas the monitor reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaKind {
+    /// `~/.claude/tasks/<ws>/tasks.db`: streams in the tasks' JSON metadata,
+    /// the initiative in Memory Copilot.
+    Legacy,
+    /// `<project>/.copilot/tasks.db`: a `streams` table, `tasks.stream_id`,
+    /// `task_dependencies`, integer ids (see `tc.rs`).
+    Tc,
+}
+
+impl SchemaKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SchemaKind::Legacy => "Task Copilot (legacy, streams in task metadata)",
+            SchemaKind::Tc => "Task Copilot tc (streams table, task dependencies)",
+        }
+    }
+}
+
+/// The task database in use and its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSource {
+    pub schema: SchemaKind,
+    pub tasks_db: PathBuf,
+}
+
+/// What one read of a project's databases produced.
+#[derive(Debug, Clone)]
+pub struct ProjectRead {
+    pub initiative: Initiative,
+    pub streams: StreamsRead,
+    pub source: TaskSource,
+}
+
+/// The schema a database has, from its tables and the columns of `tasks`;
+/// `None` when it has neither.
+pub fn schema_of(tables: &[String], task_columns: &[String]) -> Option<SchemaKind> {
+    let table = |t: &str| tables.iter().any(|have| have == t);
+    let column = |c: &str| task_columns.iter().any(|have| have == c);
+    if table("streams") && column("stream_id") {
+        Some(SchemaKind::Tc)
+    } else if table("prds") && column("metadata") {
+        Some(SchemaKind::Legacy)
+    } else {
+        None
+    }
+}
+
+/// Reads a database's tables (two queries) and tells its schema.
+pub fn detect(path: &Path, busy_timeout: Duration) -> Result<Option<SchemaKind>, StoreError> {
+    let conn = open_read_only(path, busy_timeout)?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .map_err(|e| classify(path, e, busy_timeout))?;
+    let tables = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| classify(path, e, busy_timeout))?;
+    let task_columns = table_columns(&conn, path, "tasks", busy_timeout)?;
+    Ok(schema_of(&tables, &task_columns))
+}
+
+/// `<project>/.copilot/tasks.db`, where the tc schema keeps its tasks.
+pub fn tc_tasks_db(layout: &crate::layout::Layout) -> PathBuf {
+    layout.project_root.join(".copilot").join("tasks.db")
+}
+
+/// Whether the layout's tasks database is the default one, i.e. neither
+/// `--tasks-db` nor `MONITOR_WORKERS_TASKS_DB` named it. The layout keeps
+/// only the resolved path; the default has a fixed shape,
+/// `.../.claude/tasks/<workspace>/tasks.db`.
+fn tasks_db_is_default(layout: &crate::layout::Layout) -> bool {
+    let shape = Path::new(".claude")
+        .join("tasks")
+        .join(&layout.workspace_id)
+        .join("tasks.db");
+    layout.tasks_db.ends_with(shape)
+}
+
+/// Which task database to read: the project's `.copilot/tasks.db` when it
+/// exists and no tasks database was named; otherwise the named (or default)
+/// one, in whichever schema it has. A database that cannot be probed is
+/// taken as legacy, whose reader then reports the problem in its own words
+/// (except a lock, reported at once rather than waited out twice).
+pub fn locate(
+    layout: &crate::layout::Layout,
+    busy_timeout: Duration,
+) -> Result<TaskSource, StoreError> {
+    let tc_db = tc_tasks_db(layout);
+    if tasks_db_is_default(layout) && tc_db.is_file() {
+        return Ok(TaskSource {
+            schema: SchemaKind::Tc,
+            tasks_db: tc_db,
+        });
+    }
+    let schema = match detect(&layout.tasks_db, busy_timeout) {
+        Ok(Some(kind)) => kind,
+        Err(busy @ StoreError::Busy { .. }) => return Err(busy),
+        Ok(None) | Err(_) => SchemaKind::Legacy,
+    };
+    Ok(TaskSource {
+        schema,
+        tasks_db: layout.tasks_db.clone(),
+    })
+}
+
+/// The initiative and its streams, from whichever schema the project uses.
+/// `Ok(None)` when there is no active initiative (legacy only: the tc schema
+/// has none, so one is synthesised from the workspace).
+pub fn read_project(
+    layout: &crate::layout::Layout,
+    busy_timeout: Duration,
+) -> Result<Option<ProjectRead>, StoreError> {
+    let source = locate(layout, busy_timeout)?;
+    let (initiative, streams) = match source.schema {
+        SchemaKind::Tc => tc::read(&source.tasks_db, &layout.workspace_id, busy_timeout)?,
+        SchemaKind::Legacy => {
+            let Some(initiative) = read_active_initiative(&layout.memory_db, busy_timeout)? else {
+                return Ok(None);
+            };
+            let streams = read_streams(&source.tasks_db, &initiative.id, busy_timeout)?;
+            (initiative, streams)
+        }
+    };
+    Ok(Some(ProjectRead {
+        initiative,
+        streams,
+        source,
+    }))
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn schema_from_tables_table() {
+        let legacy_tasks = ["id", "prd_id", "status", "metadata", "archived"];
+        let tc_tasks = ["id", "prd_id", "stream_id", "status", "metadata"];
+        let cases: [(&[&str], &[&str], Option<SchemaKind>); 6] = [
+            (&["prds", "tasks"], &legacy_tasks, Some(SchemaKind::Legacy)),
+            (
+                &["prds", "streams", "tasks", "task_dependencies"],
+                &tc_tasks,
+                Some(SchemaKind::Tc),
+            ),
+            (&["streams", "tasks"], &["id", "stream_id", "status"], Some(SchemaKind::Tc)),
+            // A table named streams is not enough: tasks must point at it.
+            (&["prds", "streams", "tasks"], &legacy_tasks, Some(SchemaKind::Legacy)),
+            (&["other"], &[], None),
+            (&["prds", "tasks"], &["id", "status"], None),
+        ];
+        for (tables, columns, want) in cases {
+            assert_eq!(
+                schema_of(&names(tables), &names(columns)),
+                want,
+                "{tables:?} {columns:?}"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! left a log of more than 100 bytes as evidence that it ran.
 
 use crate::layout::StreamId;
+use crate::probe::ProbeVerdict;
 use crate::process::identity::Liveness;
 use crate::store::Progress;
 
@@ -14,6 +15,10 @@ pub const LOG_EVIDENCE_BYTES: u64 = 100;
 pub enum Verdict {
     /// The worker runs.
     Running { pid: i32 },
+    /// The worker runs; a startup probe has not passed yet.
+    StartingUp { pid: i32 },
+    /// The worker runs but fails a liveness (or startup) probe: stuck.
+    Unhealthy { pid: i32, reason: String },
     /// Every task is completed or cancelled.
     Complete,
     /// Waiting for these dependencies to complete.
@@ -30,6 +35,8 @@ impl Verdict {
     pub fn label(&self) -> &'static str {
         match self {
             Verdict::Running { .. } => "running",
+            Verdict::StartingUp { .. } => "starting",
+            Verdict::Unhealthy { .. } => "unhealthy",
             Verdict::Complete => "complete",
             Verdict::WaitingOnDeps { .. } => "waiting",
             Verdict::NeverStarted => "not started",
@@ -41,14 +48,24 @@ impl Verdict {
 
 /// `unfinished_deps`: dependencies that are not complete yet.
 /// `log_size`: size of the stream's current log, `None` when absent.
+/// `probes`: what the running worker's probes add up to.
 pub fn assess(
     progress: &Progress,
     liveness: &Liveness,
     unfinished_deps: Vec<StreamId>,
     log_size: Option<u64>,
+    probes: &ProbeVerdict,
 ) -> Verdict {
     if let Liveness::Running { pid, .. } = liveness {
-        return Verdict::Running { pid: *pid };
+        let pid = *pid;
+        return match (&probes.failing, probes.starting) {
+            (Some(reason), _) => Verdict::Unhealthy {
+                pid,
+                reason: reason.clone(),
+            },
+            (None, true) => Verdict::StartingUp { pid },
+            (None, false) => Verdict::Running { pid },
+        };
     }
     if progress.is_complete() {
         return Verdict::Complete;
@@ -153,16 +170,38 @@ mod tests {
             ),
             ("zombie", open, &zombie, vec![], Some(500), "dead"),
         ];
+        let quiet = ProbeVerdict::default();
         for (name, progress, liveness, deps, log, want) in cases {
             assert_eq!(
-                assess(&progress, liveness, deps, log).label(),
+                assess(&progress, liveness, deps, log, &quiet).label(),
                 want,
                 "{name}"
             );
         }
-        let Verdict::Dead { reason } = assess(&open, &zombie, vec![], Some(500)) else {
+        let Verdict::Dead { reason } = assess(&open, &zombie, vec![], Some(500), &quiet) else {
             panic!()
         };
         assert!(reason.contains("zombie"));
+        let stuck = ProbeVerdict {
+            failing: Some("liveness probe log-activity failed".into()),
+            ..quiet.clone()
+        };
+        assert_eq!(
+            assess(&open, &running, vec![], None, &stuck).label(),
+            "unhealthy"
+        );
+        let starting = ProbeVerdict {
+            starting: true,
+            ..quiet.clone()
+        };
+        assert_eq!(
+            assess(&open, &running, vec![], None, &starting).label(),
+            "starting"
+        );
+        assert_eq!(
+            assess(&open, &none, vec![], Some(500), &stuck).label(),
+            "dead",
+            "probes only judge a running worker"
+        );
     }
 }

@@ -228,6 +228,7 @@ pub const LEGAL: &[(Kind, &[Kind])] = {
             &[
                 NotStarted,
                 WaitingOnDeps,
+                Starting,
                 Unhealthy,
                 Completed,
                 Stopped,
@@ -365,6 +366,27 @@ fn observe(from: &Lifecycle, verdict: &Verdict, now_ms: u64) -> Lifecycle {
             }
             _ => L::Running {
                 pid: *pid,
+                since_ms: now_ms,
+            },
+        },
+        Verdict::StartingUp { pid } => match from {
+            L::Starting { pid: p, since_ms } if p == pid => L::Starting {
+                pid: *pid,
+                since_ms: *since_ms,
+            },
+            _ => L::Starting {
+                pid: *pid,
+                since_ms: now_ms,
+            },
+        },
+        Verdict::Unhealthy { reason, .. } => match from {
+            L::Backoff { .. } => from.clone(),
+            L::Unhealthy { since_ms, .. } => L::Unhealthy {
+                reason: reason.clone(),
+                since_ms: *since_ms,
+            },
+            _ => L::Unhealthy {
+                reason: reason.clone(),
                 since_ms: now_ms,
             },
         },
@@ -554,6 +576,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(still, backoff);
+    }
+
+    #[test]
+    fn probes_move_a_running_worker() {
+        let running = Lifecycle::Running {
+            pid: 10,
+            since_ms: 1,
+        };
+        let stuck = Verdict::Unhealthy {
+            pid: 10,
+            reason: "no log output for 700s".into(),
+        };
+        let to = transition(&running, &Event::Observed(stuck), 9).unwrap();
+        assert_eq!(
+            to,
+            Lifecycle::Unhealthy {
+                reason: "no log output for 700s".into(),
+                since_ms: 9
+            }
+        );
+        let starting = transition(
+            &Lifecycle::NotStarted,
+            &Event::Observed(Verdict::StartingUp { pid: 3 }),
+            4,
+        )
+        .unwrap();
+        assert_eq!(
+            starting,
+            Lifecycle::Starting {
+                pid: 3,
+                since_ms: 4
+            }
+        );
+        let still = transition(
+            &starting,
+            &Event::Observed(Verdict::StartingUp { pid: 3 }),
+            8,
+        )
+        .unwrap();
+        assert_eq!(still, starting, "the start time is kept");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::layout::StreamId;
+use crate::probe::ProbeSet;
 use crate::process::identity::Remembered;
 use crate::state::{State, StreamState};
 
@@ -25,6 +26,12 @@ pub struct Observation {
     pub exit_code: Option<i32>,
     /// The running worker's identity, to remember.
     pub worker: Option<Remembered>,
+    /// Probe records after this tick's probes (None: no probes ran).
+    pub probes: Option<ProbeSet>,
+    /// Why a readiness probe says not ready.
+    pub not_ready: Option<String>,
+    /// This stream's own restart policy, when it overrides the global one.
+    pub policy: Option<RestartPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +39,8 @@ pub struct PlanSettings {
     pub auto_restart: bool,
     pub policy: RestartPolicy,
     pub breaker: BreakerPolicy,
+    /// Give up after this many restarts in a row for the same failure (0: never).
+    pub same_failure_limit: u32,
 }
 
 /// One state change, for monitor.log and the event log.
@@ -102,6 +111,10 @@ pub fn plan_tick(
         if obs.worker.is_some() && obs.worker != st.worker {
             st.worker = obs.worker;
         }
+        if let Some(probes) = &obs.probes {
+            st.probes = probes.clone();
+        }
+        st.not_ready = obs.not_ready.clone();
     }
 
     let window = settings.breaker.window.as_millis() as u64;
@@ -134,20 +147,18 @@ pub fn plan_tick(
         if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
             continue;
         }
+        let policy = obs.policy.unwrap_or(settings.policy);
         match policy::decide_restart(
             st,
             obs.completed_tasks,
             obs.exit_code,
-            &settings.policy,
+            &policy,
             state.breaker_until_ms,
             now_ms,
         ) {
             RestartDecision::Restart { .. } => plan.restarts.push(obs.id.clone()),
             RestartDecision::Exhausted => {
-                let reason = format!(
-                    "max restart limit ({}) reached",
-                    settings.policy.max_restarts
-                );
+                let reason = format!("max restart limit ({}) reached", policy.max_restarts);
                 apply(
                     st,
                     &obs.id,
@@ -183,6 +194,10 @@ pub struct RestartRequest<'a> {
     pub completed_tasks: u32,
     pub exit_code: Option<i32>,
     pub reason: &'a str,
+    /// The stream's own policy, when it overrides the global one.
+    pub policy: Option<RestartPolicy>,
+    /// The failure signature (fingerprint, text) of this failure, if known.
+    pub signature: Option<(&'a str, &'a str)>,
 }
 
 /// What [`begin_restart`] decided under the stream's lock.
@@ -211,29 +226,40 @@ pub fn begin_restart(
         completed_tasks,
         exit_code,
         reason,
+        policy,
+        signature,
     } = *request;
+    let policy = policy.unwrap_or(settings.policy);
     let breaker = state.breaker_until_ms;
     let st = state.streams.entry(id.to_string()).or_default();
     if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
         return Begin::Skip;
     }
-    match policy::decide_restart(
-        st,
-        completed_tasks,
-        exit_code,
-        &settings.policy,
-        breaker,
-        now_ms,
-    ) {
-        RestartDecision::Restart { .. } => {
-            let attempt = policy::charge_attempt(
-                st,
-                completed_tasks,
-                reason,
-                &settings.policy,
-                now_ms,
-                jitter,
+    if policy::budget_used(st, completed_tasks) == 0 {
+        // Progress (or a fresh budget) forgets earlier failures.
+        st.same_failure_count = 0;
+    }
+    if let Some((fingerprint, text)) = signature {
+        if st.last_signature.as_deref() == Some(fingerprint) {
+            st.same_failure_count += 1;
+        } else {
+            st.last_signature = Some(fingerprint.to_string());
+            st.same_failure_count = 1;
+        }
+        let limit = settings.same_failure_limit;
+        if limit > 0 && st.same_failure_count >= limit {
+            let reason = format!(
+                "the same failure {} times in a row: {text}",
+                st.same_failure_count
             );
+            apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
+            return Begin::GaveUp;
+        }
+    }
+    match policy::decide_restart(st, completed_tasks, exit_code, &policy, breaker, now_ms) {
+        RestartDecision::Restart { .. } => {
+            let attempt =
+                policy::charge_attempt(st, completed_tasks, reason, &policy, now_ms, jitter);
             apply(st, id, Event::RestartBegun { attempt }, now_ms, changes);
             Begin::Go { attempt }
         }
@@ -304,6 +330,9 @@ mod tests {
             completed_tasks: 0,
             exit_code: None,
             worker: None,
+            probes: None,
+            not_ready: None,
+            policy: None,
         }
     }
 
@@ -328,6 +357,7 @@ mod tests {
                 ..RestartPolicy::default()
             },
             breaker: BreakerPolicy::default(),
+            same_failure_limit: 3,
         }
     }
 
@@ -340,6 +370,8 @@ mod tests {
             completed_tasks: 0,
             exit_code: None,
             reason: "dead",
+            policy: None,
+            signature: None,
         };
         let begin = begin_restart(state, &request, st, now, 0.5, &mut plan);
         if let Begin::Go { .. } = begin {
@@ -523,6 +555,8 @@ mod tests {
             completed_tasks: 0,
             exit_code: None,
             reason: "dead",
+            policy: None,
+            signature: None,
         };
         assert_eq!(
             begin_restart(&mut state, &request, &st, 10, 0.5, &mut plan),
@@ -542,6 +576,8 @@ mod tests {
             completed_tasks: 0,
             exit_code: None,
             reason: "dead",
+            policy: None,
+            signature: None,
         };
         assert_eq!(
             begin_restart(&mut state, &request, &st, 0, 0.5, &mut plan),

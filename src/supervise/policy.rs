@@ -209,6 +209,7 @@ pub fn note_healthy(
     {
         state.streak = 0;
         state.next_attempt_ms = None;
+        state.same_failure_count = 0;
     }
 }
 

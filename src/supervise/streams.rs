@@ -14,6 +14,7 @@ pub struct StreamView {
     pub name: String,
     pub dependencies: Vec<StreamId>,
     pub progress: Progress,
+    pub last_update: Option<String>,
 }
 
 /// Validates ids and resolves dependencies. Problems come back as warnings;
@@ -56,6 +57,7 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
             name: record.name.clone(),
             dependencies,
             progress: record.progress,
+            last_update: record.last_update.clone(),
         });
     }
     (views, warnings)
@@ -91,6 +93,7 @@ mod tests {
             name: id.into(),
             dependencies: deps.iter().map(|d| d.to_string()).collect(),
             progress: Progress::default(),
+            last_update: None,
         }
     }
 
