@@ -201,9 +201,8 @@ pub fn spawn_process(
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            crate::process::cloexec_inherited_fds()
         });
     }
     let child = cmd

@@ -46,9 +46,11 @@ impl Default for State {
 pub struct StreamState {
     /// Where the worker is in its life (see `supervise::lifecycle`).
     pub lifecycle: Lifecycle,
-    /// Restarts since the stream last made progress (the `--max-restarts` budget).
+        /// Restarts since the stream last made progress (the `--max-restarts` budget).
+    #[serde(skip_serializing_if = "is_zero")]
     pub restarts: u32,
     /// Restarts ever made.
+    #[serde(skip_serializing_if = "is_zero")]
     pub restarts_total: u32,
     /// Completed tasks when the budget was last charged; more now = progress.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +59,8 @@ pub struct StreamState {
     pub last_restart_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_restart_reason: Option<String>,
-    /// Restarts in a row without a long healthy run (drives the backoff).
+        /// Restarts in a row without a long healthy run (drives the backoff).
+    #[serde(skip_serializing_if = "is_zero")]
     pub streak: u32,
     /// No restart before this time.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +75,8 @@ pub struct StreamState {
     pub last_error: Option<String>,
     /// Fingerprint of the last failure, and how many failures in a row had it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_signature: Option<String>,
+        pub last_signature: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
     pub same_failure_count: u32,
     /// The worker as last seen running.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,6 +87,10 @@ pub struct StreamState {
     /// Why a readiness probe says the worker is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_ready: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +208,8 @@ impl StateStore {
             path: tmp.clone(),
             source,
         };
-        let mut text = serde_json::to_string_pretty(state).expect("state serialises");
+                // Compact: the file is read on every check and can hold thousands of streams.
+        let mut text = serde_json::to_string(state).expect("state serialises");
         text.push('\n');
         let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
         file.write_all(text.as_bytes())

@@ -293,25 +293,13 @@ pub fn run_tick(
             ..EventRecord::new("breaker_open", None)
         });
     }
-    let max = settings.plan.policy.max_restarts;
-    for obs in observed
-        .iter()
-        .filter(|o| matches!(o.verdict, Verdict::Dead { .. }))
-    {
+    for obs in observed.iter().filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. })) {
         let id = &obs.view.id;
         match &state.streams.get(id.as_str()).map(|s| &s.lifecycle) {
-            Some(Lifecycle::GaveUp { .. }) if settings.plan.auto_restart => {
-                let kind = if plan.gave_up.contains(id) {
-                    Kind::Action
-                } else {
-                    Kind::Report
-                };
-                memory.once(
-                    logger,
-                    Level::Warning,
-                    kind,
-                    format!("Worker {id} has reached max restart limit ({max})"),
-                );
+            Some(Lifecycle::GaveUp { reason }) if settings.plan.auto_restart => {
+                let kind = if plan.gave_up.contains(id) { Kind::Action } else { Kind::Report };
+                let max = obs.policy.unwrap_or(settings.plan.policy).max_restarts;
+                memory.once(logger, Level::Warning, kind, gave_up_message(id, reason, max));
             }
             Some(Lifecycle::Backoff { until_ms, reason }) if !plan.restarts.contains(id) => {
                 let left = until_ms.saturating_sub(now).div_ceil(1000);
@@ -348,6 +336,9 @@ pub fn run_tick(
         let docker = matches!(obs.kind, ComponentKind::Docker { .. });
         let launched = if plan.restarts.contains(&obs.view.id) {
             actor.restart(obs)
+        } else if plan.gave_up.contains(&obs.view.id) && matches!(obs.verdict, Verdict::Unhealthy { .. }) {
+            actor.stop_given_up(obs);
+            None
         } else if settings.own_components
             && obs.verdict == Verdict::NeverStarted
             && matches!(obs.kind, ComponentKind::Process { .. })
@@ -656,6 +647,15 @@ fn stream_policy(config: &ConfigFile, id: &str) -> Option<RestartPolicy> {
     })
 }
 
+/// The give-up line: the original's shape when the budget ran out.
+fn gave_up_message(id: &StreamId, reason: &str, max: u32) -> String {
+    if reason.starts_with("max restart limit") || reason.is_empty() {
+        format!("Worker {id} has reached max restart limit ({max})")
+    } else {
+        format!("Worker {id} gave up: {reason}")
+    }
+}
+
 /// Writes state changes and actions to monitor.log and the event log.
 pub struct Recorder<'a> {
     pub logger: &'a Logger,
@@ -859,11 +859,7 @@ impl Actor<'_> {
                     Lifecycle::GaveUp { reason } => reason.clone(),
                     _ => String::new(),
                 };
-                let message = if why.starts_with("max restart limit") || why.is_empty() {
-                    format!("Worker {id} has reached max restart limit ({max})")
-                } else {
-                    format!("Worker {id} gave up: {why}")
-                };
+                let message = gave_up_message(id, &why, max);
                 self.logger.action(Level::Warning, &message);
                 self.record_attempt(
                     obs,
@@ -920,6 +916,20 @@ impl Actor<'_> {
         let lines = logtail::last_lines(&tail, 20);
         let context = selfheal::retry_context(attempt, &reason, &signature.class, &lines);
         self.launch(obs, (obs.kind == ComponentKind::Worker).then_some(context))
+    }
+
+    /// A stuck worker whose stream just gave up is stopped, not left hanging.
+    fn stop_given_up(&self, obs: &Observed) {
+        let id = &obs.view.id;
+        let Some(_held) = self.lock_stream(id) else { return };
+        if let (Verdict::Unhealthy { pid, .. }, (_, Liveness::Running { pid: now, start_ticks })) =
+            (&obs.verdict, recheck(self.layout, self.store, id))
+        {
+            if *pid == now {
+                self.logger.action(Level::Warning, &format!("Stopping stuck worker {id} (PID {pid}): its stream gave up"));
+                let _ = stop_running(self.logger, self.recorder, id, now, start_ticks, self.settings.grace);
+            }
+        }
     }
 
     /// Leaves `state/self_heal/<stream>/attempt-<n>.json` for the operator.

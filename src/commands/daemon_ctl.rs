@@ -122,9 +122,8 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
     // SAFETY: setsid is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            crate::process::cloexec_inherited_fds()
         });
     }
     let mut child = command

@@ -103,9 +103,8 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
     // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            crate::process::cloexec_inherited_fds()
         });
     }
     let mut child = command.spawn().map_err(|source| SpawnError::Exec {

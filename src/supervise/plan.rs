@@ -92,16 +92,17 @@ pub fn plan_tick(
     now_ms: u64,
 ) -> Plan {
     let mut plan = Plan::default();
-    for obs in observed {
+        for obs in observed {
+        // A stream seen for the first time is classified, not transitioned:
+        // its first state is not news for the log.
+        let first_sight = !state.streams.contains_key(obs.id.as_str());
         let st = state.streams.entry(obs.id.to_string()).or_default();
         let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
-        apply(
-            st,
-            &obs.id,
-            Event::Observed(obs.verdict.clone()),
-            now_ms,
-            &mut plan,
-        );
+        let changes_before = plan.changes.len();
+        apply(st, &obs.id, Event::Observed(obs.verdict.clone()), now_ms, &mut plan);
+        if first_sight {
+            plan.changes.truncate(changes_before);
+        }
         if was_alive && st.lifecycle.kind() == Kind::Unhealthy {
             st.last_failure_ms = Some(now_ms);
         }
