@@ -52,6 +52,12 @@ pub struct CheckArgs {
     /// Longest backoff between restarts, in seconds [default: 60]
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
     pub backoff_max: Option<f64>,
+    /// Run CMD (through sh -c) with the event as JSON on stdin when a stream gives up
+    #[arg(long, global = true, value_name = "CMD")]
+    pub on_give_up: Option<String>,
+    /// Also send metrics as StatsD datagrams to this loopback address (e.g. 127.0.0.1:8125)
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub statsd: Option<String>,
     /// Settings file [default: <orchestrator dir>/monitor.toml]
     #[arg(
         long,
@@ -175,6 +181,30 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Show the monitor log, a worker's log, every log, or the event log
+    Logs {
+        /// This stream's worker log (its current one)
+        stream: Option<String>,
+        /// The monitor log and every worker log
+        #[arg(long, conflicts_with = "stream")]
+        all: bool,
+        /// Keep printing new lines (follows rotation and new logs) until interrupted
+        #[arg(long, short)]
+        follow: bool,
+        /// How many lines to show from the end
+        #[arg(long, short = 'n', value_name = "N", default_value_t = 50)]
+        lines: usize,
+        /// The structured event log (logs/events.jsonl), for STREAM if given
+        #[arg(long, conflicts_with = "all")]
+        events: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
     /// Never restart this stream's worker until resumed (it keeps running)
     Pause {
         /// The stream id

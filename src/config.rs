@@ -53,6 +53,8 @@ pub struct MonitorSection {
     pub same_failure_limit: Option<u32>,
     /// Command run with the give-up event as JSON on stdin.
     pub on_give_up: Option<String>,
+    /// Also send metrics as StatsD to this loopback address ("127.0.0.1:8125").
+    pub statsd: Option<String>,
     /// Recover in-progress tasks of dead workers after this many seconds.
     pub recover_tasks_after: Option<u64>,
 }

@@ -46,7 +46,7 @@ impl Default for State {
 pub struct StreamState {
     /// Where the worker is in its life (see `supervise::lifecycle`).
     pub lifecycle: Lifecycle,
-        /// Restarts since the stream last made progress (the `--max-restarts` budget).
+    /// Restarts since the stream last made progress (the `--max-restarts` budget).
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts: u32,
     /// Restarts ever made.
@@ -59,7 +59,7 @@ pub struct StreamState {
     pub last_restart_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_restart_reason: Option<String>,
-        /// Restarts in a row without a long healthy run (drives the backoff).
+    /// Restarts in a row without a long healthy run (drives the backoff).
     #[serde(skip_serializing_if = "is_zero")]
     pub streak: u32,
     /// No restart before this time.
@@ -75,9 +75,17 @@ pub struct StreamState {
     pub last_error: Option<String>,
     /// Fingerprint of the last failure, and how many failures in a row had it.
     #[serde(skip_serializing_if = "Option::is_none")]
-        pub last_signature: Option<String>,
+    pub last_signature: Option<String>,
     #[serde(skip_serializing_if = "is_zero")]
     pub same_failure_count: u32,
+    /// Counters for metrics: workers seen alive then found dead or stuck,
+    /// probe failures, give-ups.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deaths_total: u32,
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub probe_failures_total: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gave_up_total: u32,
     /// The worker as last seen running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<Remembered>,
@@ -90,6 +98,10 @@ pub struct StreamState {
 }
 
 fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
@@ -208,7 +220,7 @@ impl StateStore {
             path: tmp.clone(),
             source,
         };
-                // Compact: the file is read on every check and can hold thousands of streams.
+        // Compact: the file is read on every check and can hold thousands of streams.
         let mut text = serde_json::to_string(state).expect("state serialises");
         text.push('\n');
         let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;

@@ -25,6 +25,7 @@ use crate::prompt::{self, PromptFacts};
 use crate::report::events::{EventLog, EventRecord};
 use crate::report::log::{Kind, Level, Logger};
 use crate::report::now_ms;
+use crate::report::{metrics, notify};
 use crate::selfheal;
 use crate::state::{State, StateStore};
 use crate::store::{self, Initiative, StoreError};
@@ -53,6 +54,10 @@ pub struct TickSettings {
     pub config: ConfigFile,
     /// Start the process components (the daemon owns them; a one-shot reports).
     pub own_components: bool,
+    /// Run with the event as JSON on stdin when a stream gives up.
+    pub on_give_up: Option<String>,
+    /// Send metrics to this (loopback) StatsD address too.
+    pub statsd: Option<std::net::SocketAddr>,
     /// `--recover-tasks`: after each tick, put tasks of dead or given-up
     /// streams left `in_progress` longer than this back to `pending`.
     pub recover_tasks: Option<Duration>,
@@ -101,6 +106,8 @@ pub struct TickReport {
     pub spawned: Vec<(StreamId, Child)>,
     /// When a deferred restart becomes due (the daemon wakes then).
     pub next_due_ms: Option<u64>,
+    /// Notify hooks still running (a one-shot waits for them, bounded).
+    pub hooks: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// One stream as observed in this tick.
@@ -198,6 +205,8 @@ pub fn run_tick(
     store: &StateStore,
     memory: &mut TickMemory,
 ) -> Result<TickReport, StoreError> {
+    let started = std::time::Instant::now();
+    let mut actor_gave_up: Vec<EventRecord> = Vec::new();
     let mut report = TickReport::default();
     let (known, warnings) = store.load();
     for w in warnings {
@@ -293,13 +302,25 @@ pub fn run_tick(
             ..EventRecord::new("breaker_open", None)
         });
     }
-    for obs in observed.iter().filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. })) {
+    for obs in observed
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
+    {
         let id = &obs.view.id;
         match &state.streams.get(id.as_str()).map(|s| &s.lifecycle) {
             Some(Lifecycle::GaveUp { reason }) if settings.plan.auto_restart => {
-                let kind = if plan.gave_up.contains(id) { Kind::Action } else { Kind::Report };
+                let kind = if plan.gave_up.contains(id) {
+                    Kind::Action
+                } else {
+                    Kind::Report
+                };
                 let max = obs.policy.unwrap_or(settings.plan.policy).max_restarts;
-                memory.once(logger, Level::Warning, kind, gave_up_message(id, reason, max));
+                memory.once(
+                    logger,
+                    Level::Warning,
+                    kind,
+                    gave_up_message(id, reason, max),
+                );
             }
             Some(Lifecycle::Backoff { until_ms, reason }) if !plan.restarts.contains(id) => {
                 let left = until_ms.saturating_sub(now).div_ceil(1000);
@@ -331,12 +352,15 @@ pub fn run_tick(
         recorder: &recorder,
         initiative: &initiative,
         template: None,
+        gave_up: Vec::new(),
     };
     for obs in &observed {
         let docker = matches!(obs.kind, ComponentKind::Docker { .. });
         let launched = if plan.restarts.contains(&obs.view.id) {
             actor.restart(obs)
-        } else if plan.gave_up.contains(&obs.view.id) && matches!(obs.verdict, Verdict::Unhealthy { .. }) {
+        } else if plan.gave_up.contains(&obs.view.id)
+            && matches!(obs.verdict, Verdict::Unhealthy { .. })
+        {
             actor.stop_given_up(obs);
             None
         } else if settings.own_components
@@ -357,6 +381,7 @@ pub fn run_tick(
             report.running.extend(watched);
         }
     }
+    actor_gave_up.append(&mut actor.gave_up);
     for obs in observed
         .iter()
         .filter(|o| !matches!(o.kind, ComponentKind::Docker { .. }))
@@ -377,8 +402,72 @@ pub fn run_tick(
         };
         recover::after_tick(&scope, store, &recorder, older_than, settings.busy_timeout);
     }
+    // Give-ups of this tick: recorded as events, announced to the hook.
+    let mut gave_up = std::mem::take(&mut actor_gave_up);
+    for id in &plan.gave_up {
+        let reason = state
+            .streams
+            .get(id.as_str())
+            .map(|s| s.lifecycle.describe())
+            .unwrap_or_default();
+        gave_up.push(EventRecord {
+            reason: Some(reason),
+            ..EventRecord::new("gave_up", Some(id.as_str()))
+        });
+    }
+    for event in gave_up {
+        if plan
+            .gave_up
+            .iter()
+            .any(|id| Some(id.as_str()) == event.stream.as_deref())
+        {
+            recorder.event(event.clone());
+        }
+        if let Some(command) = &settings.on_give_up {
+            report.hooks.push(notify::spawn_hook(
+                command,
+                &event,
+                layout.monitor_log(),
+                notify::HOOK_TIMEOUT,
+            ));
+        }
+    }
+    record_metrics(layout, settings, logger, store, memory, started.elapsed());
     report.initiative = Some(initiative);
     Ok(report)
+}
+
+/// Writes `state/metrics.prom` (and StatsD, when asked) from the state as
+/// this check left it.
+fn record_metrics(
+    layout: &Layout,
+    settings: &TickSettings,
+    logger: &Logger,
+    store: &StateStore,
+    memory: &mut TickMemory,
+    took: Duration,
+) {
+    let (state, _) = store.load();
+    let snapshot = metrics::snapshot(&state, took, now_ms());
+    let path = layout.state_dir().join("metrics.prom");
+    if let Err(e) = metrics::write(&path, &metrics::render(&snapshot)) {
+        memory.once(
+            logger,
+            Level::Error,
+            Kind::Action,
+            format!("Cannot write metrics {}: {e}", path.display()),
+        );
+    }
+    if let Some(addr) = settings.statsd {
+        if let Err(e) = metrics::send_statsd(addr, &snapshot) {
+            memory.once(
+                logger,
+                Level::Warning,
+                Kind::Report,
+                format!("Cannot send StatsD metrics to {addr}: {e}"),
+            );
+        }
+    }
 }
 
 pub fn observation(o: &Observed) -> Observation {
@@ -733,6 +822,8 @@ struct Actor<'a> {
     recorder: &'a Recorder<'a>,
     initiative: &'a Initiative,
     template: Option<String>,
+    /// Give-up events of this tick's restarts, for the notify hook.
+    gave_up: Vec<EventRecord>,
 }
 
 impl Actor<'_> {
@@ -869,10 +960,12 @@ impl Actor<'_> {
                     &signature,
                     &tail,
                 );
-                self.recorder.event(EventRecord {
+                let event = EventRecord {
                     reason: Some(why),
                     ..EventRecord::new("gave_up", Some(id.as_str()))
-                });
+                };
+                self.recorder.event(event.clone());
+                self.gave_up.push(event);
                 return None;
             }
         };
@@ -921,13 +1014,33 @@ impl Actor<'_> {
     /// A stuck worker whose stream just gave up is stopped, not left hanging.
     fn stop_given_up(&self, obs: &Observed) {
         let id = &obs.view.id;
-        let Some(_held) = self.lock_stream(id) else { return };
-        if let (Verdict::Unhealthy { pid, .. }, (_, Liveness::Running { pid: now, start_ticks })) =
-            (&obs.verdict, recheck(self.layout, self.store, id))
+        let Some(_held) = self.lock_stream(id) else {
+            return;
+        };
+        if let (
+            Verdict::Unhealthy { pid, .. },
+            (
+                _,
+                Liveness::Running {
+                    pid: now,
+                    start_ticks,
+                },
+            ),
+        ) = (&obs.verdict, recheck(self.layout, self.store, id))
         {
             if *pid == now {
-                self.logger.action(Level::Warning, &format!("Stopping stuck worker {id} (PID {pid}): its stream gave up"));
-                let _ = stop_running(self.logger, self.recorder, id, now, start_ticks, self.settings.grace);
+                self.logger.action(
+                    Level::Warning,
+                    &format!("Stopping stuck worker {id} (PID {pid}): its stream gave up"),
+                );
+                let _ = stop_running(
+                    self.logger,
+                    self.recorder,
+                    id,
+                    now,
+                    start_ticks,
+                    self.settings.grace,
+                );
             }
         }
     }
@@ -1290,6 +1403,7 @@ pub fn operator_restart(
         recorder: &recorder,
         initiative: &snapshot.initiative,
         template: None,
+        gave_up: Vec::new(),
     };
     let _held = actor
         .lock_stream(id)

@@ -39,9 +39,16 @@ pub fn load_config(cli: &Cli, layout: &Layout) -> Result<ConfigFile, Failure> {
     config::load(&path).map_err(|e| Failure::Usage(e.to_string()))
 }
 
-pub fn resolve(cli: &Cli, config: &ConfigFile) -> Resolved {
+pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
     let args = &cli.check;
     let file = &config.monitor;
+    let statsd = match args.statsd.as_deref().or(file.statsd.as_deref()) {
+        Some(text) => Some(
+            crate::report::metrics::parse_statsd_address(text)
+                .map_err(|e| Failure::Usage(format!("--statsd: {e}")))?,
+        ),
+        None => None,
+    };
     let secs = Duration::from_secs;
     let defaults = RestartPolicy::default();
     let breaker = BreakerPolicy::default();
@@ -91,13 +98,15 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Resolved {
         grace: Duration::from_secs_f64(file.grace.unwrap_or(10.0)),
         config: config.clone(),
         own_components: args.daemon,
+        on_give_up: args.on_give_up.clone().or_else(|| file.on_give_up.clone()),
+        statsd,
         recover_tasks: args.recover_tasks.then(|| secs(args.older_than)),
     };
-    Resolved {
+    Ok(Resolved {
         tick,
         interval: secs(args.interval.or(file.interval).unwrap_or(30)),
         quiet: args.quiet,
-    }
+    })
 }
 
 pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
@@ -126,8 +135,18 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
         &ctx.store,
         &mut TickMemory::default(),
     ) {
-        Ok(report) if report.dead.is_empty() && report.unhealthy.is_empty() => Ok(Outcome::Healthy),
-        Ok(_) => Ok(Outcome::DeadFound),
+        Ok(report) => {
+            let healthy = report.dead.is_empty() && report.unhealthy.is_empty();
+            // A one-shot waits for its notify hooks (each bounded by a timeout).
+            for hook in report.hooks {
+                let _ = hook.join();
+            }
+            Ok(if healthy {
+                Outcome::Healthy
+            } else {
+                Outcome::DeadFound
+            })
+        }
         Err(e) => {
             ctx.logger.write_file(Level::Error, &e.to_string());
             Err(Failure::CouldNotRun(e.to_string()))

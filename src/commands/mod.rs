@@ -3,6 +3,8 @@
 pub mod check;
 pub mod control;
 pub mod daemon_ctl;
+pub mod generate;
+pub mod logs;
 pub mod recover;
 pub mod status;
 
@@ -48,11 +50,37 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             json,
             watch,
         }) => status::run(&cli, stream.as_deref(), *verbose, *json, *watch),
+        Some(Command::Logs {
+            stream,
+            all,
+            follow,
+            lines,
+            events,
+        }) => logs::run(
+            &cli,
+            &logs::LogsRequest {
+                stream: stream.as_deref(),
+                all: *all,
+                follow: *follow,
+                lines: *lines,
+                events: *events,
+            },
+        ),
+        Some(Command::Completions { shell }) => generate::completions(*shell),
+        Some(Command::Man) => generate::man(),
         Some(Command::Pause { stream }) => control::pause(&cli, stream),
         Some(Command::Resume { stream }) => control::resume(&cli, stream),
         Some(Command::Reset { stream }) => control::reset(&cli, stream),
         Some(Command::RecoverTasks { streams, dry_run }) => recover::run(&cli, streams, *dry_run),
     }
+}
+
+/// Writes command output to stdout; a reader that went away (`| head`) is
+/// not an error.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Finds the project from the path flags, the binary's location and the cwd.
@@ -85,7 +113,7 @@ impl Context {
     pub fn new(cli: &Cli) -> Result<Context, Failure> {
         let layout = discover(&cli.paths)?;
         let config = check::load_config(cli, &layout)?;
-        let resolved = check::resolve(cli, &config);
+        let resolved = check::resolve(cli, &config)?;
         let logger = Logger::new(Some(&layout.monitor_log()), resolved.quiet);
         let store = StateStore::new(&layout.state_dir());
         Ok(Context {

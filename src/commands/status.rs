@@ -30,7 +30,7 @@ pub struct StatusReport {
     /// The task database's schema: `legacy` or `tc`.
     pub schema: crate::store::SchemaKind,
     /// The task database read.
-    pub tasks_db: Option<String>,
+    pub tasks_db: String,
     pub initiative: Option<InitiativeStatus>,
     pub daemon: DaemonStatus,
     pub streams: Vec<StreamStatus>,
@@ -116,7 +116,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
             project_root: ctx.layout.project_root.display().to_string(),
             // Only the legacy schema can lack an initiative.
             schema: crate::store::SchemaKind::Legacy,
-            tasks_db: Some(ctx.layout.tasks_db.display().to_string()),
+            tasks_db: ctx.layout.tasks_db.display().to_string(),
             initiative: None,
             daemon,
             streams: Vec::new(),
@@ -199,7 +199,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
         version: 1,
         project_root: ctx.layout.project_root.display().to_string(),
         schema: snapshot.source.schema,
-        tasks_db: Some(snapshot.source.tasks_db.display().to_string()),
+        tasks_db: snapshot.source.tasks_db.display().to_string(),
         initiative: Some(InitiativeStatus {
             id: snapshot.initiative.id.clone(),
             name: snapshot.initiative.name.clone(),
@@ -378,13 +378,9 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
     }
     if verbose {
         out.push_str(&format!(
-            "\nSchema: {}{}\n",
+            "\nSchema: {} in {}\n",
             report.schema.describe(),
-            report
-                .tasks_db
-                .as_deref()
-                .map(|p| format!(" in {p}"))
-                .unwrap_or_default()
+            report.tasks_db
         ));
     }
     out
@@ -401,17 +397,12 @@ pub fn run(
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if json {
         let report = collect(cli, &ctx, stream)?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("status serialises")
-        );
+        let text = serde_json::to_string_pretty(&report).expect("status serialises");
+        super::emit(&format!("{text}\n"));
         return Ok(Outcome::Healthy);
     }
     if !watch {
-        print!(
-            "{}",
-            render_text(&collect(cli, &ctx, stream)?, verbose, color)
-        );
+        super::emit(&render_text(&collect(cli, &ctx, stream)?, verbose, color));
         return Ok(Outcome::Healthy);
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -117,6 +117,8 @@ pub struct ProbeRecord {
     pub passed: bool,
     /// Readiness as last decided by the thresholds.
     pub ready: Option<bool>,
+    /// Failed runs in all, for metrics.
+    pub failures_total: u32,
     /// Last CPU sample: (CPU ticks used, when in ms), for the cpu check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<(u64, u64)>,
@@ -181,6 +183,7 @@ pub fn record_result(
             record.ready = Some(true);
         }
     } else {
+        record.failures_total += 1;
         record.consecutive_fail += 1;
         record.consecutive_ok = 0;
         if record.consecutive_fail >= timing.failure_threshold {

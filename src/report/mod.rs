@@ -3,6 +3,8 @@
 
 pub mod events;
 pub mod log;
+pub mod metrics;
+pub mod notify;
 
 /// Milliseconds since the epoch, the time unit of state and events.
 pub fn now_ms() -> u64 {

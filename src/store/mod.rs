@@ -358,9 +358,17 @@ mod schema_tests {
                 &tc_tasks,
                 Some(SchemaKind::Tc),
             ),
-            (&["streams", "tasks"], &["id", "stream_id", "status"], Some(SchemaKind::Tc)),
+            (
+                &["streams", "tasks"],
+                &["id", "stream_id", "status"],
+                Some(SchemaKind::Tc),
+            ),
             // A table named streams is not enough: tasks must point at it.
-            (&["prds", "streams", "tasks"], &legacy_tasks, Some(SchemaKind::Legacy)),
+            (
+                &["prds", "streams", "tasks"],
+                &legacy_tasks,
+                Some(SchemaKind::Legacy),
+            ),
             (&["other"], &[], None),
             (&["prds", "tasks"], &["id", "status"], None),
         ];

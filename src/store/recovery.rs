@@ -104,7 +104,9 @@ pub fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Staleness {
     /// Not updated for this many seconds, more than the timeout.
-    Stale { idle_secs: u64 },
+    Stale {
+        idle_secs: u64,
+    },
     Fresh,
     /// No readable `updated_at`: the task is left alone, since its age is unknown.
     Undated,
@@ -453,8 +455,14 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 1, 13, 10, 30, 0).unwrap();
         let five_min = Duration::from_secs(300);
         let cases: [(Option<&str>, Staleness); 7] = [
-            (Some("2026-01-13T10:00:00.000Z"), Staleness::Stale { idle_secs: 1800 }),
-            (Some("2026-01-13 10:24:59"), Staleness::Stale { idle_secs: 301 }),
+            (
+                Some("2026-01-13T10:00:00.000Z"),
+                Staleness::Stale { idle_secs: 1800 },
+            ),
+            (
+                Some("2026-01-13 10:24:59"),
+                Staleness::Stale { idle_secs: 301 },
+            ),
             // Exactly the timeout is not older than it.
             (Some("2026-01-13 10:25:00"), Staleness::Fresh),
             (Some("2026-01-13T10:29:00.000Z"), Staleness::Fresh),
@@ -480,6 +488,57 @@ mod tests {
             parse_timestamp(&tc),
             Some(Utc.with_ymd_and_hms(2026, 1, 13, 10, 30, 0).unwrap())
         );
+    }
+
+    /// A database locked by another connection: every attempt waits the busy
+    /// timeout, the attempts are spaced by the backoff, then the error says
+    /// locked and nothing has changed; once the lock is gone it works.
+    #[test]
+    fn a_locked_database_is_retried_then_reported_and_left_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "CREATE TABLE streams (id INTEGER PRIMARY KEY, name TEXT, status TEXT);
+                 CREATE TABLE tasks (id INTEGER PRIMARY KEY, stream_id INTEGER, title TEXT,
+                                     status TEXT, updated_at TEXT);
+                 INSERT INTO tasks VALUES (1, 7, 't', 'in_progress', '2024-05-01 10:00:00');",
+            )
+            .unwrap();
+        let source = TaskSource {
+            schema: SchemaKind::Tc,
+            tasks_db: path.clone(),
+        };
+        let streams = vec!["7".to_string()];
+        let request = RecoveryRequest {
+            source: &source,
+            initiative_id: "ws",
+            streams: &streams,
+            older_than: DEFAULT_OLDER_THAN,
+            busy_timeout: Duration::from_millis(20),
+            dry_run: false,
+        };
+        writer.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+        let started = std::time::Instant::now();
+        let err = recover_tasks(&request, Utc::now()).unwrap_err();
+        let spent = started.elapsed();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err}");
+        let backoff: Duration = (0..MAX_ATTEMPTS - 1).map(retry_delay).sum();
+        assert!(spent >= backoff, "no retries: {spent:?}");
+        writer.execute_batch("ROLLBACK;").unwrap();
+        let status: String = writer
+            .query_row("SELECT status FROM tasks WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(status, "in_progress");
+
+        let done = recover_tasks(&request, Utc::now()).unwrap();
+        assert_eq!(done.tasks.len(), 1);
+        assert_eq!(done.tasks[0].id, "1");
+        let status: String = writer
+            .query_row("SELECT status FROM tasks WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(status, "pending");
     }
 
     #[test]

@@ -292,7 +292,11 @@ mod tests {
         assert_eq!(initiative.id, "myproject");
         assert_eq!(initiative.name, "Current PRD");
         let ids: Vec<&str> = read.streams.iter().map(|s| s.raw_id.as_str()).collect();
-        assert_eq!(ids, ["1", "2", "5"], "archived and finished-PRD streams are left out");
+        assert_eq!(
+            ids,
+            ["1", "2", "5"],
+            "archived and finished-PRD streams are left out"
+        );
         let backend = &read.streams[0];
         assert_eq!(backend.name, "backend");
         assert!(backend.progress.is_complete());
@@ -342,9 +346,6 @@ mod tests {
             .execute_batch("CREATE TABLE other (x TEXT);")
             .unwrap();
         let err = read(&path, "ws", Duration::from_secs(1)).unwrap_err();
-        assert!(
-            matches!(err, StoreError::WrongSchema { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::WrongSchema { .. }), "{err}");
     }
 }

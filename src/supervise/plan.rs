@@ -70,6 +70,9 @@ pub struct Plan {
 fn apply(st: &mut StreamState, id: &StreamId, event: Event, now_ms: u64, plan: &mut Plan) {
     match transition(&st.lifecycle, &event, now_ms) {
         Ok(next) => {
+            if next.kind() == Kind::GaveUp && st.lifecycle.kind() != Kind::GaveUp {
+                st.gave_up_total += 1;
+            }
             if next.kind() != st.lifecycle.kind() {
                 plan.changes.push(Change {
                     stream: id.clone(),
@@ -92,18 +95,25 @@ pub fn plan_tick(
     now_ms: u64,
 ) -> Plan {
     let mut plan = Plan::default();
-        for obs in observed {
+    for obs in observed {
         // A stream seen for the first time is classified, not transitioned:
         // its first state is not news for the log.
         let first_sight = !state.streams.contains_key(obs.id.as_str());
         let st = state.streams.entry(obs.id.to_string()).or_default();
         let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
         let changes_before = plan.changes.len();
-        apply(st, &obs.id, Event::Observed(obs.verdict.clone()), now_ms, &mut plan);
+        apply(
+            st,
+            &obs.id,
+            Event::Observed(obs.verdict.clone()),
+            now_ms,
+            &mut plan,
+        );
         if first_sight {
             plan.changes.truncate(changes_before);
         }
         if was_alive && st.lifecycle.kind() == Kind::Unhealthy {
+            st.deaths_total += 1;
             st.last_failure_ms = Some(now_ms);
         }
         if let Lifecycle::Running { since_ms, .. } = st.lifecycle {
@@ -113,6 +123,18 @@ pub fn plan_tick(
             st.worker = obs.worker;
         }
         if let Some(probes) = &obs.probes {
+            let counted = |set: &ProbeSet| {
+                set.records
+                    .values()
+                    .map(|r| u64::from(r.failures_total))
+                    .sum::<u64>()
+            };
+            let before = if st.probes.instance == probes.instance {
+                counted(&st.probes)
+            } else {
+                0
+            };
+            st.probe_failures_total += counted(probes).saturating_sub(before);
             st.probes = probes.clone();
         }
         st.not_ready = obs.not_ready.clone();

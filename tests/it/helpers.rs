@@ -721,3 +721,204 @@ pub fn is_log_line(line: &str) -> bool {
             .iter()
             .any(|level| rest.starts_with(level) && rest.len() > level.len())
 }
+
+// ----- supervision and probe tests ------------------------------------------
+
+/// A `monitor.log` timestamp (local time, microseconds).
+pub type LogTime = chrono::NaiveDateTime;
+
+/// Seconds from `a` to `b`.
+pub fn secs_between(a: LogTime, b: LogTime) -> f64 {
+    (b - a).num_microseconds().unwrap() as f64 / 1e6
+}
+
+/// A log timestamp as ms since the epoch (the timestamps are local time).
+pub fn log_time_ms(t: LogTime) -> u64 {
+    use chrono::TimeZone;
+    chrono::Local
+        .from_local_datetime(&t)
+        .earliest()
+        .expect("a valid local time")
+        .timestamp_millis() as u64
+}
+
+/// Every live process below `pid` (through the parent chain, whatever their
+/// process group or session).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let all: Vec<(u32, u32)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, proc_ppid(p)?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for (child, _) in all.iter().filter(|(_, pp)| *pp == parent) {
+            if is_alive(*child) && !found.contains(child) {
+                found.push(*child);
+                queue.push(*child);
+            }
+        }
+    }
+    found
+}
+
+/// The session id of a process.
+pub fn proc_session(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The PID in "... (PID <pid>)" or "(PID: <pid>)" after `marker` (last occurrence).
+pub fn pid_after(text: &str, marker: &str) -> Option<u32> {
+    let at = text.rfind(marker)? + marker.len();
+    let digits: String = text[at..]
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+impl TestProject {
+    /// Writes `<ORCH>/monitor.toml`.
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.orch.join("monitor.toml"), text).unwrap();
+    }
+
+    /// Replaces the fake `claude` on PATH with a script of the test's own.
+    pub fn install_claude_script(&self, body: &str) {
+        let path = self.bin_dir.join("claude");
+        let _ = fs::remove_file(&path);
+        fs::write(&path, format!("#!/usr/bin/env bash\n{body}")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Like [`spawn_worker_process`], with extra environment for this worker only.
+    pub fn spawn_worker_with(&self, stream: &str, env: &[(&str, &str)]) -> u32 {
+        let mut cmd = self.command(self.wrapper());
+        cmd.arg(stream)
+            .arg(self.pid_path(stream))
+            .arg(self.logs_dir())
+            .arg(self.work_dir(stream))
+            .arg(INIT)
+            .arg(format!("You are the worker for stream {stream}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let pid = self.spawn(cmd);
+        assert!(
+            wait_for(|| self.read_pid_file(stream) == Some(pid), SOON),
+            "worker {stream} wrote no PID file"
+        );
+        pid
+    }
+
+    /// Runs a worker for `stream` through the real wrapper to its end (for
+    /// workers that exit by themselves), leaving its log and exit line.
+    pub fn run_worker_to_end(&self, stream: &str, env: &[(&str, &str)]) -> ExitStatus {
+        let mut cmd = self.command(self.wrapper());
+        cmd.arg(stream)
+            .arg(self.pid_path(stream))
+            .arg(self.logs_dir())
+            .arg(self.work_dir(stream))
+            .arg(INIT)
+            .arg(format!("You are the worker for stream {stream}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let pid = self.spawn(cmd);
+        self.wait_exit(pid, Duration::from_secs(30))
+            .expect("the worker ends by itself")
+    }
+
+    /// Signals the process group led by `leader` after proving the leader is
+    /// this test's own and leads its own group (never the test's group).
+    pub fn signal_group_ours(&self, leader: u32, signal: Signal) {
+        assert!(
+            self.has_tag(leader),
+            "refusing to signal group {leader}: not this test's process"
+        );
+        assert_eq!(
+            proc_pgrp(leader),
+            Some(leader),
+            "{leader} does not lead a group"
+        );
+        assert_ne!(getpgrp().as_raw() as u32, leader, "the test's own group");
+        killpg(Pid::from_raw(leader as i32), signal).unwrap();
+    }
+
+    /// Timestamps of the monitor.log lines containing `what`, in order.
+    pub fn log_times(&self, what: &str) -> Vec<LogTime> {
+        self.monitor_log()
+            .lines()
+            .filter(|l| l.contains(what))
+            .map(|l| {
+                chrono::NaiveDateTime::parse_from_str(&l[1..27], "%Y-%m-%dT%H:%M:%S%.f")
+                    .unwrap_or_else(|e| panic!("bad timestamp in {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// `logs/events.jsonl`, every line parsed (a line that is not JSON fails the test).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.logs_dir().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("events.jsonl line is not JSON ({e}): {l:?}"))
+            })
+            .collect()
+    }
+
+    /// `status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let r = self.run(&["status", "--json"]);
+        r.expect_code(0).no_panic();
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", r.stdout))
+    }
+
+    /// One stream's entry of `status --json` (Null when absent).
+    pub fn stream_status(&self, stream: &str) -> serde_json::Value {
+        self.status_json()["streams"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["id"] == stream).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// `state/daemon.json`, parsed (Null when absent or half written).
+    pub fn daemon_record(&self) -> serde_json::Value {
+        fs::read_to_string(self.orch.join("state/daemon.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Sends SIGTERM to a daemon this test spawned and waits for its clean exit.
+    pub fn stop_daemon(&self, d: &Daemon) {
+        self.signal_ours(d.pid, Signal::SIGTERM);
+        let status = self
+            .wait_exit(d.pid, SOON)
+            .expect("the daemon ends on SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "daemon exit: {status:?}\nstderr: {}",
+            d.stderr_text()
+        );
+    }
+}

@@ -7,3 +7,7 @@ mod check;
 mod daemon;
 mod discovery;
 mod helpers;
+mod install;
+mod operator;
+mod recovery;
+mod tc_schema;
