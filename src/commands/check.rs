@@ -100,7 +100,11 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
         own_components: args.daemon,
         on_give_up: args.on_give_up.clone().or_else(|| file.on_give_up.clone()),
         statsd,
-        recover_tasks: args.recover_tasks.then(|| secs(args.older_than)),
+        recover_tasks: if args.recover_tasks {
+            Some(secs(args.older_than))
+        } else {
+            file.recover_tasks_after.map(secs)
+        },
     };
     Ok(Resolved {
         tick,

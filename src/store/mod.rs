@@ -60,7 +60,7 @@ pub struct StreamRecord {
     pub raw_id: String,
     pub name: String,
     /// Dependency strings as written in the tasks' metadata, deduplicated.
-        pub dependencies: Vec<String>,
+    pub dependencies: Vec<String>,
     pub progress: Progress,
     /// The newest `updated_at` of the stream's tasks, as stored.
     pub last_update: Option<String>,
