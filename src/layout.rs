@@ -22,8 +22,10 @@ pub struct Layout {
     pub project_root: PathBuf,
     pub orch: PathBuf,
     pub workspace_id: String,
-    pub tasks_db: PathBuf,
+        pub tasks_db: PathBuf,
     pub memory_db: PathBuf,
+    /// The tasks database was named (flag or environment), not derived.
+    pub tasks_db_given: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,12 +129,13 @@ impl Layout {
             Some(p) => absolute(p),
             None => db_default("memory", "memory.db")?,
         };
-        Ok(Layout {
+                Ok(Layout {
             project_root,
             orch,
             workspace_id,
             tasks_db,
             memory_db,
+            tasks_db_given: overrides.tasks_db.is_some(),
         })
     }
 

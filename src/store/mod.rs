@@ -275,18 +275,6 @@ pub fn tc_tasks_db(layout: &crate::layout::Layout) -> PathBuf {
     layout.project_root.join(".copilot").join("tasks.db")
 }
 
-/// Whether the layout's tasks database is the default one, i.e. neither
-/// `--tasks-db` nor `MONITOR_WORKERS_TASKS_DB` named it. The layout keeps
-/// only the resolved path; the default has a fixed shape,
-/// `.../.claude/tasks/<workspace>/tasks.db`.
-fn tasks_db_is_default(layout: &crate::layout::Layout) -> bool {
-    let shape = Path::new(".claude")
-        .join("tasks")
-        .join(&layout.workspace_id)
-        .join("tasks.db");
-    layout.tasks_db.ends_with(shape)
-}
-
 /// Which task database to read: the project's `.copilot/tasks.db` when it
 /// exists and no tasks database was named; otherwise the named (or default)
 /// one, in whichever schema it has. A database that cannot be probed is
@@ -297,7 +285,7 @@ pub fn locate(
     busy_timeout: Duration,
 ) -> Result<TaskSource, StoreError> {
     let tc_db = tc_tasks_db(layout);
-    if tasks_db_is_default(layout) && tc_db.is_file() {
+    if !layout.tasks_db_given && tc_db.is_file() {
         return Ok(TaskSource {
             schema: SchemaKind::Tc,
             tasks_db: tc_db,
