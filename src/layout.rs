@@ -22,7 +22,7 @@ pub struct Layout {
     pub project_root: PathBuf,
     pub orch: PathBuf,
     pub workspace_id: String,
-        pub tasks_db: PathBuf,
+    pub tasks_db: PathBuf,
     pub memory_db: PathBuf,
     /// The tasks database was named (flag or environment), not derived.
     pub tasks_db_given: bool,
@@ -129,7 +129,7 @@ impl Layout {
             Some(p) => absolute(p),
             None => db_default("memory", "memory.db")?,
         };
-                Ok(Layout {
+        Ok(Layout {
             project_root,
             orch,
             workspace_id,

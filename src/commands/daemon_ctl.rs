@@ -69,9 +69,23 @@ fn daemon_args(cli: &Cli, layout: &Layout) -> Vec<String> {
             "--orchestrator-dir",
             Some(layout.orch.display().to_string()),
         ),
-        ("--tasks-db", Some(layout.tasks_db.display().to_string())),
-        ("--memory-db", Some(layout.memory_db.display().to_string())),
-        ("--workspace-id", Some(layout.workspace_id.clone())),
+        // Databases and workspace only when named: derived ones are derived
+        // again by the daemon (so a tc database is still found).
+        (
+            "--tasks-db",
+            cli.paths
+                .tasks_db
+                .as_ref()
+                .map(|_| layout.tasks_db.display().to_string()),
+        ),
+        (
+            "--memory-db",
+            cli.paths
+                .memory_db
+                .as_ref()
+                .map(|_| layout.memory_db.display().to_string()),
+        ),
+        ("--workspace-id", cli.paths.workspace_id.clone()),
     ];
     for (flag, value) in given {
         if let Some(value) = value {
