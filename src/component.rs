@@ -6,15 +6,15 @@
 //! kind: each kind only says how it is observed, started and stopped, here.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{ComponentType, ConfigFile};
 use crate::layout::{Layout, StreamId};
 use crate::probe::ProbeSpec;
+use crate::process::bounded::run_bounded;
 use crate::process::identity::Liveness;
 use crate::process::procinfo;
 use crate::supervise::policy::RestartPolicy;
@@ -88,43 +88,14 @@ pub fn log_path(layout: &Layout, id: &StreamId) -> PathBuf {
 }
 
 /// Runs `docker` with a timeout; the output on success.
-fn docker(args: &[&str], timeout: Duration) -> Result<String, String> {
-    let mut child = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run docker: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "docker {} timed out after {}s",
-                    args.join(" "),
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("docker: {e}")),
-        }
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut p) = child.stdout.take() {
-        let _ = p.read_to_string(&mut out);
-    }
-    if let Some(mut p) = child.stderr.take() {
-        let _ = p.read_to_string(&mut err);
-    }
-    if status.success() {
-        Ok(out.trim().to_string())
+pub fn docker(args: &[&str], timeout: Duration) -> Result<String, String> {
+    let shown = format!("docker {}", args.join(" "));
+    let done = run_bounded(Command::new("docker").args(args), None, timeout)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if done.status.success() {
+        Ok(done.stdout.trim().to_string())
     } else {
-        Err(format!("docker {} failed: {}", args.join(" "), err.trim()))
+        Err(format!("{shown} failed: {}", done.stderr.trim()))
     }
 }
 

@@ -1224,20 +1224,8 @@ impl Actor<'_> {
         let recorded = self.store.update(|s| {
             let st = s.streams.entry(id.to_string()).or_default();
             st.worker = Some(worker);
-            let from = st.lifecycle.clone();
-            if let Ok(to) = lifecycle::transition(
-                &from,
-                &lifecycle::Event::Observed(Verdict::StartingUp { pid: started.pid }),
-                now,
-            ) {
-                changes.changes.push(Change {
-                    stream: id.clone(),
-                    from,
-                    to: to.clone(),
-                    event: "started",
-                });
-                st.lifecycle = to;
-            }
+            let started_up = lifecycle::Event::Observed(Verdict::StartingUp { pid: started.pid });
+            let _ = plan::apply_event(st, id, started_up, now, &mut changes);
         });
         if let Err(e) = recorded {
             self.logger
@@ -1425,20 +1413,8 @@ pub fn operator_restart(
             st.restarts_total += 1;
             st.last_restart_ms = Some(now);
             st.last_restart_reason = Some(format!("operator restart by {by}"));
-            let from = st.lifecycle.clone();
-            match lifecycle::transition(&from, &lifecycle::Event::OperatorRestart, now) {
-                Ok(to) => {
-                    changes.changes.push(Change {
-                        stream: id.clone(),
-                        from,
-                        to: to.clone(),
-                        event: "operator_restart",
-                    });
-                    st.lifecycle = to;
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            }
+            plan::apply_event(st, id, lifecycle::Event::OperatorRestart, now, &mut changes)
+                .map_err(|e| e.to_string())
         })
         .map_err(|e| e.to_string())?
         .0?;

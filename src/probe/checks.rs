@@ -6,10 +6,11 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{is_due, record_result, CheckSpec, ProbeSet, ProbeSpec};
+use crate::process::bounded::{run_bounded, BoundedError};
 use crate::process::procinfo;
 
 /// What a check looks at.
@@ -294,29 +295,14 @@ fn exec(command: &[String], cwd: &Path, timeout: Duration, pid: i32) -> CheckRes
     cmd.args(args)
         .current_dir(cwd)
         .env("MONITOR_WORKER_PID", pid.to_string());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot run {program}: {e}")),
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return pass(format!("{program} exited 0")),
-            Ok(Some(status)) => return fail(format!("{program} failed ({status})")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return fail(format!(
-                    "{program} timed out after {}ms",
-                    timeout.as_millis()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return fail(format!("{program}: {e}")),
-        }
+    match run_bounded(&mut cmd, None, timeout) {
+        Ok(done) if done.status.success() => pass(format!("{program} exited 0")),
+        Ok(done) => fail(format!("{program} failed ({})", done.status)),
+        Err(BoundedError::TimedOut(_)) => fail(format!(
+            "{program} timed out after {}ms",
+            timeout.as_millis()
+        )),
+        Err(e) => fail(format!("{program}: {e}")),
     }
 }
 
@@ -385,42 +371,14 @@ fn http_get(url: &str, timeout: Duration) -> CheckResult {
 /// Asks the `docker` CLI for the container's state and health.
 pub fn docker_state(container: &str, timeout: Duration) -> CheckResult {
     let format = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}";
-    let mut child = match Command::new("docker")
-        .args(["inspect", "--format", format, container])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot run docker: {e}")),
+    let out = match crate::component::docker(&["inspect", "--format", format, container], timeout) {
+        Ok(out) => out,
+        Err(e) => return fail(e),
     };
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return fail(format!("docker inspect {container} timed out"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return fail(format!("docker: {e}")),
-        }
-    };
-    let mut out = String::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        let _ = pipe.read_to_string(&mut out);
-    }
-    if !status.success() {
-        return fail(format!("container {container} not found"));
-    }
-    let (state, health) = out.trim().split_once('|').unwrap_or((out.trim(), ""));
+    let (state, health) = out.split_once('|').unwrap_or((out.as_str(), ""));
     match (state, health) {
-        ("running", "" | "healthy") => pass(format!(
-            "container {container} running{}",
-            if health.is_empty() { "" } else { ", healthy" }
-        )),
+        ("running", "") => pass(format!("container {container} running")),
+        ("running", "healthy") => pass(format!("container {container} running, healthy")),
         ("running", h) => fail(format!("container {container} running but {h}")),
         (s, _) => fail(format!("container {container} is {s}")),
     }

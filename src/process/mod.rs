@@ -3,6 +3,7 @@
 //! whether a PID is still our worker, spawning through the wrapper, and file
 //! locks shared between monitors.
 
+pub mod bounded;
 pub mod identity;
 pub mod lock;
 pub mod pidfile;

@@ -3,14 +3,14 @@
 //! on stdin. It runs on its own thread with a timeout, so a slow or hanging
 //! hook never holds up the checks; its failures are logged.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::events::EventRecord;
 use super::log::{Level, Logger};
+use crate::process::bounded::run_bounded;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,41 +37,24 @@ pub fn spawn_hook(
 }
 
 fn run(command: &str, payload: &str, timeout: Duration) -> Result<(), String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run it: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine.
-        let _ = stdin.write_all(payload.as_bytes());
-        let _ = stdin.write_all(b"\n");
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("it ended with {status}")),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "it was still running after {}s and was killed",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
-        }
+    let input = format!("{payload}\n");
+    let done = run_bounded(
+        Command::new("sh").arg("-c").arg(command),
+        Some(input.as_bytes()),
+        timeout,
+    )
+    .map_err(|e| e.to_string())?;
+    if done.status.success() {
+        Ok(())
+    } else {
+        Err(format!("it ended with {}", done.status))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn the_hook_gets_the_event_on_stdin_and_slow_hooks_are_cut_off() {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::types::Value;
 
 use super::{
-    classify, open_read_only, require_columns, Initiative, Progress, StoreError, StreamRecord,
-    StreamsRead,
+    classify, open_read_only, require_columns, value_text, Initiative, Progress, StoreError,
+    StreamRecord, StreamsRead,
 };
 
 /// The initiative to monitor: IN PROGRESS before BLOCKED before NOT STARTED,
@@ -188,14 +188,4 @@ pub fn read_streams(
         })
         .collect();
     Ok(StreamsRead { streams, warnings })
-}
-
-fn value_text(v: Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
-        Value::Text(s) => s,
-        Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-    }
 }

@@ -92,6 +92,18 @@ pub enum StoreError {
     Query { path: PathBuf, reason: String },
 }
 
+/// Any SQLite value as text (ids and statuses may be stored as numbers).
+pub(crate) fn value_text(v: rusqlite::types::Value) -> String {
+    use rusqlite::types::Value;
+    match v {
+        Value::Null => String::new(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(f) => f.to_string(),
+        Value::Text(s) => s,
+        Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+    }
+}
+
 /// Opens a database read-only with a busy timeout.
 pub(crate) fn open_read_only(
     path: &Path,

@@ -21,7 +21,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::{classify, open_read_only, SchemaKind, StoreError, TaskSource};
+use super::{classify, open_read_only, value_text, SchemaKind, StoreError, TaskSource};
 
 /// How long a task must have been `in_progress` without an update before
 /// recovery takes it back, unless told otherwise.
@@ -352,18 +352,18 @@ fn candidates(
     };
     while let Some(row) = rows.next()? {
         let key: Value = row.get(0)?;
-        let stream = text_of(row.get(1)?);
+        let stream = value_text(row.get(1)?);
         if !wanted.contains(stream.as_str()) {
             continue;
         }
-        let Some(from) = TaskStatus::parse(&text_of(row.get(2)?)) else {
+        let Some(from) = TaskStatus::parse(&value_text(row.get(2)?)) else {
             continue;
         };
         let updated: Option<String> = match row.get::<_, Value>(3)? {
             Value::Null => None,
-            v => Some(text_of(v)),
+            v => Some(value_text(v)),
         };
-        let id = text_of(key.clone());
+        let id = value_text(key.clone());
         match staleness(updated.as_deref(), now, request.older_than) {
             Staleness::Fresh => {}
             Staleness::Undated => found.undated.push(id),
@@ -373,7 +373,7 @@ fn candidates(
                 task: RecoveredTask {
                     id,
                     stream,
-                    title: text_of(row.get(4)?),
+                    title: value_text(row.get(4)?),
                     idle_secs,
                     was_updated_at: updated.unwrap_or_default(),
                     updated_at: String::new(),
@@ -382,16 +382,6 @@ fn candidates(
         }
     }
     Ok(found)
-}
-
-fn text_of(v: Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
-        Value::Text(s) => s,
-        Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-    }
 }
 
 #[cfg(test)]

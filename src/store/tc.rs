@@ -58,8 +58,8 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::{
-    classify, open_read_only, require_columns, table_columns, Initiative, Progress, StoreError,
-    StreamRecord, StreamsRead,
+    classify, open_read_only, require_columns, table_columns, value_text, Initiative, Progress,
+    StoreError, StreamRecord, StreamsRead,
 };
 
 /// What the rest of the monitor calls the initiative's status.
@@ -105,9 +105,9 @@ pub fn read(
     let mut by_id: BTreeMap<String, StreamRecord> = BTreeMap::new();
     let mut warnings = Vec::new();
     for_each_row(&conn, streams_sql, |row| {
-        let id = text_of(row.get(0)?);
-        let name = text_of(row.get(1)?);
-        if text_of(row.get(2)?) == "paused" {
+        let id = value_text(row.get(0)?);
+        let name = value_text(row.get(1)?);
+        if value_text(row.get(2)?) == "paused" {
             warnings.push(format!(
                 "Stream {id} ({name}) is paused in Task Copilot; the monitor still supervises it \
                  (run `monitor-workers pause {id}` to keep it from being restarted)"
@@ -143,12 +143,12 @@ pub fn read(
          WHERE t.stream_id IS NOT NULL {live} GROUP BY t.stream_id, t.status"
     );
     for_each_row(&conn, &progress_sql, |row| {
-        let stream = text_of(row.get(0)?);
-        let status = text_of(row.get(1)?);
+        let stream = value_text(row.get(0)?);
+        let status = value_text(row.get(1)?);
         let count: i64 = row.get(2)?;
         let newest: Option<String> = match row.get::<_, Value>(3)? {
             Value::Null => None,
-            v => Some(text_of(v)),
+            v => Some(value_text(v)),
         };
         if let Some(record) = by_id.get_mut(&stream) {
             for _ in 0..count {
@@ -171,7 +171,7 @@ pub fn read(
         );
         let mut edges = Vec::new();
         for_each_row(&conn, &dependency_sql, |row| {
-            edges.push((text_of(row.get(0)?), text_of(row.get(1)?)));
+            edges.push((value_text(row.get(0)?), value_text(row.get(1)?)));
             Ok(())
         })
         .map_err(err)?;
@@ -194,7 +194,7 @@ pub fn read(
             "SELECT title FROM prds WHERE COALESCE(status, 'active') = 'active' \
              ORDER BY id DESC LIMIT 1",
             |row| {
-                title = Some(text_of(row.get(0)?));
+                title = Some(value_text(row.get(0)?));
                 Ok(())
             },
         )
@@ -227,16 +227,6 @@ fn for_each_row(
         each(row)?;
     }
     Ok(())
-}
-
-fn text_of(v: Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
-        Value::Text(s) => s,
-        Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::process::identity::Remembered;
 use crate::state::{State, StreamState};
 
 use super::assess::Verdict;
-use super::lifecycle::{transition, Event, Kind, Lifecycle};
+use super::lifecycle::{transition, Event, IllegalTransition, Kind, Lifecycle};
 use super::policy::{self, BreakerPolicy, RestartDecision, RestartPolicy};
 
 /// What a tick saw of one stream.
@@ -68,23 +68,35 @@ pub struct Plan {
 }
 
 fn apply(st: &mut StreamState, id: &StreamId, event: Event, now_ms: u64, plan: &mut Plan) {
-    match transition(&st.lifecycle, &event, now_ms) {
-        Ok(next) => {
-            if next.kind() == Kind::GaveUp && st.lifecycle.kind() != Kind::GaveUp {
-                st.gave_up_total += 1;
-            }
-            if next.kind() != st.lifecycle.kind() {
-                plan.changes.push(Change {
-                    stream: id.clone(),
-                    from: st.lifecycle.clone(),
-                    to: next.clone(),
-                    event: event.name(),
-                });
-            }
-            st.lifecycle = next;
-        }
-        Err(e) => plan.refused.push(format!("stream {id}: {e}")),
+    if let Err(e) = apply_event(st, id, event, now_ms, plan) {
+        plan.refused.push(format!("stream {id}: {e}"));
     }
+}
+
+/// Moves a stream's lifecycle by one event through the state machine,
+/// noting the change (and a give-up) for the log; an illegal event changes
+/// nothing and is returned as an error.
+pub fn apply_event(
+    st: &mut StreamState,
+    id: &StreamId,
+    event: Event,
+    now_ms: u64,
+    plan: &mut Plan,
+) -> Result<(), IllegalTransition> {
+    let next = transition(&st.lifecycle, &event, now_ms)?;
+    if next.kind() == Kind::GaveUp && st.lifecycle.kind() != Kind::GaveUp {
+        st.gave_up_total += 1;
+    }
+    if next.kind() != st.lifecycle.kind() {
+        plan.changes.push(Change {
+            stream: id.clone(),
+            from: st.lifecycle.clone(),
+            to: next.clone(),
+            event: event.name(),
+        });
+    }
+    st.lifecycle = next;
+    Ok(())
 }
 
 /// Advances `state` by one tick of observations and plans restarts.
