@@ -323,12 +323,12 @@ pub fn run_tick(
                 );
             }
             Some(Lifecycle::Backoff { until_ms, reason }) if !plan.restarts.contains(id) => {
-                let left = until_ms.saturating_sub(now).div_ceil(1000);
+                let left = until_ms.saturating_sub(now) as f64 / 1000.0;
                 memory.once(
                     logger,
                     Level::Info,
                     Kind::Report,
-                    format!("Worker {id} restart deferred {left}s ({reason})"),
+                    format!("Worker {id} restart deferred {left:.1}s ({reason})"),
                 );
             }
             Some(held @ (Lifecycle::Paused { .. } | Lifecycle::Stopped { .. })) => {
@@ -432,7 +432,22 @@ pub fn run_tick(
             ));
         }
     }
-    record_metrics(layout, settings, logger, store, memory, started.elapsed());
+    let final_state = record_metrics(layout, settings, logger, store, memory, started.elapsed());
+    // A restart that failed in this tick set its own backoff: wake for it.
+    report.next_due_ms = observed
+        .iter()
+        .filter_map(|o| {
+            match final_state
+                .streams
+                .get(o.view.id.as_str())
+                .map(|s| &s.lifecycle)
+            {
+                Some(Lifecycle::Backoff { until_ms, .. }) => Some(*until_ms),
+                _ => None,
+            }
+        })
+        .chain(plan.next_due_ms)
+        .min();
     report.initiative = Some(initiative);
     Ok(report)
 }
@@ -446,7 +461,7 @@ fn record_metrics(
     store: &StateStore,
     memory: &mut TickMemory,
     took: Duration,
-) {
+) -> State {
     let (state, _) = store.load();
     let snapshot = metrics::snapshot(&state, took, now_ms());
     let path = layout.state_dir().join("metrics.prom");
@@ -468,6 +483,7 @@ fn record_metrics(
             );
         }
     }
+    state
 }
 
 pub fn observation(o: &Observed) -> Observation {
@@ -1396,6 +1412,16 @@ pub fn operator_restart(
     let _held = actor
         .lock_stream(id)
         .ok_or_else(|| format!("stream {id} is locked by another monitor; try again"))?;
+    // Ask the state machine first: a paused stream must not lose its worker.
+    let current = store
+        .load()
+        .0
+        .streams
+        .get(id.as_str())
+        .map(|s| s.lifecycle.clone())
+        .unwrap_or_default();
+    lifecycle::transition(&current, &lifecycle::Event::OperatorRestart, now_ms())
+        .map_err(|e| format!("cannot restart {id}: {e} (resume it first if it is paused)"))?;
     let (pid_file, liveness) = recheck(layout, store, id);
     if let Liveness::Running { pid, start_ticks } = liveness {
         stop_running(logger, &recorder, id, pid, start_ticks, grace)?;

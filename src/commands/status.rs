@@ -60,8 +60,13 @@ pub struct StreamStatus {
     /// Lifecycle state: not_started, waiting_on_deps, starting, running,
     /// unhealthy, backoff, restarting, stopped, completed, gave_up, paused.
     pub state: String,
-    /// healthy, unhealthy, waiting, complete, gave_up, paused, stopped, not_started, starting.
+    /// healthy, not_ready, unhealthy, waiting, complete, gave_up, paused,
+    /// stopped, not_started, starting.
     pub health: String,
+    /// For a running worker: whether its readiness probes pass.
+    pub ready: Option<bool>,
+    /// The last result of each probe of the current worker.
+    pub probes: Vec<ProbeStatus>,
     pub reason: Option<String>,
     pub pid: Option<i32>,
     pub uptime_secs: Option<u64>,
@@ -72,6 +77,15 @@ pub struct StreamStatus {
     pub next_restart_ms: Option<u64>,
     pub tasks: TaskCounts,
     pub dependencies: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeStatus {
+    /// `role:kind#index`, e.g. `liveness:log-activity#0`.
+    pub probe: String,
+    pub ok: Option<bool>,
+    pub detail: String,
+    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -159,19 +173,43 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 .and_then(procinfo::inspect)
                 .and_then(|f| f.started_at.elapsed().ok())
                 .map(|d| d.as_secs());
+            let not_ready = st
+                .not_ready
+                .clone()
+                .filter(|_| st.lifecycle.kind() == Kind::Running);
             let reason = match &st.lifecycle {
                 Lifecycle::Unhealthy { reason, .. }
                 | Lifecycle::Backoff { reason, .. }
                 | Lifecycle::GaveUp { reason } => Some(reason.clone()),
                 Lifecycle::Paused { by } | Lifecycle::Stopped { by } => Some(format!("by {by}")),
-                _ => st.last_error.clone(),
+                _ => not_ready.clone().or_else(|| st.last_error.clone()),
             };
+            let probes = st
+                .probes
+                .records
+                .iter()
+                .map(|(name, r)| ProbeStatus {
+                    probe: name.clone(),
+                    ok: r.last_ok,
+                    detail: r.last_detail.clone(),
+                    consecutive_failures: r.consecutive_fail,
+                })
+                .collect();
             let p = o.view.progress;
             StreamStatus {
                 id: o.view.id.to_string(),
                 name: o.view.name.clone(),
                 state: st.lifecycle.kind().name().to_string(),
-                health: health(st.lifecycle.kind()).to_string(),
+                health: if not_ready.is_some() {
+                    "not_ready".to_string()
+                } else {
+                    health(st.lifecycle.kind()).to_string()
+                },
+                ready: match st.lifecycle.kind() {
+                    Kind::Running => Some(not_ready.is_none()),
+                    _ => None,
+                },
+                probes,
                 reason,
                 pid,
                 uptime_secs,
@@ -259,7 +297,9 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         match health {
             "healthy" | "complete" => text.green().to_string(),
             "unhealthy" | "gave_up" | "hung" => text.red().to_string(),
-            "waiting" | "paused" | "stopped" | "starting" => text.yellow().to_string(),
+            "waiting" | "paused" | "stopped" | "starting" | "not_ready" => {
+                text.yellow().to_string()
+            }
             _ => text,
         }
     };
@@ -304,6 +344,7 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
     for s in &report.streams {
         let mark = match s.health.as_str() {
             "healthy" => "✓ healthy",
+            "not_ready" => "◐ not ready",
             "unhealthy" => "✗ unhealthy",
             "complete" => "✓ complete",
             "gave_up" => "✗ gave up",
@@ -343,7 +384,7 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         let show_reason = verbose
             || matches!(
                 s.health.as_str(),
-                "unhealthy" | "gave_up" | "paused" | "stopped"
+                "unhealthy" | "gave_up" | "paused" | "stopped" | "not_ready"
             );
         if let Some(reason) = s.reason.as_ref().filter(|_| show_reason) {
             out.push_str(&format!("{:id_width$}  reason: {reason}\n", ""));
@@ -374,6 +415,17 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
                 "{:id_width$}  budget used: {} (without progress)\n",
                 "", s.restarts
             ));
+            for p in &s.probes {
+                let mark = match p.ok {
+                    Some(true) => "ok",
+                    Some(false) => "FAILED",
+                    None => "not run",
+                };
+                out.push_str(&format!(
+                    "{:id_width$}  probe {}: {mark}: {}\n",
+                    "", p.probe, p.detail
+                ));
+            }
         }
     }
     if verbose {

@@ -46,9 +46,21 @@ pub fn current_uid() -> u32 {
 mod imp {
     use super::*;
 
+    /// Boot time (ms since the epoch) and clock ticks per second. The boot
+    /// time comes from /proc/uptime, which has fractions of a second: the
+    /// whole-second `btime` of /proc/stat can be off by up to a second, too
+    /// much for a two-second startup grace.
     fn boot_and_ticks() -> Option<(u64, u64)> {
         static CLOCK: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
-        *CLOCK.get_or_init(|| Some((procfs::boot_time_secs().ok()?, procfs::ticks_per_second())))
+        *CLOCK.get_or_init(|| {
+            let text = std::fs::read_to_string("/proc/uptime").ok()?;
+            let up: f64 = text.split_whitespace().next()?.parse().ok()?;
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .ok()?;
+            let boot_ms = now.as_millis() as u64 - (up * 1000.0) as u64;
+            Some((boot_ms, procfs::ticks_per_second()))
+        })
     }
 
     pub fn inspect(pid: i32) -> Option<ProcFacts> {
@@ -60,7 +72,7 @@ mod imp {
         let uid = process.uid().ok()?;
         let (boot, ticks) = boot_and_ticks()?;
         let started_at = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(boot)
+            + Duration::from_millis(boot)
             + Duration::from_millis(stat.starttime * 1000 / ticks.max(1));
         Some(ProcFacts {
             pid,

@@ -188,8 +188,10 @@ pub struct IllegalTransition {
 }
 
 /// Every legal move between different states. Staying in a state is always
-/// legal. Note what is absent: nothing restarts a completed, waiting, paused
-/// or given-up stream; only a failing stream or an operator restarts.
+/// legal. A move to `Restarting` from a healthy, waiting or completed state
+/// exists for the operator's `restart STREAM` only: [`transition`] lets the
+/// supervisor's own `RestartBegun` start from a failing state (unhealthy,
+/// backoff) and nothing else. A paused stream restarts nothing.
 pub const LEGAL: &[(Kind, &[Kind])] = {
     use Kind::*;
     &[
@@ -200,6 +202,7 @@ pub const LEGAL: &[(Kind, &[Kind])] = {
                 Starting,
                 Running,
                 Unhealthy,
+                Restarting,
                 Completed,
                 Stopped,
                 Paused,
@@ -208,7 +211,7 @@ pub const LEGAL: &[(Kind, &[Kind])] = {
         (
             WaitingOnDeps,
             &[
-                NotStarted, Starting, Running, Unhealthy, Completed, Stopped, Paused,
+                NotStarted, Starting, Running, Unhealthy, Restarting, Completed, Stopped, Paused,
             ],
         ),
         (
@@ -218,6 +221,7 @@ pub const LEGAL: &[(Kind, &[Kind])] = {
                 WaitingOnDeps,
                 Running,
                 Unhealthy,
+                Restarting,
                 Completed,
                 Stopped,
                 Paused,
@@ -230,6 +234,7 @@ pub const LEGAL: &[(Kind, &[Kind])] = {
                 WaitingOnDeps,
                 Starting,
                 Unhealthy,
+                Restarting,
                 Completed,
                 Stopped,
                 Paused,
@@ -276,6 +281,7 @@ pub const LEGAL: &[(Kind, &[Kind])] = {
                 Starting,
                 Running,
                 Unhealthy,
+                Restarting,
                 Stopped,
                 Paused,
             ],
@@ -506,15 +512,15 @@ mod tests {
         #[rustfmt::skip]
         let table: Vec<(Kind, [Option<Kind>; 15])> = vec![
             //                running        dead              complete         waiting              never            begun             spawned         failed          deferred        spent           pause         resume             stop           reset              op restart
-            (NotStarted,    [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(NotStarted), Some(Stopped), Some(NotStarted), x]),
-            (WaitingOnDeps, [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(WaitingOnDeps), Some(Stopped), Some(WaitingOnDeps), x]),
-            (Starting,      [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Starting), Some(Stopped), Some(Starting), x]),
-            (Running,       [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Running), Some(Stopped), Some(Running), x]),
+            (NotStarted,    [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(NotStarted), Some(Stopped), Some(NotStarted), Some(Restarting)]),
+            (WaitingOnDeps, [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(WaitingOnDeps), Some(Stopped), Some(WaitingOnDeps), Some(Restarting)]),
+            (Starting,      [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Starting), Some(Stopped), Some(Starting), Some(Restarting)]),
+            (Running,       [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Running), Some(Stopped), Some(Running), Some(Restarting)]),
             (Unhealthy,     [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), Some(Restarting), x,              x,              Some(Backoff),  Some(GaveUp),   Some(Paused), Some(Unhealthy), Some(Stopped), Some(NotStarted), Some(Restarting)]),
             (Backoff,       [Some(Running), Some(Backoff),   Some(Completed), Some(WaitingOnDeps), Some(NotStarted), Some(Restarting), x,              x,              Some(Backoff),  Some(GaveUp),   Some(Paused), Some(Backoff), Some(Stopped), Some(NotStarted), Some(Restarting)]),
             (Restarting,    [Some(Running), x,               x,               x,                   x,                x,               Some(Starting), Some(Backoff),  x,              Some(GaveUp),   Some(Paused), Some(Restarting), Some(Stopped), Some(Restarting), Some(Restarting)]),
             (Stopped,       [Some(Stopped), Some(Stopped),   Some(Stopped),   Some(Stopped),       Some(Stopped),    x,               x,              x,              x,              x,              Some(Paused), Some(NotStarted), Some(Stopped), Some(Stopped), Some(Restarting)]),
-            (Completed,     [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Completed), Some(Stopped), Some(Completed), x]),
+            (Completed,     [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Completed), Some(Stopped), Some(Completed), Some(Restarting)]),
             (GaveUp,        [Some(Running), Some(GaveUp),    Some(Completed), Some(GaveUp),        Some(GaveUp),     x,               x,              x,              x,              x,              Some(Paused), Some(GaveUp), Some(Stopped), Some(NotStarted), Some(Restarting)]),
             (Paused,        [Some(Paused),  Some(Paused),    Some(Paused),    Some(Paused),        Some(Paused),     x,               x,              x,              x,              x,              Some(Paused), Some(NotStarted), Some(Stopped), Some(Paused), x]),
         ];
@@ -536,7 +542,18 @@ mod tests {
             0
         )
         .is_err());
-        assert!(!is_legal(Kind::Completed, Kind::Restarting));
+        // Nor a completed or waiting one: only the operator may.
+        for kind in [
+            Kind::Completed,
+            Kind::WaitingOnDeps,
+            Kind::NotStarted,
+            Kind::Starting,
+        ] {
+            assert!(
+                transition(&sample(kind), &Event::RestartBegun { attempt: 1 }, 0).is_err(),
+                "{kind:?}"
+            );
+        }
         assert!(!is_legal(Kind::Paused, Kind::Restarting));
     }
 

@@ -153,12 +153,15 @@ pub fn plan_tick(
     }
 
     let window = settings.breaker.window.as_millis() as u64;
+    // Failures that already opened the breaker do not open it again: only
+    // those since it last closed count.
+    let since = state.breaker_until_ms.unwrap_or(0);
     let failed = observed
         .iter()
         .filter(|o| {
             state.streams[o.id.as_str()]
                 .last_failure_ms
-                .is_some_and(|t| t + window > now_ms)
+                .is_some_and(|t| t + window > now_ms && t >= since)
         })
         .count();
     let breaker_active = state.breaker_until_ms.is_some_and(|u| u > now_ms);

@@ -800,6 +800,12 @@ impl TestProject {
 
     /// Like [`spawn_worker_process`], with extra environment for this worker only.
     pub fn spawn_worker_with(&self, stream: &str, env: &[(&str, &str)]) -> u32 {
+        self.spawn_worker_in_group(stream, env, 0)
+    }
+
+    /// A worker in process group `group` (0: a group of its own), so one
+    /// signal to the group reaches several workers at once.
+    pub fn spawn_worker_in_group(&self, stream: &str, env: &[(&str, &str)], group: i32) -> u32 {
         let mut cmd = self.command(self.wrapper());
         cmd.arg(stream)
             .arg(self.pid_path(stream))
@@ -810,7 +816,7 @@ impl TestProject {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0);
+            .process_group(group);
         for (k, v) in env {
             cmd.env(k, v);
         }
