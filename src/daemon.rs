@@ -76,6 +76,7 @@ pub fn run(
     args: Vec<String>,
 ) -> Result<(), DaemonError> {
     let _lock = acquire_daemon_lock(layout)?;
+    raise_descriptor_limit();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down forces the exit (code 1).
@@ -291,25 +292,45 @@ impl Watch {
 
     /// Waits up to `timeout` for a watched worker to die; returns the dead.
     fn wait_for_death(&mut self, timeout: Duration) -> Vec<Watched> {
-        let fds: Vec<_> = self
-            .workers
-            .iter()
-            .filter_map(|(_, fd)| fd.as_ref())
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        // Only a worker whose pidfd fired, or one without a pidfd, is looked
+        // at in /proc: an idle daemon with a thousand workers reads nothing.
+        let mut suspects: Vec<bool> = self.workers.iter().map(|(_, fd)| fd.is_none()).collect();
+        let watched: Vec<usize> = (0..self.workers.len())
+            .filter(|i| self.workers[*i].1.is_some())
             .collect();
-        if fds.is_empty() {
+        if watched.is_empty() {
             std::thread::sleep(timeout);
         } else {
-            use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-            let mut polls: Vec<PollFd> = fds
+            let mut polls: Vec<PollFd> = watched
                 .iter()
-                .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .map(|i| {
+                    PollFd::new(
+                        self.workers[*i].1.as_ref().expect("watched").as_fd(),
+                        PollFlags::POLLIN,
+                    )
+                })
                 .collect();
             let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE);
-            let _ = poll(&mut polls, ms);
+            if let Ok(n) = poll(&mut polls, ms) {
+                if n > 0 {
+                    for (k, p) in polls.iter().enumerate() {
+                        if p.revents().is_some_and(|r| !r.is_empty()) {
+                            suspects[watched[k]] = true;
+                        }
+                    }
+                }
+            }
         }
-        // Judge by /proc, the one truth for pidfd and fallback alike.
         let mut dead = Vec::new();
+        let mut index = 0;
         self.workers.retain(|(w, _)| {
+            let suspect = suspects[index];
+            index += 1;
+            if !suspect {
+                return true;
+            }
+            // /proc decides, for pidfd and fallback alike.
             let alive = procinfo::inspect(w.pid)
                 .is_some_and(|f| !f.is_zombie() && f.start_ticks == w.start_ticks);
             if !alive {
@@ -318,6 +339,18 @@ impl Watch {
             alive
         });
         dead
+    }
+}
+
+/// One pidfd per watched worker: lift the soft limit on open files to the
+/// hard one, so a thousand workers are all watched (the rest would fall back
+/// to polling /proc).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 
