@@ -247,10 +247,17 @@ impl StateStore {
 
 /// Parses state text; the error says what is wrong with it.
 pub fn parse(text: &str) -> Result<State, String> {
-    let value: serde_json::Value =
+    // The version first (a newer file may not fit this State), then the
+    // state itself, straight into its types: no intermediate JSON tree,
+    // which would double the memory of a large state.
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: Option<serde_json::Value>,
+    }
+    let versioned: Versioned =
         serde_json::from_str(text).map_err(|e| format!("is corrupt ({e})"))?;
-    let version = value
-        .get("version")
+    let version = versioned
+        .version
         .and_then(|v| v.as_u64())
         .ok_or("is corrupt (no version)")?;
     if version > u64::from(STATE_VERSION) {
@@ -258,7 +265,7 @@ pub fn parse(text: &str) -> Result<State, String> {
             "is from a newer version ({version} > {STATE_VERSION})"
         ));
     }
-    serde_json::from_value(value).map_err(|e| format!("is corrupt ({e})"))
+    serde_json::from_str(text).map_err(|e| format!("is corrupt ({e})"))
 }
 
 #[cfg(test)]
