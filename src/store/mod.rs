@@ -140,10 +140,6 @@ pub(crate) fn open_read_only(
         Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, busy_timeout))?;
     conn.busy_timeout(busy_timeout)
         .map_err(|e| classify(path, e, busy_timeout))?;
-    // One pass over the tables per check: a small page cache is enough and
-    // keeps a thousand-stream daemon within its memory budget.
-    conn.pragma_update(None, "cache_size", -256)
-        .map_err(|e| classify(path, e, busy_timeout))?;
     Ok(conn)
 }
 
