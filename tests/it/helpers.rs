@@ -161,6 +161,8 @@ pub struct TestProject {
     env: RefCell<Vec<(String, String)>>,
     children: RefCell<Vec<Child>>,
     next_id: Cell<u32>,
+    /// Print all of monitor.log when the test panics (tests that print their own tail turn it off).
+    log_on_panic: Cell<bool>,
     _tmp: TempDir,
 }
 
@@ -213,6 +215,7 @@ impl TestProject {
             env: RefCell::new(Vec::new()),
             children: RefCell::new(Vec::new()),
             next_id: Cell::new(1),
+            log_on_panic: Cell::new(true),
             _tmp: tmp,
         };
         fs::create_dir_all(p.tasks_db().parent().unwrap()).unwrap();
@@ -558,6 +561,11 @@ impl TestProject {
 
     // ----- what the monitor wrote -------------------------------------
 
+    /// Whether a panicking test prints all of monitor.log (default: yes).
+    pub fn set_log_on_panic(&self, on: bool) {
+        self.log_on_panic.set(on);
+    }
+
     pub fn monitor_log(&self) -> String {
         fs::read_to_string(self.logs_dir().join("monitor.log")).unwrap_or_default()
     }
@@ -640,7 +648,7 @@ impl TestProject {
 
 impl Drop for TestProject {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && self.log_on_panic.get() {
             eprintln!("--- monitor.log of the failed test\n{}", self.monitor_log());
         }
         self.kill_everything();

@@ -3,11 +3,15 @@
 //! One test binary; the modules group the tests by theme.
 
 mod bad_input;
+mod chaos;
 mod check;
 mod daemon;
 mod discovery;
 mod helpers;
 mod install;
 mod operator;
+mod probes;
+mod props;
 mod recovery;
+mod supervise;
 mod tc_schema;
