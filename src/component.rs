@@ -17,7 +17,7 @@ use crate::probe::ProbeSpec;
 use crate::process::bounded::run_bounded;
 use crate::process::identity::Liveness;
 use crate::process::procinfo;
-use crate::supervise::policy::RestartPolicy;
+use crate::supervise::policy::PolicyOverride;
 
 /// Component ids carry this prefix, so they never collide with a stream id
 /// in the state file, the PID files or the logs.
@@ -45,7 +45,7 @@ pub struct Declared {
     pub name: String,
     pub kind: ComponentKind,
     pub probes: Vec<ProbeSpec>,
-    pub policy: Option<RestartPolicy>,
+    pub policy: Option<PolicyOverride>,
 }
 
 /// The config's components, with ids `@<name>` (validated by the config).
@@ -65,12 +65,7 @@ pub fn declared(config: &ConfigFile, layout: &Layout) -> Vec<Declared> {
                     container: c.container.clone().unwrap_or_default(),
                 },
             };
-            let policy =
-                (c.restart_policy.is_some() || c.max_restarts.is_some()).then(|| RestartPolicy {
-                    kind: c.restart_policy.unwrap_or_default(),
-                    max_restarts: c.max_restarts.unwrap_or(u32::MAX),
-                    ..RestartPolicy::default()
-                });
+            let policy = PolicyOverride::new(c.restart_policy, c.max_restarts);
             Some(Declared {
                 id,
                 name: c.name.clone(),

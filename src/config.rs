@@ -174,7 +174,8 @@ pub fn parse(text: &str) -> Result<ConfigFile, String> {
             None => message,
         }
     })?;
-    validate(&config, text)?;
+    // Keys and names are quoted raw in messages: keep the error one line.
+    validate(&config, text).map_err(|e| e.replace(['\n', '\r'], " "))?;
     Ok(config)
 }
 
@@ -193,9 +194,10 @@ fn validate(config: &ConfigFile, text: &str) -> Result<(), String> {
         ("rate_window", m.rate_window.map(|v| v as f64)),
     ];
     for (key, value) in positive {
-        if value.is_some_and(|v| v <= 0.0) {
+        // `!(v > 0)` also refuses NaN; the upper bound refuses infinity.
+        if value.is_some_and(|v| !(v > 0.0 && v <= 86_400.0 * 365.0)) {
             return Err(format!(
-                "{}[monitor] {key} must be greater than 0",
+                "{}[monitor] {key} must be greater than 0 (and a finite number of seconds)",
                 locate(text, key)
             ));
         }
@@ -260,9 +262,16 @@ fn validate(config: &ConfigFile, text: &str) -> Result<(), String> {
             if p.success_threshold == 0 || p.failure_threshold == 0 {
                 return Err(format!("{at}{place}: probe thresholds must be at least 1"));
             }
-            if p.period <= 0.0 || p.timeout <= 0.0 || p.initial_delay < 0.0 {
+            let day = 86_400.0;
+            let seconds_ok = |v: f64, min_exclusive: bool| {
+                (if min_exclusive { v > 0.0 } else { v >= 0.0 }) && v <= day
+            };
+            if !(seconds_ok(p.period, true)
+                && seconds_ok(p.timeout, true)
+                && seconds_ok(p.initial_delay, false))
+            {
                 return Err(format!(
-                    "{at}{place}: probe period and timeout must be > 0 and initial_delay >= 0"
+                    "{at}{place}: probe period and timeout must be > 0, initial_delay >= 0, each at most a day"
                 ));
             }
             if matches!(p.check, CheckSpec::MinUptime { .. }) && p.role != ProbeRole::Startup {

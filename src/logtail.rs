@@ -7,12 +7,18 @@ use std::path::Path;
 
 /// Reads at most `max_bytes` from the end of the file, cut to whole lines.
 pub fn tail(path: &Path, max_bytes: u64) -> Option<String> {
+    let len = std::fs::metadata(path).ok()?.len();
+    tail_until(path, len, max_bytes)
+}
+
+/// Like [`tail`], but of the file's first `end` bytes (what it held when
+/// measured), so a follower can go on exactly where the tail stopped.
+pub fn tail_until(path: &Path, end: u64, max_bytes: u64) -> Option<String> {
     let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let start = len.saturating_sub(max_bytes);
+    let start = end.saturating_sub(max_bytes);
     file.seek(SeekFrom::Start(start)).ok()?;
-    let mut bytes = Vec::with_capacity((len - start) as usize);
-    file.take(max_bytes).read_to_end(&mut bytes).ok()?;
+    let mut bytes = Vec::with_capacity((end - start) as usize);
+    file.take(end - start).read_to_end(&mut bytes).ok()?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     if start > 0 {
         // Drop the partial first line.

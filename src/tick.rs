@@ -34,7 +34,7 @@ use crate::supervise::lifecycle::{self, Lifecycle};
 use crate::supervise::plan::{
     self, Begin, Change, Observation, Plan, PlanSettings, RestartRequest,
 };
-use crate::supervise::policy::RestartPolicy;
+use crate::supervise::policy::{self, PolicyOverride};
 use crate::supervise::streams::{self, StreamView};
 
 pub mod recover;
@@ -124,8 +124,8 @@ pub struct Observed {
     pub probe_verdict: ProbeVerdict,
     /// When the running worker started.
     pub started_at: Option<SystemTime>,
-    /// The stream's own restart policy from the config, if any.
-    pub policy: Option<RestartPolicy>,
+    /// The stream's own restart settings from the config, if any.
+    pub policy: Option<PolicyOverride>,
     /// How it is started and stopped.
     pub kind: ComponentKind,
 }
@@ -314,7 +314,7 @@ pub fn run_tick(
                 } else {
                     Kind::Report
                 };
-                let max = obs.policy.unwrap_or(settings.plan.policy).max_restarts;
+                let max = policy::effective(obs.policy, &settings.plan.policy).max_restarts;
                 memory.once(
                     logger,
                     Level::Warning,
@@ -551,7 +551,7 @@ fn observe(
             };
             let known_stream = known.streams.get(view.id.as_str());
             let seen = known_stream.and_then(|s| s.worker.as_ref());
-            let liveness = judge(&pid_file, facts.as_ref(), our_uid, seen);
+            let liveness = judge_with_memory(&pid_file, facts.as_ref(), our_uid, seen);
             let policy = stream_policy(config, view.id.as_str());
             let probe_specs = config.stream_probes(view.id.as_str());
             let probes = match (&liveness, &facts) {
@@ -652,7 +652,7 @@ fn observe_component(layout: &Layout, known: &State, c: component::Declared) -> 
             let seen = known_stream.and_then(|s| s.worker.as_ref());
             (
                 pid_file.clone(),
-                judge(&pid_file, facts.as_ref(), procinfo::current_uid(), seen),
+                judge_with_memory(&pid_file, facts.as_ref(), procinfo::current_uid(), seen),
                 None,
             )
         }
@@ -738,18 +738,12 @@ fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> check
     }
 }
 
-/// The restart policy of a stream when the config overrides the global one.
-fn stream_policy(config: &ConfigFile, id: &str) -> Option<RestartPolicy> {
-    let kind = config.stream_setting(id, |w| w.restart_policy);
-    let max = config.stream_setting(id, |w| w.max_restarts);
-    if kind.is_none() && max.is_none() {
-        return None;
-    }
-    Some(RestartPolicy {
-        kind: kind.unwrap_or_default(),
-        max_restarts: max.unwrap_or(u32::MAX),
-        ..RestartPolicy::default()
-    })
+/// A stream's restart settings from `[workers]` / `[streams.<id>]`.
+fn stream_policy(config: &ConfigFile, id: &str) -> Option<PolicyOverride> {
+    PolicyOverride::new(
+        config.stream_setting(id, |w| w.restart_policy),
+        config.stream_setting(id, |w| w.max_restarts),
+    )
 }
 
 /// The give-up line: the original's shape when the budget ran out.
@@ -909,7 +903,7 @@ impl Actor<'_> {
             Verdict::Dead { reason } | Verdict::Unhealthy { reason, .. } => reason.clone(),
             _ => return None,
         };
-        let max = obs.policy.unwrap_or(self.settings.plan.policy).max_restarts;
+        let max = policy::effective(obs.policy, &self.settings.plan.policy).max_restarts;
         let log_path = match obs.kind {
             ComponentKind::Worker => self.layout.log_file(id, &self.initiative.id),
             _ => component::log_path(self.layout, id),
@@ -1317,13 +1311,42 @@ pub fn recheck(layout: &Layout, store: &StateStore, id: &StreamId) -> (PidFile, 
         .streams
         .get(id.as_str())
         .and_then(|s| s.worker);
-    let liveness = judge(
+    let liveness = judge_with_memory(
         &pid_file,
         facts.as_ref(),
         procinfo::current_uid(),
         remembered.as_ref(),
     );
     (pid_file, liveness)
+}
+
+/// The PID file's verdict, unless the file no longer names the worker the
+/// monitor last saw running and that very process (same PID, same start
+/// time, ours, not a zombie) still runs: a PID file overwritten or removed
+/// under a live worker must never lead to a second worker beside it.
+pub fn judge_with_memory(
+    pid_file: &PidFile,
+    facts: Option<&procinfo::ProcFacts>,
+    our_uid: u32,
+    remembered: Option<&Remembered>,
+) -> Liveness {
+    let judged = judge(pid_file, facts, our_uid, remembered);
+    if judged.is_running() {
+        return judged;
+    }
+    match remembered {
+        Some(r)
+            if procinfo::inspect(r.pid).is_some_and(|f| {
+                !f.is_zombie() && f.uid == our_uid && f.start_ticks == r.start_ticks
+            }) =>
+        {
+            Liveness::Running {
+                pid: r.pid,
+                start_ticks: r.start_ticks,
+            }
+        }
+        _ => judged,
+    }
 }
 
 /// Removes a PID file judged stale, if it is still the file that was judged.

@@ -97,8 +97,14 @@ pub fn format_event(line: &str) -> String {
     }
 }
 
-fn print_tail(path: &Path, lines: usize, header: bool, filter: &dyn Fn(&str) -> Option<String>) {
-    let text = logtail::tail(path, 1 << 20).unwrap_or_default();
+fn print_tail(
+    path: &Path,
+    end: u64,
+    lines: usize,
+    header: bool,
+    filter: &dyn Fn(&str) -> Option<String>,
+) {
+    let text = logtail::tail_until(path, end, 1 << 20).unwrap_or_default();
     let shown: Vec<String> = text.lines().filter_map(filter).collect();
     let mut out = std::io::stdout().lock();
     if header {
@@ -155,13 +161,27 @@ pub fn run(cli: &Cli, req: &LogsRequest<'_>) -> Result<Outcome, Failure> {
     }
     let filter: &dyn Fn(&str) -> Option<String> = if req.events { &event_filter } else { &plain };
     let header = files.len() > 1;
-    for f in &files {
-        print_tail(f, req.lines, header, filter);
+    // Each file is measured once: the tail shows up to that point and
+    // following starts exactly there, so no line falls in between.
+    let marks: Vec<Followed> = files
+        .into_iter()
+        .map(|path| {
+            let (inode, offset) = identity(&path).unwrap_or((0, 0));
+            Followed {
+                path,
+                inode,
+                offset,
+                partial: String::new(),
+            }
+        })
+        .collect();
+    for m in &marks {
+        print_tail(&m.path, m.offset, req.lines, header, filter);
     }
     if !req.follow {
         return Ok(Outcome::Healthy);
     }
-    follow(layout, &pick, filter, header)
+    follow(layout, &pick, filter, header, marks)
 }
 
 /// Where following one file stands.
@@ -182,6 +202,7 @@ fn follow(
     pick: &dyn Fn(&Layout) -> Vec<PathBuf>,
     filter: &dyn Fn(&str) -> Option<String>,
     header: bool,
+    mut followed: Vec<Followed>,
 ) -> Result<Outcome, Failure> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
@@ -191,22 +212,21 @@ fn follow(
     ] {
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
     }
-    let start = |path: PathBuf, from_end: bool| -> Followed {
-        let (inode, len) = identity(&path).unwrap_or((0, 0));
+    let start = |path: PathBuf| -> Followed {
+        let (inode, _) = identity(&path).unwrap_or((0, 0));
         Followed {
             path,
             inode,
-            offset: if from_end { len } else { 0 },
+            offset: 0,
             partial: String::new(),
         }
     };
-    let mut followed: Vec<Followed> = pick(layout).into_iter().map(|p| start(p, true)).collect();
     let mut last_shown: Option<PathBuf> = None;
     while !stop.load(Ordering::SeqCst) {
         // New files (a restarted worker's fresh log) join from their start.
         for path in pick(layout) {
             if !followed.iter().any(|f| f.path == path) {
-                followed.push(start(path, false));
+                followed.push(start(path));
             }
         }
         let mut out = std::io::stdout().lock();

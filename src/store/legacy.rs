@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::types::Value;
-
 use super::{
-    classify, open_read_only, require_columns, value_text, Initiative, Progress, StoreError,
+    classify, column_text, open_read_only, require_columns, Initiative, Progress, StoreError,
     StreamRecord, StreamsRead,
 };
 
@@ -101,14 +99,9 @@ pub fn read_streams(
     let mut by_id: BTreeMap<String, StreamRecord> = BTreeMap::new();
     let mut warnings = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
-        let task_id = value_text(
-            row.get::<_, Value>(0)
-                .map_err(|e| classify(path, e, busy_timeout))?,
-        );
-        let status = value_text(
-            row.get::<_, Value>(1)
-                .map_err(|e| classify(path, e, busy_timeout))?,
-        );
+        let text = |i: usize| column_text(row, i).map_err(|e| classify(path, e, busy_timeout));
+        let task_id = text(0)?.unwrap_or_default();
+        let status = text(1)?.unwrap_or_default();
         let valid: i64 = row.get(6).map_err(|e| classify(path, e, busy_timeout))?;
         if valid == 0 {
             warnings.push(format!(
@@ -116,25 +109,10 @@ pub fn read_streams(
             ));
             continue;
         }
-        let stream_id = value_text(
-            row.get::<_, Value>(2)
-                .map_err(|e| classify(path, e, busy_timeout))?,
-        );
-        let stream_name = match row
-            .get::<_, Value>(3)
-            .map_err(|e| classify(path, e, busy_timeout))?
-        {
-            Value::Null => None,
-            v => Some(value_text(v)),
-        };
-        let deps_type: Option<String> = row.get(4).map_err(|e| classify(path, e, busy_timeout))?;
-        let deps_json: Option<String> = match row
-            .get::<_, Value>(5)
-            .map_err(|e| classify(path, e, busy_timeout))?
-        {
-            Value::Null => None,
-            v => Some(value_text(v)),
-        };
+        let stream_id = text(2)?.unwrap_or_default();
+        let stream_name = text(3)?;
+        let deps_type = text(4)?;
+        let deps_json = text(5)?;
         let record = by_id
             .entry(stream_id.clone())
             .or_insert_with(|| StreamRecord {
@@ -145,7 +123,7 @@ pub fn read_streams(
                 last_update: None,
             });
         record.progress.add(&status);
-        if let Ok(Some(updated)) = row.get::<_, Option<String>>(7) {
+        if let Ok(Some(updated)) = column_text(row, 7) {
             if record.last_update.as_ref().is_none_or(|u| updated > *u) {
                 record.last_update = Some(updated);
             }

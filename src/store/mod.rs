@@ -92,16 +92,18 @@ pub enum StoreError {
     Query { path: PathBuf, reason: String },
 }
 
-/// Any SQLite value as text (ids and statuses may be stored as numbers).
-pub(crate) fn value_text(v: rusqlite::types::Value) -> String {
-    use rusqlite::types::Value;
-    match v {
-        Value::Null => String::new(),
-        Value::Integer(i) => i.to_string(),
-        Value::Real(f) => f.to_string(),
-        Value::Text(s) => s,
-        Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
-    }
+/// A column as text, whatever SQLite stored there (ids may be numbers);
+/// `None` for NULL. Text that is not UTF-8 — SQLite's JSON functions make
+/// such bytes from an escaped lone surrogate — is read lossily: one odd task
+/// must not fail the whole check.
+pub(crate) fn column_text(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+    })
 }
 
 /// Opens a database read-only with a busy timeout.

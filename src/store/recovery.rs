@@ -21,7 +21,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::{classify, open_read_only, value_text, SchemaKind, StoreError, TaskSource};
+use super::{classify, column_text, open_read_only, SchemaKind, StoreError, TaskSource};
 
 /// How long a task must have been `in_progress` without an update before
 /// recovery takes it back, unless told otherwise.
@@ -352,18 +352,15 @@ fn candidates(
     };
     while let Some(row) = rows.next()? {
         let key: Value = row.get(0)?;
-        let stream = value_text(row.get(1)?);
+        let stream = column_text(row, 1)?.unwrap_or_default();
         if !wanted.contains(stream.as_str()) {
             continue;
         }
-        let Some(from) = TaskStatus::parse(&value_text(row.get(2)?)) else {
+        let Some(from) = TaskStatus::parse(&column_text(row, 2)?.unwrap_or_default()) else {
             continue;
         };
-        let updated: Option<String> = match row.get::<_, Value>(3)? {
-            Value::Null => None,
-            v => Some(value_text(v)),
-        };
-        let id = value_text(key.clone());
+        let updated = column_text(row, 3)?;
+        let id = column_text(row, 0)?.unwrap_or_default();
         match staleness(updated.as_deref(), now, request.older_than) {
             Staleness::Fresh => {}
             Staleness::Undated => found.undated.push(id),
@@ -373,7 +370,7 @@ fn candidates(
                 task: RecoveredTask {
                     id,
                     stream,
-                    title: value_text(row.get(4)?),
+                    title: column_text(row, 4)?.unwrap_or_default(),
                     idle_secs,
                     was_updated_at: updated.unwrap_or_default(),
                     updated_at: String::new(),

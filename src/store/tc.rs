@@ -54,11 +54,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::{
-    classify, open_read_only, require_columns, table_columns, value_text, Initiative, Progress,
+    classify, column_text, open_read_only, require_columns, table_columns, Initiative, Progress,
     StoreError, StreamRecord, StreamsRead,
 };
 
@@ -105,9 +104,9 @@ pub fn read(
     let mut by_id: BTreeMap<String, StreamRecord> = BTreeMap::new();
     let mut warnings = Vec::new();
     for_each_row(&conn, streams_sql, |row| {
-        let id = value_text(row.get(0)?);
-        let name = value_text(row.get(1)?);
-        if value_text(row.get(2)?) == "paused" {
+        let id = column_text(row, 0)?.unwrap_or_default();
+        let name = column_text(row, 1)?.unwrap_or_default();
+        if column_text(row, 2)?.unwrap_or_default() == "paused" {
             warnings.push(format!(
                 "Stream {id} ({name}) is paused in Task Copilot; the monitor still supervises it \
                  (run `monitor-workers pause {id}` to keep it from being restarted)"
@@ -143,13 +142,10 @@ pub fn read(
          WHERE t.stream_id IS NOT NULL {live} GROUP BY t.stream_id, t.status"
     );
     for_each_row(&conn, &progress_sql, |row| {
-        let stream = value_text(row.get(0)?);
-        let status = value_text(row.get(1)?);
+        let stream = column_text(row, 0)?.unwrap_or_default();
+        let status = column_text(row, 1)?.unwrap_or_default();
         let count: i64 = row.get(2)?;
-        let newest: Option<String> = match row.get::<_, Value>(3)? {
-            Value::Null => None,
-            v => Some(value_text(v)),
-        };
+        let newest = column_text(row, 3)?;
         if let Some(record) = by_id.get_mut(&stream) {
             for _ in 0..count {
                 record.progress.add(&status);
@@ -171,7 +167,10 @@ pub fn read(
         );
         let mut edges = Vec::new();
         for_each_row(&conn, &dependency_sql, |row| {
-            edges.push((value_text(row.get(0)?), value_text(row.get(1)?)));
+            edges.push((
+                column_text(row, 0)?.unwrap_or_default(),
+                column_text(row, 1)?.unwrap_or_default(),
+            ));
             Ok(())
         })
         .map_err(err)?;
@@ -194,7 +193,7 @@ pub fn read(
             "SELECT title FROM prds WHERE COALESCE(status, 'active') = 'active' \
              ORDER BY id DESC LIMIT 1",
             |row| {
-                title = Some(value_text(row.get(0)?));
+                title = Some(column_text(row, 0)?.unwrap_or_default());
                 Ok(())
             },
         )

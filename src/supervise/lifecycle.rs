@@ -192,105 +192,22 @@ pub struct IllegalTransition {
 /// exists for the operator's `restart STREAM` only: [`transition`] lets the
 /// supervisor's own `RestartBegun` start from a failing state (unhealthy,
 /// backoff) and nothing else. A paused stream restarts nothing.
+#[rustfmt::skip]
 pub const LEGAL: &[(Kind, &[Kind])] = {
     use Kind::*;
     &[
-        (
-            NotStarted,
-            &[
-                WaitingOnDeps,
-                Starting,
-                Running,
-                Unhealthy,
-                Restarting,
-                Completed,
-                Stopped,
-                Paused,
-            ],
-        ),
-        (
-            WaitingOnDeps,
-            &[
-                NotStarted, Starting, Running, Unhealthy, Restarting, Completed, Stopped, Paused,
-            ],
-        ),
-        (
-            Starting,
-            &[
-                NotStarted,
-                WaitingOnDeps,
-                Running,
-                Unhealthy,
-                Restarting,
-                Completed,
-                Stopped,
-                Paused,
-            ],
-        ),
-        (
-            Running,
-            &[
-                NotStarted,
-                WaitingOnDeps,
-                Starting,
-                Unhealthy,
-                Restarting,
-                Completed,
-                Stopped,
-                Paused,
-            ],
-        ),
-        (
-            Unhealthy,
-            &[
-                NotStarted,
-                WaitingOnDeps,
-                Running,
-                Backoff,
-                Restarting,
-                Completed,
-                GaveUp,
-                Stopped,
-                Paused,
-            ],
-        ),
-        (
-            Backoff,
-            &[
-                NotStarted,
-                WaitingOnDeps,
-                Running,
-                Unhealthy,
-                Restarting,
-                Completed,
-                GaveUp,
-                Stopped,
-                Paused,
-            ],
-        ),
-        (
-            Restarting,
-            &[Starting, Running, Backoff, GaveUp, Stopped, Paused],
-        ),
-        (Stopped, &[NotStarted, Restarting, Paused]),
-        (
-            Completed,
-            &[
-                NotStarted,
-                WaitingOnDeps,
-                Starting,
-                Running,
-                Unhealthy,
-                Restarting,
-                Stopped,
-                Paused,
-            ],
-        ),
-        (
-            GaveUp,
-            &[NotStarted, Running, Completed, Restarting, Stopped, Paused],
-        ),
-        (Paused, &[NotStarted, Stopped]),
+        (NotStarted,    &[WaitingOnDeps, Starting, Running, Unhealthy, Restarting, Completed, Stopped, Paused]),
+        (WaitingOnDeps, &[NotStarted, Starting, Running, Unhealthy, Restarting, Completed, Stopped, Paused]),
+        (Starting,      &[NotStarted, WaitingOnDeps, Running, Unhealthy, Restarting, Completed, Stopped, Paused]),
+        (Running,       &[NotStarted, WaitingOnDeps, Starting, Unhealthy, Restarting, Completed, Stopped, Paused]),
+        (Unhealthy,     &[NotStarted, WaitingOnDeps, Starting, Running, Backoff, Restarting, Completed, GaveUp, Stopped, Paused]),
+        (Backoff,       &[NotStarted, WaitingOnDeps, Starting, Running, Unhealthy, Restarting, Completed, GaveUp, Stopped, Paused]),
+        // A restart left half done (its monitor killed) is judged afresh.
+        (Restarting,    &[NotStarted, WaitingOnDeps, Starting, Running, Unhealthy, Backoff, Completed, GaveUp, Stopped, Paused]),
+        (Stopped,       &[NotStarted, Restarting, Paused]),
+        (Completed,     &[NotStarted, WaitingOnDeps, Starting, Running, Unhealthy, Restarting, Stopped, Paused]),
+        (GaveUp,        &[NotStarted, Running, Completed, Restarting, Stopped, Paused]),
+        (Paused,        &[NotStarted, Stopped]),
     ]
 };
 
@@ -331,11 +248,19 @@ pub fn transition(
         (L::Unhealthy { .. } | L::Backoff { .. }, Event::RestartBegun { attempt }) => {
             L::Restarting { attempt: *attempt }
         }
-        (L::Restarting { .. }, Event::Spawned { pid }) => L::Starting {
+        // A restart ends in Spawned or SpawnFailed; they may also arrive after
+        // a concurrent check moved the stream on (a one-shot beside a daemon).
+        (
+            L::Restarting { .. } | L::Unhealthy { .. } | L::Backoff { .. },
+            Event::Spawned { pid },
+        ) => L::Starting {
             pid: *pid,
             since_ms: now_ms,
         },
-        (L::Restarting { .. }, Event::SpawnFailed { until_ms, error }) => L::Backoff {
+        (
+            L::Restarting { .. } | L::Unhealthy { .. } | L::Backoff { .. },
+            Event::SpawnFailed { until_ms, error },
+        ) => L::Backoff {
             until_ms: *until_ms,
             reason: format!("restart failed: {error}"),
         },
@@ -516,9 +441,9 @@ mod tests {
             (WaitingOnDeps, [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(WaitingOnDeps), Some(Stopped), Some(WaitingOnDeps), Some(Restarting)]),
             (Starting,      [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Starting), Some(Stopped), Some(Starting), Some(Restarting)]),
             (Running,       [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Running), Some(Stopped), Some(Running), Some(Restarting)]),
-            (Unhealthy,     [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), Some(Restarting), x,              x,              Some(Backoff),  Some(GaveUp),   Some(Paused), Some(Unhealthy), Some(Stopped), Some(NotStarted), Some(Restarting)]),
-            (Backoff,       [Some(Running), Some(Backoff),   Some(Completed), Some(WaitingOnDeps), Some(NotStarted), Some(Restarting), x,              x,              Some(Backoff),  Some(GaveUp),   Some(Paused), Some(Backoff), Some(Stopped), Some(NotStarted), Some(Restarting)]),
-            (Restarting,    [Some(Running), x,               x,               x,                   x,                x,               Some(Starting), Some(Backoff),  x,              Some(GaveUp),   Some(Paused), Some(Restarting), Some(Stopped), Some(Restarting), Some(Restarting)]),
+            (Unhealthy,     [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), Some(Restarting), Some(Starting), Some(Backoff),  Some(Backoff),  Some(GaveUp),   Some(Paused), Some(Unhealthy), Some(Stopped), Some(NotStarted), Some(Restarting)]),
+            (Backoff,       [Some(Running), Some(Backoff),   Some(Completed), Some(WaitingOnDeps), Some(NotStarted), Some(Restarting), Some(Starting), Some(Backoff),  Some(Backoff),  Some(GaveUp),   Some(Paused), Some(Backoff), Some(Stopped), Some(NotStarted), Some(Restarting)]),
+            (Restarting,    [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               Some(Starting), Some(Backoff),  x,              Some(GaveUp),   Some(Paused), Some(Restarting), Some(Stopped), Some(Restarting), Some(Restarting)]),
             (Stopped,       [Some(Stopped), Some(Stopped),   Some(Stopped),   Some(Stopped),       Some(Stopped),    x,               x,              x,              x,              x,              Some(Paused), Some(NotStarted), Some(Stopped), Some(Stopped), Some(Restarting)]),
             (Completed,     [Some(Running), Some(Unhealthy), Some(Completed), Some(WaitingOnDeps), Some(NotStarted), x,               x,              x,              x,              x,              Some(Paused), Some(Completed), Some(Stopped), Some(Completed), Some(Restarting)]),
             (GaveUp,        [Some(Running), Some(GaveUp),    Some(Completed), Some(GaveUp),        Some(GaveUp),     x,               x,              x,              x,              x,              Some(Paused), Some(GaveUp), Some(Stopped), Some(NotStarted), Some(Restarting)]),

@@ -14,7 +14,7 @@ use crate::state::{State, StreamState};
 
 use super::assess::Verdict;
 use super::lifecycle::{transition, Event, IllegalTransition, Kind, Lifecycle};
-use super::policy::{self, BreakerPolicy, RestartDecision, RestartPolicy};
+use super::policy::{self, BreakerPolicy, PolicyOverride, RestartDecision, RestartPolicy};
 
 /// What a tick saw of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +30,8 @@ pub struct Observation {
     pub probes: Option<ProbeSet>,
     /// Why a readiness probe says not ready.
     pub not_ready: Option<String>,
-    /// This stream's own restart policy, when it overrides the global one.
-    pub policy: Option<RestartPolicy>,
+    /// This stream's own restart settings, when it overrides the global ones.
+    pub policy: Option<PolicyOverride>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +185,7 @@ pub fn plan_tick(
         if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
             continue;
         }
-        let policy = obs.policy.unwrap_or(settings.policy);
+        let policy = policy::effective(obs.policy, &settings.policy);
         match policy::decide_restart(
             st,
             obs.completed_tasks,
@@ -232,8 +232,8 @@ pub struct RestartRequest<'a> {
     pub completed_tasks: u32,
     pub exit_code: Option<i32>,
     pub reason: &'a str,
-    /// The stream's own policy, when it overrides the global one.
-    pub policy: Option<RestartPolicy>,
+    /// The stream's own restart settings, when it overrides the global ones.
+    pub policy: Option<PolicyOverride>,
     /// The failure signature (fingerprint, text) of this failure, if known.
     pub signature: Option<(&'a str, &'a str)>,
 }
@@ -267,7 +267,7 @@ pub fn begin_restart(
         policy,
         signature,
     } = *request;
-    let policy = policy.unwrap_or(settings.policy);
+    let policy = policy::effective(policy, &settings.policy);
     let breaker = state.breaker_until_ms;
     let st = state.streams.entry(id.to_string()).or_default();
     if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
@@ -302,10 +302,7 @@ pub fn begin_restart(
             Begin::Go { attempt }
         }
         RestartDecision::Exhausted => {
-            let reason = format!(
-                "max restart limit ({}) reached",
-                settings.policy.max_restarts
-            );
+            let reason = format!("max restart limit ({}) reached", policy.max_restarts);
             apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
             Begin::GaveUp
         }

@@ -54,6 +54,34 @@ impl Default for RestartPolicy {
     }
 }
 
+/// What `monitor.toml` says about one stream's or component's restarts;
+/// everything it leaves out comes from the global policy (flags, `[monitor]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PolicyOverride {
+    pub kind: Option<RestartKind>,
+    pub max_restarts: Option<u32>,
+}
+
+impl PolicyOverride {
+    /// `None` when nothing is overridden.
+    pub fn new(kind: Option<RestartKind>, max_restarts: Option<u32>) -> Option<PolicyOverride> {
+        (kind.is_some() || max_restarts.is_some()).then_some(PolicyOverride { kind, max_restarts })
+    }
+
+    pub fn over(&self, base: &RestartPolicy) -> RestartPolicy {
+        RestartPolicy {
+            kind: self.kind.unwrap_or(base.kind),
+            max_restarts: self.max_restarts.unwrap_or(base.max_restarts),
+            ..*base
+        }
+    }
+}
+
+/// The policy in force for one stream.
+pub fn effective(overrides: Option<PolicyOverride>, base: &RestartPolicy) -> RestartPolicy {
+    overrides.map_or(*base, |o| o.over(base))
+}
+
 /// The global breaker: when at least `min_failures` workers and more than
 /// half of all fail within `window`, every restart pauses for `cooldown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

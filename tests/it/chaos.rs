@@ -738,7 +738,6 @@ fn chaos_keeps_the_invariants() {
 /// file is overwritten: the monitor saw it running (its identity is in the
 /// state file) and it still runs.
 #[test]
-#[ignore = "defect: a live worker whose PID file is overwritten (garbage, or another PID) gets a second worker beside it"]
 fn a_live_worker_whose_pid_file_is_overwritten_gets_no_twin() {
     let p = TestProject::new();
     p.stream("api", &["completed", "pending"], &[]);
@@ -764,7 +763,6 @@ fn a_live_worker_whose_pid_file_is_overwritten_gets_no_twin() {
 /// A restart policy in monitor.toml changes when a worker is restarted, not
 /// how often: the budget of `--max-restarts` still holds.
 #[test]
-#[ignore = "defect: a restart_policy in [workers] or [streams.<id>] lifts the budget to no limit and resets backoff and rate limit to the built-in defaults"]
 fn a_restart_policy_in_the_config_keeps_the_budget_of_the_flags() {
     let p = TestProject::new();
     p.dead_stream("api");
@@ -782,7 +780,6 @@ fn a_restart_policy_in_the_config_keeps_the_budget_of_the_flags() {
 /// leaves the stream `restarting` in the state file with no worker: the next
 /// monitor must still restart it.
 #[test]
-#[ignore = "defect: a stream left `restarting` in the state file is never restarted (observed → unhealthy is refused from restarting)"]
 fn a_restart_left_half_done_by_a_killed_monitor_is_done_by_the_next() {
     let p = TestProject::new();
     p.dead_stream("api");
