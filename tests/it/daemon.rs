@@ -8,16 +8,7 @@ use nix::sys::signal::Signal;
 use crate::helpers::*;
 
 fn stop_daemon(p: &TestProject, d: &Daemon) {
-    p.signal_ours(d.pid, Signal::SIGTERM);
-    let status = p
-        .wait_exit(d.pid, SOON)
-        .expect("the daemon ends on SIGTERM");
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "daemon exit: {status:?}\nstderr: {}",
-        d.stderr_text()
-    );
+    p.stop_daemon(d);
     assert!(
         p.monitor_log().contains("[INFO] Received shutdown signal"),
         "{}",

@@ -454,24 +454,27 @@ impl TestProject {
     /// Starts a worker for `stream` through the real wrapper, as the
     /// orchestrator would (own process group), and waits for its PID file.
     pub fn spawn_worker_process(&self, stream: &str) -> u32 {
-        let work_dir = self.work_dir(stream);
+        self.spawn_worker_in_group(stream, &[], 0)
+    }
+
+    /// The real wrapper with its six arguments for `stream`, as the
+    /// orchestrator runs it, in process group `group` (0: its own).
+    fn wrapper_command(&self, stream: &str, env: &[(&str, &str)], group: i32) -> Command {
         let mut cmd = self.command(self.wrapper());
         cmd.arg(stream)
             .arg(self.pid_path(stream))
             .arg(self.logs_dir())
-            .arg(&work_dir)
+            .arg(self.work_dir(stream))
             .arg(INIT)
             .arg(format!("You are the worker for stream {stream}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0);
-        let pid = self.spawn(cmd);
-        assert!(
-            wait_for(|| self.read_pid_file(stream) == Some(pid), SOON),
-            "worker {stream} wrote no PID file"
-        );
-        pid
+            .process_group(group);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
     }
 
     /// Starts the monitor in the background (a daemon).
@@ -814,21 +817,7 @@ impl TestProject {
     /// A worker in process group `group` (0: a group of its own), so one
     /// signal to the group reaches several workers at once.
     pub fn spawn_worker_in_group(&self, stream: &str, env: &[(&str, &str)], group: i32) -> u32 {
-        let mut cmd = self.command(self.wrapper());
-        cmd.arg(stream)
-            .arg(self.pid_path(stream))
-            .arg(self.logs_dir())
-            .arg(self.work_dir(stream))
-            .arg(INIT)
-            .arg(format!("You are the worker for stream {stream}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(group);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let pid = self.spawn(cmd);
+        let pid = self.spawn(self.wrapper_command(stream, env, group));
         assert!(
             wait_for(|| self.read_pid_file(stream) == Some(pid), SOON),
             "worker {stream} wrote no PID file"
@@ -839,21 +828,7 @@ impl TestProject {
     /// Runs a worker for `stream` through the real wrapper to its end (for
     /// workers that exit by themselves), leaving its log and exit line.
     pub fn run_worker_to_end(&self, stream: &str, env: &[(&str, &str)]) -> ExitStatus {
-        let mut cmd = self.command(self.wrapper());
-        cmd.arg(stream)
-            .arg(self.pid_path(stream))
-            .arg(self.logs_dir())
-            .arg(self.work_dir(stream))
-            .arg(INIT)
-            .arg(format!("You are the worker for stream {stream}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let pid = self.spawn(cmd);
+        let pid = self.spawn(self.wrapper_command(stream, env, 0));
         self.wait_exit(pid, Duration::from_secs(30))
             .expect("the worker ends by itself")
     }
