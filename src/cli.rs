@@ -230,3 +230,25 @@ pub enum Command {
         dry_run: bool,
     },
 }
+
+/// `--restart-policy` values: the policy's names, spelled as in monitor.toml.
+impl clap::ValueEnum for crate::supervise::policy::RestartKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        use crate::supervise::policy::RestartKind;
+        &[
+            RestartKind::Always,
+            RestartKind::OnFailure,
+            RestartKind::Never,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use crate::supervise::policy::RestartKind;
+        let (name, help) = match self {
+            RestartKind::Always => ("always", "Whenever it should run and does not"),
+            RestartKind::OnFailure => ("on-failure", "Only when it did not exit with code 0"),
+            RestartKind::Never => ("never", "Never: report only"),
+        };
+        Some(clap::builder::PossibleValue::new(name).help(help))
+    }
+}

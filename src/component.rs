@@ -6,16 +6,12 @@
 //! kind: each kind only says how it is observed, started and stopped, here.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
 use crate::config::{ComponentType, ConfigFile};
 use crate::layout::{Layout, StreamId};
 use crate::probe::ProbeSpec;
-use crate::process::bounded::run_bounded;
-use crate::process::identity::Liveness;
 use crate::process::procinfo;
 use crate::supervise::policy::PolicyOverride;
 
@@ -82,61 +78,6 @@ pub fn log_path(layout: &Layout, id: &StreamId) -> PathBuf {
     layout.logs_dir().join(format!("{id}.log"))
 }
 
-/// Runs `docker` with a timeout; the output on success.
-pub fn docker(args: &[&str], timeout: Duration) -> Result<String, String> {
-    let shown = format!("docker {}", args.join(" "));
-    let done = run_bounded(Command::new("docker").args(args), None, timeout)
-        .map_err(|e| format!("{shown}: {e}"))?;
-    if done.status.success() {
-        Ok(done.stdout.trim().to_string())
-    } else {
-        Err(format!("{shown} failed: {}", done.stderr.trim()))
-    }
-}
-
-/// A container's liveness and its last exit code.
-pub fn docker_liveness(container: &str, timeout: Duration) -> (Liveness, Option<i32>) {
-    let format = "{{.State.Status}}|{{.State.Pid}}|{{.State.ExitCode}}";
-    match docker(&["inspect", "--format", format, container], timeout) {
-        Err(e) => (Liveness::Stale { reason: e }, None),
-        Ok(out) => {
-            let mut parts = out.split('|');
-            let status = parts.next().unwrap_or("").to_string();
-            let pid: i32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            let exit: Option<i32> = parts.next().and_then(|p| p.parse().ok());
-            if status == "running" {
-                let start_ticks = procinfo::inspect(pid).map(|f| f.start_ticks).unwrap_or(0);
-                (Liveness::Running { pid, start_ticks }, None)
-            } else {
-                (
-                    Liveness::Stale {
-                        reason: format!("container {container} is {status}"),
-                    },
-                    exit,
-                )
-            }
-        }
-    }
-}
-
-pub fn docker_restart(container: &str, timeout: Duration) -> Result<i32, String> {
-    docker(&["restart", container], timeout)?;
-    match docker_liveness(container, timeout).0 {
-        Liveness::Running { pid, .. } => Ok(pid),
-        Liveness::Stale { reason } => Err(reason),
-        Liveness::NoPidFile => Err(format!("container {container} did not come up")),
-    }
-}
-
-pub fn docker_stop(container: &str, grace: Duration) -> Result<(), String> {
-    let secs = grace.as_secs().max(1).to_string();
-    docker(
-        &["stop", "--time", &secs, container],
-        grace + Duration::from_secs(10),
-    )
-    .map(|_| ())
-}
-
 /// Starts a process component in its own session, output appended to its
 /// log, and writes its PID file (atomically) for every monitor to see.
 pub fn spawn_process(
@@ -147,41 +88,20 @@ pub fn spawn_process(
     log: &Path,
 ) -> Result<(i32, u64, Child), String> {
     let (program, args) = command.split_first().ok_or("empty command")?;
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(cwd)
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            crate::process::cloexec_inherited_fds()
-        });
-    }
+    cmd.args(args).current_dir(cwd).envs(env);
+    crate::process::detach(&mut cmd, Some(log))
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     let pid = child.id() as i32;
     let start_ticks = procinfo::inspect(pid).map(|f| f.start_ticks).unwrap_or(0);
-    if let Some(dir) = pid_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let tmp = pid_file.with_extension("pid.tmp");
-    std::fs::write(&tmp, format!("{pid}\n"))
-        .and_then(|()| std::fs::rename(&tmp, pid_file))
-        .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
+    crate::files::replace_atomically(
+        pid_file,
+        format!("{pid}\n").as_bytes(),
+        crate::files::Durability::Atomic,
+    )
+    .map_err(|e| e.to_string())?;
     Ok((pid, start_ticks, child))
 }

@@ -72,6 +72,7 @@ pub fn run(
     layout: &Layout,
     settings: &TickSettings,
     logger: &Logger,
+    store: &StateStore,
     interval: Duration,
     args: Vec<String>,
 ) -> Result<(), DaemonError> {
@@ -93,13 +94,12 @@ pub fn run(
     if !settings.plan.auto_restart {
         logger.warning("Auto-restart disabled. Use --auto-restart to enable.");
     }
-    let store = StateStore::new(&layout.state_dir());
     let mut memory = TickMemory::default();
     let mut children: BTreeMap<StreamId, Child> = BTreeMap::new();
     let mut watch = Watch::default();
     while !shutdown.load(Ordering::SeqCst) {
         let mut wake = Instant::now() + interval;
-        match run_tick(layout, settings, logger, &store, &mut memory) {
+        match run_tick(layout, settings, logger, store, &mut memory) {
             Ok(report) => {
                 for (id, child) in report.spawned {
                     children.insert(id, child);
@@ -107,7 +107,7 @@ pub fn run(
                 watch.set(report.running);
                 if let Some(due) = report.next_due_ms {
                     let after =
-                        Duration::from_millis(due.saturating_sub(crate::report::now_ms()) + 20);
+                        Duration::from_millis(due.saturating_sub(crate::clock::now_ms()) + 20);
                     wake = wake.min(Instant::now() + after);
                 }
             }
@@ -125,7 +125,8 @@ pub fn run(
         );
     }
     logger.info("Received shutdown signal");
-    crate::tick::stop_owned_components(layout, settings, logger, &store);
+    let recorder = crate::tick::Recorder::new(layout, logger);
+    crate::tick::act::stop_owned_components(layout, settings, &recorder, store);
     reap_children(&mut children, logger);
     heartbeat.remove();
     logger.info("Monitor daemon stopped; workers keep running");
@@ -159,9 +160,9 @@ impl Heartbeat {
     fn new(layout: &Layout, interval: Duration, args: Vec<String>) -> Heartbeat {
         let pid = std::process::id() as i32;
         let start_ticks = procinfo::inspect(pid).map(|f| f.start_ticks).unwrap_or(0);
-        let now = crate::report::now_ms();
+        let now = crate::clock::now_ms();
         Heartbeat {
-            path: daemon_record_path(layout),
+            path: layout.daemon_record(),
             record: DaemonRecord {
                 pid,
                 start_ticks,
@@ -176,11 +177,14 @@ impl Heartbeat {
     }
 
     fn beat(&mut self, logger: &Logger) {
-        self.record.heartbeat_ms = crate::report::now_ms();
+        self.record.heartbeat_ms = crate::clock::now_ms();
         self.last = Instant::now();
         let text = serde_json::to_string_pretty(&self.record).expect("record serialises");
-        let tmp = self.path.with_extension("json.tmp");
-        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.path));
+        let written = crate::files::replace_atomically(
+            &self.path,
+            text.as_bytes(),
+            crate::files::Durability::Atomic,
+        );
         match written {
             Err(e) if !self.failed => {
                 self.failed = true;
@@ -203,13 +207,9 @@ impl Heartbeat {
     }
 }
 
-pub fn daemon_record_path(layout: &Layout) -> std::path::PathBuf {
-    layout.state_dir().join("daemon.json")
-}
-
 /// The daemon's record, if a daemon wrote one.
 pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
-    let text = std::fs::read_to_string(daemon_record_path(layout)).ok()?;
+    let text = std::fs::read_to_string(layout.daemon_record()).ok()?;
     serde_json::from_str(&text).ok()
 }
 

@@ -6,6 +6,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The state file's name inside the state directory.
+pub const STATE_FILE: &str = "monitor-state.json";
+
 /// Path overrides given on the command line or through `MONITOR_WORKERS_*`.
 #[derive(Debug, Clone, Default)]
 pub struct PathOverrides {
@@ -160,8 +163,21 @@ impl Layout {
     pub fn prompt_override(&self) -> PathBuf {
         self.orch.join("worker-prompt.md")
     }
-    pub fn state_file(&self) -> PathBuf {
-        self.state_dir().join("monitor-state.json")
+    /// The structured event log.
+    pub fn events_log(&self) -> PathBuf {
+        self.logs_dir().join("events.jsonl")
+    }
+    /// The Prometheus text file for node_exporter's textfile collector.
+    pub fn metrics_file(&self) -> PathBuf {
+        self.state_dir().join("metrics.prom")
+    }
+    /// The running daemon's record (PID, settings, heartbeat).
+    pub fn daemon_record(&self) -> PathBuf {
+        self.state_dir().join("daemon.json")
+    }
+    /// Where a stream's self-heal attempt records go.
+    pub fn self_heal_dir(&self, id: &StreamId) -> PathBuf {
+        self.state_dir().join("self_heal").join(id.as_str())
     }
     pub fn daemon_lock(&self) -> PathBuf {
         self.state_dir().join("daemon.lock")

@@ -7,10 +7,12 @@
 //! Exit codes are decided here and nowhere else.
 
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod component;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod layout;
 pub mod logtail;
 pub mod probe;

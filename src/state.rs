@@ -1,112 +1,36 @@
-//! The persisted state every monitor on a project shares: restart budgets,
-//! backoff timers, restart history and the identity of each worker last seen
-//! running. It lives in `<ORCH>/state/monitor-state.json`, is changed only
-//! under `state.lock` (load, modify, save), and is written atomically (temp
-//! file, fsync, rename), so cron one-shots, a daemon and a restarted monitor
-//! agree and a monitor killed mid-write never leaves a torn file.
+//! The state store: where the supervisor's memory (`supervise::model::State`)
+//! lives between runs, shared by every monitor on a project (cron one-shots,
+//! a daemon, operator commands). Callers see a small interface — load, read
+//! without touching anything, update the whole state or one stream, journal
+//! a restart intent — and never the file: today it is
+//! `<ORCH>/state/monitor-state.json`, changed only under `state.lock` (load,
+//! modify, save) and replaced atomically (temp file, fsync, rename), so a
+//! monitor killed mid-write never leaves a torn file. A corrupt, oversized,
+//! special or newer-version file is moved aside by a supervising run (never
+//! by a read-only one) and a fresh state starts, with a warning in the log.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::probe::ProbeSet;
-use crate::process::identity::Remembered;
+use crate::files::{replace_atomically, Durability};
+use crate::layout::{Layout, StreamId};
 use crate::process::lock;
-use crate::supervise::lifecycle::Lifecycle;
+use crate::report::log::Logger;
+use crate::supervise::model::SpawnIntent;
+/// What the store keeps: the supervisor's model of every stream.
+pub use crate::supervise::model::{State, StreamState, STATE_VERSION};
 
-pub const STATE_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct State {
-    pub version: u32,
-    #[serde(default)]
-    pub streams: BTreeMap<String, StreamState>,
-    /// While set and in the future, the global breaker holds every restart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub breaker_until_ms: Option<u64>,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        State {
-            version: STATE_VERSION,
-            streams: BTreeMap::new(),
-            breaker_until_ms: None,
-        }
-    }
-}
-
-/// Lifecycle and restart accounting of one stream. Times are ms since the epoch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StreamState {
-    /// Where the worker is in its life (see `supervise::lifecycle`).
-    pub lifecycle: Lifecycle,
-    /// Restarts since the stream last made progress (the `--max-restarts` budget).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub restarts: u32,
-    /// Restarts ever made.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub restarts_total: u32,
-    /// Completed tasks when the budget was last charged; more now = progress.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completed_at_last_restart: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_restart_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_restart_reason: Option<String>,
-    /// Restarts in a row without a long healthy run (drives the backoff).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub streak: u32,
-    /// No restart before this time.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_ms: Option<u64>,
-    /// Restart times within the rate-limit window.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub recent_restarts_ms: Vec<u64>,
-    /// When a worker seen alive was last found dead, or a restart failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_failure_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Fingerprint of the last failure, and how many failures in a row had it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_signature: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub same_failure_count: u32,
-    /// Counters for metrics: workers seen alive then found dead or stuck,
-    /// probe failures, give-ups.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub deaths_total: u32,
-    #[serde(skip_serializing_if = "is_zero_u64")]
-    pub probe_failures_total: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub gave_up_total: u32,
-    /// The worker as last seen running.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub worker: Option<Remembered>,
-    /// Probe records of the current worker.
-    #[serde(skip_serializing_if = "ProbeSet::is_empty")]
-    pub probes: ProbeSet,
-    /// Why a readiness probe says the worker is not ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_ready: Option<String>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
-}
+/// Larger than any real state (about 100 bytes a stream): reading a bigger
+/// file whole could take the machine's memory.
+pub const MAX_STATE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    #[error(transparent)]
+    Write(#[from] crate::files::ReplaceError),
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -117,20 +41,48 @@ pub enum StateError {
     LockTimeout(PathBuf),
 }
 
-/// Where the state lives and how it is loaded and saved.
-#[derive(Debug, Clone)]
+/// The state of a project, behind load / read / update.
 pub struct StateStore {
     path: PathBuf,
     lock_path: PathBuf,
+    /// Where the store says what it had to do (a file moved aside).
+    logger: Logger,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
+/// Why a state file could not be used.
+enum Unusable {
+    /// Reading failed; the file is left where it is.
+    Unreadable(String),
+    /// The content is no state of ours; a supervising run moves it aside.
+    Bad(String),
+}
+
 impl StateStore {
-    pub fn new(state_dir: &Path) -> StateStore {
+    /// The store of `layout`'s project; its warnings go to monitor.log (and
+    /// the console unless `quiet`).
+    pub fn new(layout: &Layout, quiet: bool) -> StateStore {
+        Self::at(
+            &layout.state_dir(),
+            Logger::new(Some(&layout.monitor_log()), quiet),
+        )
+    }
+
+    /// A store in `state_dir` reporting to `logger`.
+    pub fn at(state_dir: &Path, logger: Logger) -> StateStore {
         StateStore {
-            path: state_dir.join("monitor-state.json"),
+            path: state_dir.join(crate::layout::STATE_FILE),
             lock_path: state_dir.join("state.lock"),
+            logger,
         }
     }
 
@@ -138,38 +90,67 @@ impl StateStore {
         &self.path
     }
 
-    /// Reads the state without the lock (the file is only ever replaced whole).
-    /// A corrupt file or one from a newer version is moved aside and replaced
-    /// by a fresh state; the returned warnings say so.
-    pub fn load(&self) -> (State, Vec<String>) {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (State::default(), Vec::new())
+    /// The state for a supervising run. A file that is no state of ours is
+    /// moved aside and a fresh state starts; both are logged.
+    pub fn load(&self) -> State {
+        match self.read_file() {
+            Ok(state) => state,
+            Err(Unusable::Unreadable(why)) => {
+                self.logger.warning(&format!(
+                    "Cannot read state file {}: {why}; using a fresh state",
+                    self.path.display()
+                ));
+                State::default()
             }
-            Err(e) => {
-                return (
-                    State::default(),
-                    vec![format!(
-                        "Cannot read state file {}: {e}; using a fresh state",
-                        self.path.display()
-                    )],
-                )
-            }
-        };
-        match parse(&text) {
-            Ok(state) => (state, Vec::new()),
-            Err(problem) => {
+            Err(Unusable::Bad(problem)) => {
                 let aside = self.move_aside();
-                (
-                    State::default(),
-                    vec![format!(
-                        "State file {} {problem}; {aside}; starting from a fresh state",
-                        self.path.display()
-                    )],
-                )
+                self.logger.warning(&format!(
+                    "State file {} {problem}; {aside}; starting from a fresh state",
+                    self.path.display()
+                ));
+                State::default()
             }
         }
+    }
+
+    /// The state for a read-only view (`status`, `logs`): nothing is moved,
+    /// migrated or written. The problem, if any, comes back for the caller
+    /// to show.
+    pub fn read_only(&self) -> (State, Option<String>) {
+        match self.read_file() {
+            Ok(state) => (state, None),
+            Err(Unusable::Unreadable(why) | Unusable::Bad(why)) => (
+                State::default(),
+                Some(format!("state file {} {why}", self.path.display())),
+            ),
+        }
+    }
+
+    /// One stream's record as stored now (read-only).
+    pub fn stream(&self, id: &StreamId) -> Option<StreamState> {
+        self.read_only().0.streams.remove(id.as_str())
+    }
+
+    fn read_file(&self) -> Result<State, Unusable> {
+        let meta = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+            Err(e) => return Err(Unusable::Unreadable(e.to_string())),
+        };
+        if !meta.file_type().is_file() {
+            return Err(Unusable::Bad(format!(
+                "is not a regular file ({})",
+                describe_file_type(&meta)
+            )));
+        }
+        if meta.len() > MAX_STATE_BYTES {
+            return Err(Unusable::Bad(format!(
+                "is too large ({} bytes, at most {MAX_STATE_BYTES})",
+                meta.len()
+            )));
+        }
+        let text = read_regular(&self.path).map_err(|e| Unusable::Unreadable(e.to_string()))?;
+        parse(&text).map_err(Unusable::Bad)
     }
 
     fn move_aside(&self) -> String {
@@ -181,11 +162,12 @@ impl StateStore {
         }
     }
 
-    /// Load, change, save under the state lock; returns the saved state.
+    /// Load, change, save under the state lock; returns the result and the
+    /// state as saved. An unchanged state is not rewritten.
     pub fn update<T>(
         &self,
         change: impl FnOnce(&mut State) -> T,
-    ) -> Result<(T, State, Vec<String>), StateError> {
+    ) -> Result<(T, State), StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
             action: "create",
@@ -199,49 +181,79 @@ impl StateStore {
                 source,
             })?
             .ok_or_else(|| StateError::LockTimeout(self.lock_path.clone()))?;
-        let (mut state, warnings) = self.load();
+        let mut state = self.load();
         let before = state.clone();
         let result = change(&mut state);
-        // An unchanged state is not rewritten: most checks change nothing.
         if state != before {
             self.save(&state)?;
         }
-        Ok((result, state, warnings))
+        Ok((result, state))
+    }
+
+    /// Changes one stream's record (made if new) under the state lock; the
+    /// change also sees when the global breaker holds restarts.
+    pub fn update_stream<T>(
+        &self,
+        id: &StreamId,
+        change: impl FnOnce(&mut StreamState, Option<u64>) -> T,
+    ) -> Result<(T, StreamState), StateError> {
+        let (result, mut state) = self.update(|s| {
+            let breaker = s.breaker_until_ms;
+            change(s.streams.entry(id.to_string()).or_default(), breaker)
+        })?;
+        let stream = state.streams.remove(id.as_str()).unwrap_or_default();
+        Ok((result, stream))
+    }
+
+    /// Journals that a restart of `id` is about to spawn (before the spawn,
+    /// so a monitor killed meanwhile leaves a trace the next one finds).
+    pub fn journal_intent(&self, id: &StreamId, intent: SpawnIntent) -> Result<(), StateError> {
+        self.update_stream(id, |st, _| st.spawn_intent = Some(intent))
+            .map(|_| ())
     }
 
     fn save(&self, state: &State) -> Result<(), StateError> {
-        let tmp = PathBuf::from(format!(
-            "{}.tmp-{}",
-            self.path.display(),
-            std::process::id()
-        ));
-        let io = |action, source| StateError::Io {
-            action,
-            path: tmp.clone(),
-            source,
-        };
         // Compact: the file is read on every check and can hold thousands of streams.
         let mut text = serde_json::to_string(state).expect("state serialises");
         text.push('\n');
-        let mut file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))?;
-        drop(file);
-        if let Err(source) = std::fs::rename(&tmp, &self.path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(StateError::Io {
-                action: "replace",
-                path: self.path.clone(),
-                source,
-            });
-        }
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        replace_atomically(&self.path, text.as_bytes(), Durability::Synced)?;
         Ok(())
+    }
+}
+
+/// Reads a file known (by lstat) to be regular without following a symlink
+/// or blocking on a FIFO swapped in meanwhile.
+fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "not a regular file ({})",
+            describe_file_type(&meta)
+        )));
+    }
+    let mut text = String::new();
+    file.by_ref()
+        .take(MAX_STATE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn describe_file_type(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    match () {
+        _ if t.is_symlink() => "a symlink",
+        _ if t.is_dir() => "a directory",
+        _ if t.is_fifo() => "a FIFO",
+        _ if t.is_socket() => "a socket",
+        _ if t.is_block_device() || t.is_char_device() => "a device",
+        _ => "not a regular file",
     }
 }
 
@@ -265,7 +277,25 @@ pub fn parse(text: &str) -> Result<State, String> {
             "is from a newer version ({version} > {STATE_VERSION})"
         ));
     }
-    serde_json::from_str(text).map_err(|e| format!("is corrupt ({e})"))
+    let mut state: State = serde_json::from_str(text).map_err(|e| format!("is corrupt ({e})"))?;
+    upgrade_give_ups(&mut state);
+    Ok(state)
+}
+
+/// Files written before give-ups were typed hold only the reason text; the
+/// budget's own words are recognised so the original's give-up line stays.
+fn upgrade_give_ups(state: &mut State) {
+    use crate::supervise::lifecycle::Lifecycle;
+    use crate::supervise::model::GiveUp;
+    for st in state.streams.values_mut() {
+        if let (Lifecycle::GaveUp { reason }, None) = (&st.lifecycle, &st.gave_up) {
+            let max = reason
+                .strip_prefix("max restart limit (")
+                .and_then(|r| r.strip_suffix(") reached"))
+                .and_then(|n| n.parse().ok());
+            st.gave_up = max.map(|max| GiveUp::Budget { max });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -297,32 +327,86 @@ mod tests {
             .contains("corrupt"));
     }
 
+    fn store_in(dir: &Path) -> StateStore {
+        StateStore::at(dir, Logger::new(Some(&dir.join("monitor.log")), true))
+    }
+
     #[test]
-    fn update_is_atomic_and_corrupt_files_move_aside() {
-        let dir = tempfile_dir();
-        let store = StateStore::new(&dir);
+    fn update_is_atomic_and_a_supervising_load_moves_corrupt_files_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
         store
             .update(|s| s.streams.entry("a".into()).or_default().restarts = 1)
             .unwrap();
-        assert_eq!(store.load().0.streams["a"].restarts, 1);
+        assert_eq!(store.load().streams["a"].restarts, 1);
         std::fs::write(store.path(), "{garbage").unwrap();
-        let (state, warnings) = store.load();
+        let state = store.load();
         assert!(state.streams.is_empty());
-        assert!(warnings[0].contains("moved aside"), "{warnings:?}");
-        let asides = std::fs::read_dir(&dir).unwrap().filter_map(Result::ok);
+        let log = std::fs::read_to_string(dir.path().join("monitor.log")).unwrap();
+        assert!(log.contains("moved aside"), "{log}");
+        let asides = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok);
         assert!(asides
             .into_iter()
             .any(|e| e.file_name().to_string_lossy().contains(".corrupt-")));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "mw-state-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    #[test]
+    fn a_give_up_of_an_older_file_keeps_its_budget() {
+        use crate::supervise::model::GiveUp;
+        let text = r#"{"version":1,"streams":{"a":{"lifecycle":{"state":"gave_up","reason":"max restart limit (4) reached"}},"b":{"lifecycle":{"state":"gave_up","reason":"other"}}}}"#;
+        let state = parse(text).unwrap();
+        assert_eq!(state.streams["a"].gave_up, Some(GiveUp::Budget { max: 4 }));
+        assert_eq!(state.streams["b"].gave_up, None);
+    }
+
+    #[test]
+    fn a_read_only_view_never_moves_or_rewrites_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        std::fs::write(store.path(), "{garbage").unwrap();
+        let (state, problem) = store.read_only();
+        assert!(state.streams.is_empty());
+        assert!(problem.unwrap().contains("corrupt"));
+        assert_eq!(std::fs::read_to_string(store.path()).unwrap(), "{garbage");
+        assert!(!dir.path().join("monitor.log").exists());
+    }
+
+    #[test]
+    fn special_and_oversized_files_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        nix::unistd::mkfifo(store.path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // A FIFO would block a plain read forever.
+        let (_, problem) = store.read_only();
+        assert!(problem.unwrap().contains("FIFO"));
+        assert!(store.load().streams.is_empty());
+        assert!(!store.path().exists(), "the FIFO is moved aside");
+        std::os::unix::fs::symlink("/etc/hostname", store.path()).unwrap();
+        assert!(store.read_only().1.unwrap().contains("symlink"));
+        std::fs::remove_file(store.path()).unwrap();
+        let big = std::fs::File::create(store.path()).unwrap();
+        big.set_len(MAX_STATE_BYTES + 1).unwrap();
+        assert!(store.read_only().1.unwrap().contains("too large"));
+    }
+
+    #[test]
+    fn one_stream_is_updated_beside_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        let a = StreamId::parse("a").unwrap();
+        let b = StreamId::parse("b").unwrap();
+        store.update(|s| s.breaker_until_ms = Some(9)).unwrap();
+        let (seen, st) = store
+            .update_stream(&a, |st, breaker| {
+                st.restarts = 2;
+                breaker
+            })
+            .unwrap();
+        assert_eq!((seen, st.restarts), (Some(9), 2));
+        store.update_stream(&b, |st, _| st.restarts = 1).unwrap();
+        assert_eq!(store.stream(&a).unwrap().restarts, 2);
+        assert_eq!(store.stream(&b).unwrap().restarts, 1);
     }
 }

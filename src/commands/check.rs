@@ -122,6 +122,7 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
             &ctx.layout,
             settings,
             &ctx.logger,
+            &ctx.store,
             ctx.resolved.interval,
             args,
         ) {

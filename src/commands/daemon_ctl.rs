@@ -2,8 +2,7 @@
 //! when one runs), `stop` (SIGTERM, wait; a second stop forces), `restart`
 //! (stop, then start with the settings the daemon recorded).
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
@@ -11,7 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::cli::Cli;
-use crate::daemon::{daemon_record_path, read_daemon_record};
+use crate::daemon::read_daemon_record;
 use crate::layout::Layout;
 use crate::process::{lock, procinfo};
 use crate::report::log::Level;
@@ -21,6 +20,11 @@ use super::Context;
 
 /// The PID holding the daemon lock, if a daemon runs.
 pub fn running_daemon(layout: &Layout) -> Option<i32> {
+    // A daemon holds its lock file: no file, no daemon (and a read-only
+    // caller such as `status` must not create one).
+    if !layout.daemon_lock().is_file() {
+        return None;
+    }
     match lock::try_lock(&layout.daemon_lock()) {
         Ok(Some(_free)) => None,
         Ok(None) => Some(
@@ -114,32 +118,13 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
             "Cleaned a stale daemon lock (PID {holder} is not running)"
         ));
     }
-    std::fs::create_dir_all(layout.logs_dir()).map_err(|e| Failure::CouldNotRun(e.to_string()))?;
     let out_path = layout.logs_dir().join("daemon.out");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&out_path)
-        .map_err(|e| Failure::CouldNotRun(format!("cannot open {}: {e}", out_path.display())))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| Failure::CouldNotRun(e.to_string()))?;
     let exe = std::env::current_exe()
         .map_err(|e| Failure::CouldNotRun(format!("cannot find this binary: {e}")))?;
     let mut command = Command::new(exe);
-    command
-        .args(&args)
-        .current_dir(&layout.project_root)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            crate::process::cloexec_inherited_fds()
-        });
-    }
+    command.args(&args).current_dir(&layout.project_root);
+    crate::process::detach(&mut command, Some(&out_path))
+        .map_err(|e| Failure::CouldNotRun(format!("cannot open {}: {e}", out_path.display())))?;
     let mut child = command
         .spawn()
         .map_err(|e| Failure::CouldNotRun(format!("cannot start the daemon: {e}")))?;
@@ -173,7 +158,7 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
 fn stop_daemon(ctx: &Context, timeout: Duration) -> Result<bool, Failure> {
     let layout = &ctx.layout;
     let Some(pid) = running_daemon(layout) else {
-        let _ = std::fs::remove_file(daemon_record_path(layout));
+        let _ = std::fs::remove_file(layout.daemon_record());
         return Ok(false);
     };
     let facts = procinfo::inspect(pid).filter(|_| pid > 1);

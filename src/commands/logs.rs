@@ -122,7 +122,7 @@ pub fn run(cli: &Cli, req: &LogsRequest<'_>) -> Result<Outcome, Failure> {
         Some(raw) => Some(ctx.known_stream(cli, raw)?),
         None => None,
     };
-    let events_path = layout.logs_dir().join("events.jsonl");
+    let events_path = layout.events_log();
     let wanted = stream.as_ref().map(|s| s.to_string());
     let event_filter = move |line: &str| -> Option<String> {
         if let Some(w) = &wanted {

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use crate::cli::{Cli, Command, PathArgs};
 use crate::layout::{Layout, PathOverrides, StreamId};
-use crate::report::events::EventLog;
 use crate::report::log::Logger;
 use crate::state::StateStore;
 use crate::tick::{take_snapshot, ProbeMode, Recorder, Snapshot};
@@ -115,7 +114,7 @@ impl Context {
         let config = check::load_config(cli, &layout)?;
         let resolved = check::resolve(cli, &config)?;
         let logger = Logger::new(Some(&layout.monitor_log()), resolved.quiet);
-        let store = StateStore::new(&layout.state_dir());
+        let store = StateStore::new(&layout, resolved.quiet);
         Ok(Context {
             layout,
             logger,
@@ -125,10 +124,7 @@ impl Context {
     }
 
     pub fn recorder(&self) -> Recorder<'_> {
-        Recorder {
-            logger: &self.logger,
-            events: EventLog::new(&self.layout.logs_dir().join("events.jsonl")),
-        }
+        Recorder::new(&self.layout, &self.logger)
     }
 
     /// The current snapshot; no active initiative is an error here.
@@ -139,7 +135,7 @@ impl Context {
         match take_snapshot(
             &self.layout,
             settings.busy_timeout,
-            &self.store.load().0,
+            &self.store.read_only().0,
             probes,
         ) {
             Ok(Some(s)) => Ok(s),
@@ -155,7 +151,7 @@ impl Context {
     pub fn known_stream(&self, cli: &Cli, raw: &str) -> Result<StreamId, Failure> {
         let id = StreamId::parse(raw)
             .map_err(|why| Failure::Usage(format!("invalid stream id {raw:?}: {why}")))?;
-        let in_state = self.store.load().0.streams.contains_key(id.as_str());
+        let in_state = self.store.read_only().0.streams.contains_key(id.as_str());
         let snapshot = self.snapshot(cli);
         let in_db = snapshot
             .as_ref()

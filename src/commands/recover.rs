@@ -25,10 +25,7 @@ pub fn run(cli: &Cli, raw_streams: &[String], dry_run: bool) -> Result<Outcome, 
     let ctx = Context::new(cli)?;
     let settings = &ctx.resolved.tick;
     let older_than = Duration::from_secs(cli.check.older_than);
-    let (state, warnings) = ctx.store.load();
-    for w in warnings {
-        ctx.logger.warning(&w);
-    }
+    let state = ctx.store.load();
     let probes = ProbeMode::Recorded(&settings.config);
     let snapshot = match take_snapshot(&ctx.layout, settings.busy_timeout, &state, probes) {
         Ok(Some(snapshot)) => snapshot,

@@ -11,12 +11,13 @@ use colored::Colorize;
 use serde::Serialize;
 
 use crate::cli::Cli;
+use crate::clock::now_ms;
 use crate::daemon::read_daemon_record;
 use crate::process::procinfo;
-use crate::report::now_ms;
 use crate::supervise::lifecycle::{Kind, Lifecycle};
 use crate::supervise::plan::{self, PlanSettings};
-use crate::tick::{observation, take_snapshot, ProbeMode};
+use crate::tick::observe::observation;
+use crate::tick::{take_snapshot, ProbeMode};
 use crate::{Failure, Outcome};
 
 use super::daemon_ctl::running_daemon;
@@ -115,7 +116,10 @@ fn health(kind: Kind) -> &'static str {
 pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusReport, Failure> {
     let _ = cli;
     let tick = &ctx.resolved.tick;
-    let (mut state, _) = ctx.store.load();
+    let (mut state, problem) = ctx.store.read_only();
+    if let Some(problem) = problem {
+        eprintln!("monitor-workers: warning: {problem}; showing a fresh state");
+    }
     let snapshot = take_snapshot(
         &ctx.layout,
         tick.busy_timeout,
@@ -154,7 +158,13 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
         auto_restart: false,
         ..tick.plan
     };
-    plan::plan_tick(&mut state, &observations, &settings, now);
+    plan::plan_tick(
+        &mut state,
+        &observations,
+        &settings,
+        now,
+        &mut plan::Changes::default(),
+    );
     let streams = snapshot
         .streams
         .iter()

@@ -63,11 +63,7 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 
 /// Runs every due probe of a worker (in parallel) and returns the updated records.
 pub fn run_due(specs: &[ProbeSpec], set: &ProbeSet, target: &Target, now_ms: u64) -> ProbeSet {
-    let started_ms = target
-        .started_at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let started_ms = crate::clock::epoch_ms(target.started_at);
     let due: Vec<(usize, &ProbeSpec)> = specs
         .iter()
         .enumerate()
@@ -199,10 +195,7 @@ pub fn run(
             }
         }
         CheckSpec::Cpu { max_percent } => {
-            let now_ms = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
+            let now_ms = crate::clock::now_ms();
             let ticks = group_cpu_ticks(target.pid);
             let mut result = match previous_cpu {
                 Some((before, at)) if now_ms > at && ticks >= before => {
@@ -371,10 +364,11 @@ fn http_get(url: &str, timeout: Duration) -> CheckResult {
 /// Asks the `docker` CLI for the container's state and health.
 pub fn docker_state(container: &str, timeout: Duration) -> CheckResult {
     let format = "{{.State.Status}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}";
-    let out = match crate::component::docker(&["inspect", "--format", format, container], timeout) {
-        Ok(out) => out,
-        Err(e) => return fail(e),
-    };
+    let out =
+        match crate::process::docker::run(&["inspect", "--format", format, container], timeout) {
+            Ok(out) => out,
+            Err(e) => return fail(e),
+        };
     let (state, health) = out.split_once('|').unwrap_or((out.as_str(), ""));
     match (state, health) {
         ("running", "") => pass(format!("container {container} running")),

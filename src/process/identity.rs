@@ -3,7 +3,7 @@
 //! vanished processes, reused PIDs and other users' processes are all "not
 //! running", and only a `Running` verdict ever leads to a signal.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,7 @@ pub fn judge(
         };
     }
     if let Some(seen) = remembered {
-        let mtime = secs(fingerprint.mtime);
+        let mtime = crate::clock::epoch_secs(fingerprint.mtime);
         if seen.pid == pid && seen.start_ticks != facts.start_ticks && mtime <= seen.pid_file_mtime
         {
             return Liveness::Stale {
@@ -99,16 +99,11 @@ pub fn judge(
     }
 }
 
-pub fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::process::pidfile::Fingerprint;
+    use std::time::SystemTime;
 
     fn at(s: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(s)

@@ -4,9 +4,8 @@
 //! writes its PID file is stopped again, so no unaccounted worker remains.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use super::identity::{judge, Liveness};
@@ -96,17 +95,11 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
         .arg(&call.work_dir)
         .arg(&call.initiative_id)
         .arg(&call.prompt)
-        .current_dir(&call.work_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            crate::process::cloexec_inherited_fds()
-        });
-    }
+        .current_dir(&call.work_dir);
+    super::detach(&mut command, None).map_err(|source| SpawnError::Exec {
+        path: call.wrapper.clone(),
+        source,
+    })?;
     let mut child = command.spawn().map_err(|source| SpawnError::Exec {
         path: call.wrapper.clone(),
         source,

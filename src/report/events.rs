@@ -43,7 +43,7 @@ impl EventRecord {
     pub fn new(event: &str, stream: Option<&str>) -> EventRecord {
         EventRecord {
             time: crate::report::log::timestamp(),
-            ts_ms: crate::report::now_ms(),
+            ts_ms: crate::clock::now_ms(),
             event: event.to_string(),
             stream: stream.map(str::to_string),
             ..EventRecord::default()

@@ -9,8 +9,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::state::State;
 use crate::supervise::lifecycle::Kind;
+use crate::supervise::model::State;
 
 /// Sums over all streams, plus the per-stream counters that are not zero.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -122,13 +122,8 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 /// Replaces the metrics file atomically (temp file + rename).
-pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("prom.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+pub fn write(path: &Path, text: &str) -> Result<(), crate::files::ReplaceError> {
+    crate::files::replace_atomically(path, text.as_bytes(), crate::files::Durability::Atomic)
 }
 
 /// StatsD lines for a snapshot: gauges for totals and states, a timer for the check.
@@ -202,8 +197,8 @@ pub fn send_statsd(addr: SocketAddr, s: &Snapshot) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::StreamState;
     use crate::supervise::lifecycle::Lifecycle;
+    use crate::supervise::model::StreamState;
 
     fn state() -> State {
         let mut state = State::default();

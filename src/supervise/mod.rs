@@ -4,6 +4,7 @@
 
 pub mod assess;
 pub mod lifecycle;
+pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod streams;

@@ -5,12 +5,11 @@
 //! Restarts are decided here but charged later, under the stream's lock, by
 //! [`begin_restart`], because another monitor may act in between.
 
-use std::collections::BTreeMap;
-
 use crate::layout::StreamId;
 use crate::probe::ProbeSet;
 use crate::process::identity::Remembered;
-use crate::state::{State, StreamState};
+
+use super::model::{GiveUp, State, StreamState};
 
 use super::assess::Verdict;
 use super::lifecycle::{transition, Event, IllegalTransition, Kind, Lifecycle};
@@ -52,25 +51,56 @@ pub struct Change {
     pub event: &'static str,
 }
 
+/// The journal of what a decision changed, for monitor.log and the event log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub struct Changes {
     pub changes: Vec<Change>,
-    /// Streams to restart now (still to be charged under their lock).
-    pub restarts: Vec<StreamId>,
-    /// Streams that just spent their budget.
-    pub gave_up: Vec<StreamId>,
-    /// Set when the global breaker opened in this tick: (failed, monitored, until).
-    pub breaker_opened: Option<(usize, usize, u64)>,
-    /// The earliest time a waiting restart becomes due.
-    pub next_due_ms: Option<u64>,
     /// Transitions the state machine refused (a bug if ever non-empty).
     pub refused: Vec<String>,
 }
 
-fn apply(st: &mut StreamState, id: &StreamId, event: Event, now_ms: u64, plan: &mut Plan) {
-    if let Err(e) = apply_event(st, id, event, now_ms, plan) {
-        plan.refused.push(format!("stream {id}: {e}"));
+/// A restart decided by the plan, with the policy in force for the stream,
+/// so whoever carries it out never recomputes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartOrder {
+    pub id: StreamId,
+    pub policy: RestartPolicy,
+}
+
+/// What one tick decided beyond its state changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Streams to restart now (still to be charged under their lock).
+    pub restarts: Vec<RestartOrder>,
+    /// Streams that just gave up, and why.
+    pub gave_up: Vec<(StreamId, GiveUp)>,
+    /// Set when the global breaker opened in this tick: (failed, monitored, until).
+    pub breaker_opened: Option<(usize, usize, u64)>,
+    /// The earliest time a waiting restart becomes due.
+    pub next_due_ms: Option<u64>,
+}
+
+impl Plan {
+    pub fn restarts(&self, id: &StreamId) -> Option<&RestartOrder> {
+        self.restarts.iter().find(|o| &o.id == id)
     }
+
+    pub fn gives_up(&self, id: &StreamId) -> bool {
+        self.gave_up.iter().any(|(g, _)| g == id)
+    }
+}
+
+fn apply(st: &mut StreamState, id: &StreamId, event: Event, now_ms: u64, changes: &mut Changes) {
+    if let Err(e) = apply_event(st, id, event, now_ms, changes) {
+        changes.refused.push(format!("stream {id}: {e}"));
+    }
+}
+
+/// Gives a stream up for `why`, through the state machine.
+fn give_up(st: &mut StreamState, id: &StreamId, why: GiveUp, now_ms: u64, changes: &mut Changes) {
+    let reason = why.to_string();
+    st.gave_up = Some(why);
+    apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
 }
 
 /// Moves a stream's lifecycle by one event through the state machine,
@@ -81,14 +111,17 @@ pub fn apply_event(
     id: &StreamId,
     event: Event,
     now_ms: u64,
-    plan: &mut Plan,
+    changes: &mut Changes,
 ) -> Result<(), IllegalTransition> {
     let next = transition(&st.lifecycle, &event, now_ms)?;
     if next.kind() == Kind::GaveUp && st.lifecycle.kind() != Kind::GaveUp {
         st.gave_up_total += 1;
     }
+    if next.kind() != Kind::GaveUp {
+        st.gave_up = None;
+    }
     if next.kind() != st.lifecycle.kind() {
-        plan.changes.push(Change {
+        changes.changes.push(Change {
             stream: id.clone(),
             from: st.lifecycle.clone(),
             to: next.clone(),
@@ -99,12 +132,14 @@ pub fn apply_event(
     Ok(())
 }
 
-/// Advances `state` by one tick of observations and plans restarts.
+/// Advances `state` by one tick of observations and plans restarts; the
+/// state changes go to `changes`.
 pub fn plan_tick(
     state: &mut State,
     observed: &[Observation],
     settings: &PlanSettings,
     now_ms: u64,
+    changes: &mut Changes,
 ) -> Plan {
     let mut plan = Plan::default();
     for obs in observed {
@@ -113,16 +148,16 @@ pub fn plan_tick(
         let first_sight = !state.streams.contains_key(obs.id.as_str());
         let st = state.streams.entry(obs.id.to_string()).or_default();
         let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
-        let changes_before = plan.changes.len();
+        let changes_before = changes.changes.len();
         apply(
             st,
             &obs.id,
             Event::Observed(obs.verdict.clone()),
             now_ms,
-            &mut plan,
+            changes,
         );
         if first_sight {
-            plan.changes.truncate(changes_before);
+            changes.changes.truncate(changes_before);
         }
         if was_alive && st.lifecycle.kind() == Kind::Unhealthy {
             st.deaths_total += 1;
@@ -194,17 +229,16 @@ pub fn plan_tick(
             state.breaker_until_ms,
             now_ms,
         ) {
-            RestartDecision::Restart { .. } => plan.restarts.push(obs.id.clone()),
+            RestartDecision::Restart { .. } => plan.restarts.push(RestartOrder {
+                id: obs.id.clone(),
+                policy,
+            }),
             RestartDecision::Exhausted => {
-                let reason = format!("max restart limit ({}) reached", policy.max_restarts);
-                apply(
-                    st,
-                    &obs.id,
-                    Event::BudgetSpent { reason },
-                    now_ms,
-                    &mut plan,
-                );
-                plan.gave_up.push(obs.id.clone());
+                let why = GiveUp::Budget {
+                    max: policy.max_restarts,
+                };
+                give_up(st, &obs.id, why.clone(), now_ms, changes);
+                plan.gave_up.push((obs.id.clone(), why));
             }
             RestartDecision::Wait { until_ms, reason } => {
                 let already = matches!(&st.lifecycle, Lifecycle::Backoff { until_ms: u, .. } if *u == until_ms);
@@ -214,7 +248,7 @@ pub fn plan_tick(
                         &obs.id,
                         Event::Deferred { until_ms, reason },
                         now_ms,
-                        &mut plan,
+                        changes,
                     );
                 }
                 plan.next_due_ms = Some(plan.next_due_ms.map_or(until_ms, |d| d.min(until_ms)));
@@ -232,8 +266,8 @@ pub struct RestartRequest<'a> {
     pub completed_tasks: u32,
     pub exit_code: Option<i32>,
     pub reason: &'a str,
-    /// The stream's own restart settings, when it overrides the global ones.
-    pub policy: Option<PolicyOverride>,
+    /// The policy in force for the stream (from its [`RestartOrder`]).
+    pub policy: RestartPolicy,
     /// The failure signature (fingerprint, text) of this failure, if known.
     pub signature: Option<(&'a str, &'a str)>,
 }
@@ -243,21 +277,24 @@ pub struct RestartRequest<'a> {
 pub enum Begin {
     /// Charged; spawn now. `attempt` counts against `--max-restarts`.
     Go { attempt: u32 },
-    /// The budget was spent meanwhile (another monitor restarted it).
-    GaveUp,
+    /// The stream gives up now (the budget was spent meanwhile, or the
+    /// same failure repeated too often).
+    GaveUp(GiveUp),
     /// Not now (another monitor restarted it, or a limit applies).
     Skip,
 }
 
-/// Re-decides a planned restart on the state as it is now and charges it.
+/// Re-decides a planned restart on the stream's record as it is now (under
+/// its lock) and charges it. `breaker_until_ms` is the global breaker;
 /// `jitter` in [0, 1) is the random spread of the backoff it schedules.
 pub fn begin_restart(
-    state: &mut State,
+    st: &mut StreamState,
+    breaker_until_ms: Option<u64>,
     request: &RestartRequest<'_>,
     settings: &PlanSettings,
     now_ms: u64,
     jitter: f64,
-    changes: &mut Plan,
+    changes: &mut Changes,
 ) -> Begin {
     let RestartRequest {
         id,
@@ -267,9 +304,7 @@ pub fn begin_restart(
         policy,
         signature,
     } = *request;
-    let policy = policy::effective(policy, &settings.policy);
-    let breaker = state.breaker_until_ms;
-    let st = state.streams.entry(id.to_string()).or_default();
+    let breaker = breaker_until_ms;
     if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
         return Begin::Skip;
     }
@@ -286,12 +321,12 @@ pub fn begin_restart(
         }
         let limit = settings.same_failure_limit;
         if limit > 0 && st.same_failure_count >= limit {
-            let reason = format!(
-                "the same failure {} times in a row: {text}",
-                st.same_failure_count
-            );
-            apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
-            return Begin::GaveUp;
+            let why = GiveUp::SameFailure {
+                signature: text.to_string(),
+                count: st.same_failure_count,
+            };
+            give_up(st, id, why.clone(), now_ms, changes);
+            return Begin::GaveUp(why);
         }
     }
     match policy::decide_restart(st, completed_tasks, exit_code, &policy, breaker, now_ms) {
@@ -302,9 +337,11 @@ pub fn begin_restart(
             Begin::Go { attempt }
         }
         RestartDecision::Exhausted => {
-            let reason = format!("max restart limit ({}) reached", policy.max_restarts);
-            apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
-            Begin::GaveUp
+            let why = GiveUp::Budget {
+                max: policy.max_restarts,
+            };
+            give_up(st, id, why.clone(), now_ms, changes);
+            Begin::GaveUp(why)
         }
         RestartDecision::Wait { .. } | RestartDecision::NotByPolicy { .. } => Begin::Skip,
     }
@@ -312,13 +349,13 @@ pub fn begin_restart(
 
 /// Records how a restart ended: the worker's PID, or the error.
 pub fn finish_restart(
-    state: &mut State,
+    st: &mut StreamState,
     id: &StreamId,
     outcome: Result<Remembered, String>,
     now_ms: u64,
-    changes: &mut Plan,
+    changes: &mut Changes,
 ) {
-    let st = state.streams.entry(id.to_string()).or_default();
+    st.spawn_intent = None;
     match outcome {
         Ok(worker) => {
             st.last_error = None;
@@ -338,15 +375,6 @@ pub fn finish_restart(
             );
         }
     }
-}
-
-/// Streams by their state kind, for reports.
-pub fn count_by_kind(state: &State) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for st in state.streams.values() {
-        *counts.entry(st.lifecycle.kind().name()).or_insert(0) += 1;
-    }
-    counts
 }
 
 #[cfg(test)]
@@ -384,6 +412,10 @@ mod tests {
         obs(s, Verdict::Running { pid })
     }
 
+    fn restarted(plan: &Plan) -> Vec<&str> {
+        plan.restarts.iter().map(|o| o.id.as_str()).collect()
+    }
+
     fn settings(max: u32) -> PlanSettings {
         PlanSettings {
             auto_restart: true,
@@ -396,28 +428,67 @@ mod tests {
         }
     }
 
-    /// Runs a restart the way a tick does, with a fixed jitter (no spread).
-    fn restart(state: &mut State, s: &str, st: &PlanSettings, now: u64) -> Begin {
-        let mut plan = Plan::default();
-        let sid = id(s);
-        let request = RestartRequest {
-            id: &sid,
+    /// One tick's plan; its journal is checked for legality on the way.
+    fn plan_tick(state: &mut State, observed: &[Observation], st: &PlanSettings, now: u64) -> Plan {
+        tick(state, observed, st, now).0
+    }
+
+    fn tick(
+        state: &mut State,
+        observed: &[Observation],
+        st: &PlanSettings,
+        now: u64,
+    ) -> (Plan, Changes) {
+        let mut changes = Changes::default();
+        let plan = super::plan_tick(state, observed, st, now, &mut changes);
+        assert!(changes.refused.is_empty(), "{:?}", changes.refused);
+        (plan, changes)
+    }
+
+    fn request<'a>(sid: &'a StreamId, st: &PlanSettings) -> RestartRequest<'a> {
+        RestartRequest {
+            id: sid,
             completed_tasks: 0,
             exit_code: None,
             reason: "dead",
-            policy: None,
+            policy: st.policy,
             signature: None,
-        };
-        let begin = begin_restart(state, &request, st, now, 0.5, &mut plan);
-        if let Begin::Go { .. } = begin {
+        }
+    }
+
+    fn begin(state: &mut State, s: &str, st: &PlanSettings, now: u64) -> Begin {
+        let sid = id(s);
+        let breaker = state.breaker_until_ms;
+        let record = state.streams.entry(s.to_string()).or_default();
+        let mut changes = Changes::default();
+        begin_restart(
+            record,
+            breaker,
+            &request(&sid, st),
+            st,
+            now,
+            0.5,
+            &mut changes,
+        )
+    }
+
+    fn finish(state: &mut State, s: &str, outcome: Result<Remembered, String>, now: u64) {
+        let record = state.streams.entry(s.to_string()).or_default();
+        finish_restart(record, &id(s), outcome, now, &mut Changes::default());
+    }
+
+    /// Runs a restart the way a tick does, with a fixed jitter (no spread).
+    fn restart(state: &mut State, s: &str, st: &PlanSettings, now: u64) -> Begin {
+        let begun = begin(state, s, st, now);
+        if let Begin::Go { .. } = begun {
             let worker = Remembered {
                 pid: 100 + now as i32 / 1000,
                 start_ticks: now,
                 pid_file_mtime: now / 1000,
             };
-            finish_restart(state, &id(s), Ok(worker), now, &mut plan);
+            finish(state, s, Ok(worker), now);
         }
-        begin
+        begun
     }
 
     #[test]
@@ -435,7 +506,7 @@ mod tests {
                 break;
             }
             for s in plan.restarts {
-                if let Begin::Go { attempt } = restart(&mut state, s.as_str(), &st, now) {
+                if let Begin::Go { attempt } = restart(&mut state, s.id.as_str(), &st, now) {
                     timeline.push(format!("restart {attempt} at {now}"));
                 }
             }
@@ -452,8 +523,8 @@ mod tests {
         );
         assert_eq!(state.streams["A"].lifecycle.kind(), Kind::GaveUp);
         // A given-up stream stays given up while dead, whatever the time.
-        let plan = plan_tick(&mut state, &[dead("A")], &st, 100_000);
-        assert!(plan.restarts.is_empty() && plan.changes.is_empty());
+        let (plan, changes) = tick(&mut state, &[dead("A")], &st, 100_000);
+        assert!(plan.restarts.is_empty() && changes.changes.is_empty());
     }
 
     #[test]
@@ -464,11 +535,11 @@ mod tests {
         };
         let mut state = State::default();
         plan_tick(&mut state, &[running("A", 7)], &st, 0);
-        let plan = plan_tick(&mut state, &[dead("A")], &st, 1_000);
+        let (plan, changes) = tick(&mut state, &[dead("A")], &st, 1_000);
         assert!(plan.restarts.is_empty());
-        assert_eq!(plan.changes.len(), 1);
+        assert_eq!(changes.changes.len(), 1);
         assert_eq!(
-            (plan.changes[0].from.kind(), plan.changes[0].to.kind()),
+            (changes.changes[0].from.kind(), changes.changes[0].to.kind()),
             (Kind::Running, Kind::Unhealthy)
         );
         assert_eq!(state.streams["A"].last_failure_ms, Some(1_000));
@@ -544,7 +615,7 @@ mod tests {
             &st,
             1_000,
         );
-        assert_eq!(plan.restarts, vec![id("A")]);
+        assert_eq!(restarted(&plan), ["A"]);
         assert!(plan.breaker_opened.is_none());
     }
 
@@ -555,7 +626,7 @@ mod tests {
         plan_tick(&mut state, &[dead("A")], &st, 0);
         assert_eq!(restart(&mut state, "A", &st, 0), Begin::Go { attempt: 1 });
         let plan = plan_tick(&mut state, &[dead("A")], &st, 5_000);
-        assert_eq!(plan.gave_up, vec![id("A")]);
+        assert_eq!(plan.gave_up, vec![(id("A"), GiveUp::Budget { max: 1 })]);
         // A task completed since: the budget is whole again.
         let mut progressed = dead("A");
         progressed.completed_tasks = 1;
@@ -564,7 +635,7 @@ mod tests {
             since_ms: 0,
         };
         let plan = plan_tick(&mut state, std::slice::from_ref(&progressed), &st, 6_000);
-        assert_eq!(plan.restarts, vec![id("A")]);
+        assert_eq!(restarted(&plan), ["A"]);
         // Healthy for the reset period clears the backoff streak.
         state.streams.get_mut("A").unwrap().lifecycle = Lifecycle::Running {
             pid: 5,
@@ -583,20 +654,7 @@ mod tests {
         plan_tick(&mut state, &[dead("A")], &st, 0);
         assert_eq!(restart(&mut state, "A", &st, 0), Begin::Go { attempt: 1 });
         // The other monitor planned from the old state; under the lock it sees Starting.
-        let mut plan = Plan::default();
-        let a = id("A");
-        let request = RestartRequest {
-            id: &a,
-            completed_tasks: 0,
-            exit_code: None,
-            reason: "dead",
-            policy: None,
-            signature: None,
-        };
-        assert_eq!(
-            begin_restart(&mut state, &request, &st, 10, 0.5, &mut plan),
-            Begin::Skip
-        );
+        assert_eq!(begin(&mut state, "A", &st, 10), Begin::Skip);
     }
 
     #[test]
@@ -604,27 +662,8 @@ mod tests {
         let st = settings(5);
         let mut state = State::default();
         plan_tick(&mut state, &[dead("A")], &st, 0);
-        let mut plan = Plan::default();
-        let a = id("A");
-        let request = RestartRequest {
-            id: &a,
-            completed_tasks: 0,
-            exit_code: None,
-            reason: "dead",
-            policy: None,
-            signature: None,
-        };
-        assert_eq!(
-            begin_restart(&mut state, &request, &st, 0, 0.5, &mut plan),
-            Begin::Go { attempt: 1 }
-        );
-        finish_restart(
-            &mut state,
-            &id("A"),
-            Err("wrapper missing".into()),
-            0,
-            &mut plan,
-        );
+        assert_eq!(begin(&mut state, "A", &st, 0), Begin::Go { attempt: 1 });
+        finish(&mut state, "A", Err("wrapper missing".into()), 0);
         assert_eq!(
             state.streams["A"].lifecycle,
             Lifecycle::Backoff {
@@ -636,6 +675,6 @@ mod tests {
         assert!(plan.restarts.is_empty());
         assert_eq!(plan.next_due_ms, Some(1_000));
         let plan = plan_tick(&mut state, &[dead("A")], &st, 1_000);
-        assert_eq!(plan.restarts, vec![id("A")]);
+        assert_eq!(restarted(&plan), ["A"]);
     }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::StreamState;
+use crate::supervise::model::StreamState;
 
 /// When a worker that stopped running is restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartKind {
     /// Whenever it should run and does not.
@@ -225,6 +225,22 @@ pub fn charge_attempt(
     state.restarts
 }
 
+/// An operator vouches for a stream (`reset`, `restart STREAM`): its restart
+/// budget, backoff, rate-limit window and failure streaks start afresh, and
+/// the worker identity it remembered is forgotten (it is proven again from
+/// what runs now). Totals for metrics are kept.
+pub fn forgive(state: &mut StreamState) {
+    state.restarts = 0;
+    state.streak = 0;
+    state.next_attempt_ms = None;
+    state.recent_restarts_ms.clear();
+    state.completed_at_last_restart = None;
+    state.same_failure_count = 0;
+    state.last_signature = None;
+    state.gave_up = None;
+    state.worker = None;
+}
+
 /// A worker healthy for the reset period starts its backoff afresh.
 pub fn note_healthy(
     state: &mut StreamState,
@@ -247,6 +263,35 @@ mod tests {
 
     fn policy() -> RestartPolicy {
         RestartPolicy::default()
+    }
+
+    #[test]
+    fn forgiving_clears_every_limit_but_keeps_the_totals() {
+        let mut st = StreamState {
+            restarts: 2,
+            restarts_total: 7,
+            streak: 3,
+            next_attempt_ms: Some(5),
+            recent_restarts_ms: vec![1, 2],
+            completed_at_last_restart: Some(1),
+            same_failure_count: 2,
+            last_signature: Some("sig".into()),
+            gave_up: Some(crate::supervise::model::GiveUp::Budget { max: 2 }),
+            deaths_total: 4,
+            ..StreamState::default()
+        };
+        forgive(&mut st);
+        let fresh = StreamState {
+            restarts_total: 7,
+            deaths_total: 4,
+            ..StreamState::default()
+        };
+        assert_eq!(st, fresh);
+        let policy = policy();
+        assert_eq!(
+            decide_restart(&st, 0, None, &policy, None, 0),
+            RestartDecision::Restart { attempt: 1 }
+        );
     }
 
     #[test]

@@ -10,11 +10,12 @@ use std::time::Duration;
 use crate::layout::StreamId;
 use crate::report::events::EventRecord;
 use crate::report::log::Level;
-use crate::state::{State, StateStore};
+use crate::state::StateStore;
 use crate::store::recovery::{self, Recovery, RecoveryRequest};
 use crate::store::{Initiative, StoreError, TaskSource};
 use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::Lifecycle;
+use crate::supervise::model::State;
 
 use super::{Observed, Recorder};
 
@@ -177,7 +178,7 @@ pub fn after_tick(
     older_than: Duration,
     busy_timeout: Duration,
 ) {
-    let state = store.load().0;
+    let state = store.load();
     let selection = select(scope.candidates(), &state, None);
     if selection.streams.is_empty() {
         return;
@@ -208,7 +209,7 @@ pub fn idle_text(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::StreamState;
+    use crate::supervise::model::StreamState;
 
     fn id(s: &str) -> StreamId {
         StreamId::parse(s).unwrap()

@@ -791,14 +791,17 @@ fn a_restart_policy_in_the_config_keeps_the_budget_of_the_flags() {
 fn a_restart_left_half_done_by_a_killed_monitor_is_done_by_the_next() {
     let p = TestProject::new();
     p.dead_stream("api");
-    state::StateStore::new(&p.orch.join("state"))
-        .update(|s| {
-            let st = s.streams.entry("api".into()).or_default();
-            st.lifecycle = Lifecycle::Restarting { attempt: 1 };
-            st.restarts = 1;
-            st.restarts_total = 1;
-        })
-        .unwrap();
+    state::StateStore::at(
+        &p.orch.join("state"),
+        monitor_workers::report::log::Logger::new(None, true),
+    )
+    .update(|s| {
+        let st = s.streams.entry("api".into()).or_default();
+        st.lifecycle = Lifecycle::Restarting { attempt: 1 };
+        st.restarts = 1;
+        st.restarts_total = 1;
+    })
+    .unwrap();
     let run = p.run(&["--auto-restart", "--max-restarts", "5"]);
     run.no_panic()
         .expect_code(1)

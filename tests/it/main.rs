@@ -10,6 +10,7 @@ mod discovery;
 mod helpers;
 mod install;
 mod operator;
+mod operator_record;
 mod probes;
 mod props;
 mod recovery;

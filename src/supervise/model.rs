@@ -1,0 +1,152 @@
+//! The supervisor's memory of every stream, as the pure core sees it:
+//! lifecycle, restart accounting (budget, backoff streak, rate-limit window),
+//! failure history and the identity of the worker last seen running. The
+//! state store (`crate::state`) persists it; nothing here touches a file.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::ProbeSet;
+use crate::process::identity::Remembered;
+
+use super::lifecycle::Lifecycle;
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub version: u32,
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamState>,
+    /// While set and in the future, the global breaker holds every restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_until_ms: Option<u64>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: STATE_VERSION,
+            streams: BTreeMap::new(),
+            breaker_until_ms: None,
+        }
+    }
+}
+
+/// Lifecycle and restart accounting of one stream. Times are ms since the epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamState {
+    /// Where the worker is in its life (see `supervise::lifecycle`).
+    pub lifecycle: Lifecycle,
+    /// Restarts since the stream last made progress (the `--max-restarts` budget).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// Restarts ever made.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts_total: u32,
+    /// Completed tasks when the budget was last charged; more now = progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at_last_restart: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_restart_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_restart_reason: Option<String>,
+    /// Restarts in a row without a long healthy run (drives the backoff).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub streak: u32,
+    /// No restart before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<u64>,
+    /// Restart times within the rate-limit window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent_restarts_ms: Vec<u64>,
+    /// When a worker seen alive was last found dead, or a restart failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Fingerprint of the last failure, and how many failures in a row had it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_signature: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub same_failure_count: u32,
+    /// Counters for metrics: workers seen alive then found dead or stuck,
+    /// probe failures, give-ups.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deaths_total: u32,
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub probe_failures_total: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gave_up_total: u32,
+    /// The worker as last seen running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Remembered>,
+    /// Probe records of the current worker.
+    #[serde(skip_serializing_if = "ProbeSet::is_empty")]
+    pub probes: ProbeSet,
+    /// Why a readiness probe says the worker is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_ready: Option<String>,
+    /// Why the stream gave up, while it is given up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gave_up: Option<GiveUp>,
+    /// A restart about to spawn (journalled before the spawn, cleared when
+    /// it is recorded as done): what a monitor killed mid-spawn leaves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawn_intent: Option<SpawnIntent>,
+}
+
+/// Why a stream stopped being restarted until an operator `reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GiveUp {
+    /// The `--max-restarts` budget of restarts without progress is spent.
+    Budget { max: u32 },
+    /// The same failure signature this many times in a row (opt-in breaker).
+    SameFailure { signature: String, count: u32 },
+}
+
+impl std::fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GiveUp::Budget { max } => write!(f, "max restart limit ({max}) reached"),
+            GiveUp::SameFailure { signature, count } => {
+                write!(f, "the same failure {count} times in a row: {signature}")
+            }
+        }
+    }
+}
+
+impl GiveUp {
+    /// The line monitor.log and the console get; the budget keeps the
+    /// original's words, which scripts grep for.
+    pub fn announcement(&self, stream: &str) -> String {
+        match self {
+            GiveUp::Budget { max } => {
+                format!("Worker {stream} has reached max restart limit ({max})")
+            }
+            other => format!("Worker {stream} gave up: {other}"),
+        }
+    }
+}
+
+/// A restart journalled before its spawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpawnIntent {
+    /// The spawn's nonce (`MONITOR_WORKERS_SPAWN` of the new worker).
+    pub nonce: String,
+    pub at_ms: u64,
+    /// The monitor that spawns.
+    pub monitor_pid: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}

@@ -1,0 +1,292 @@
+//! Starting things: the worker of a stream whose restart was charged (through
+//! the wrapper, with the prompt rendered and a retry context added), a
+//! process component the daemon owns, a container; the restart journalled
+//! before the spawn and its outcome recorded after; and the self-heal
+//! attempt record each restart leaves for the operator.
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::component::{self, ComponentKind};
+use crate::files::{replace_atomically, Durability};
+use crate::logtail;
+use crate::process::docker;
+use crate::process::identity::Remembered;
+use crate::process::spawn::WrapperCall;
+use crate::prompt::{self, PromptFacts};
+use crate::report::log::Level;
+use crate::selfheal;
+use crate::supervise::assess::Verdict;
+use crate::supervise::lifecycle::Event;
+use crate::supervise::model::SpawnIntent;
+use crate::supervise::plan::{self, Changes};
+
+use super::{ActError, Actor, Launched, Observed};
+
+/// One self-heal attempt, as recorded for the operator.
+pub(super) struct Attempt<'a> {
+    pub n: u32,
+    pub action: &'a str,
+    pub reason: &'a str,
+    pub signature: &'a selfheal::signature::Signature,
+    pub tail: &'a str,
+}
+
+/// A fresh random nonce naming one spawn.
+fn nonce() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+impl Actor<'_> {
+    /// Where a stream's or component's output goes.
+    pub(super) fn log_path(&self, obs: &Observed) -> PathBuf {
+        match obs.kind {
+            ComponentKind::Worker => self.layout.log_file(&obs.view.id, &self.initiative.id),
+            _ => component::log_path(self.layout, &obs.view.id),
+        }
+    }
+
+    /// Spawns the worker of a stream whose restart is charged and recorded
+    /// as begun, and records how it went.
+    pub(crate) fn launch(
+        &mut self,
+        obs: &Observed,
+        retry_context: Option<String>,
+    ) -> Option<Launched> {
+        let id = &obs.view.id;
+        let logger = self.recorder.logger;
+        let noun = if obs.kind == ComponentKind::Worker {
+            "Worker"
+        } else {
+            "Component"
+        };
+        let intent = SpawnIntent {
+            nonce: nonce(),
+            at_ms: now_ms(),
+            monitor_pid: std::process::id(),
+        };
+        if let Err(e) = self.store.journal_intent(id, intent) {
+            logger.error(&format!(
+                "Not restarting {id}: cannot journal the restart: {e}"
+            ));
+            return None;
+        }
+        let result = self.start(obs, retry_context);
+        let outcome = match &result {
+            Ok(started) => Ok(Remembered {
+                pid: started.pid,
+                start_ticks: started.start_ticks,
+                pid_file_mtime: std::fs::metadata(self.layout.pid_file(id))
+                    .and_then(|m| m.modified())
+                    .map(crate::clock::epoch_secs)
+                    .unwrap_or_else(|_| now_ms() / 1000),
+            }),
+            Err(e) => Err(e.detail()),
+        };
+        let mut changes = Changes::default();
+        let finished = self.store.update_stream(id, |st, _| {
+            changes = Changes::default();
+            plan::finish_restart(st, id, outcome.clone(), now_ms(), &mut changes);
+        });
+        if let Err(e) = &finished {
+            logger.error(&format!("Cannot record the restart of {id}: {e}"));
+        }
+        match result {
+            Ok(started) => {
+                logger.action(
+                    Level::Success,
+                    &format!("{noun} {id} restarted (PID: {})", started.pid),
+                );
+                self.recorder.changes(&changes);
+                Some(started)
+            }
+            Err(e) => {
+                let next = finished
+                    .ok()
+                    .and_then(|(_, st)| st.next_attempt_ms)
+                    .filter(|t| *t > now_ms())
+                    .map(|t| {
+                        format!(
+                            "; next attempt in {}s at the earliest",
+                            t.saturating_sub(now_ms()).div_ceil(1000)
+                        )
+                    })
+                    .unwrap_or_default();
+                logger.action(
+                    Level::Error,
+                    &format!(
+                        "Failed to restart {} {id}: {}{next}",
+                        noun.to_lowercase(),
+                        e.detail()
+                    ),
+                );
+                self.recorder.changes(&changes);
+                None
+            }
+        }
+    }
+
+    /// Starts the component the way its kind is started.
+    fn start(
+        &mut self,
+        obs: &Observed,
+        retry_context: Option<String>,
+    ) -> Result<Launched, ActError> {
+        let id = &obs.view.id;
+        match &obs.kind {
+            ComponentKind::Worker => {
+                let call = self.wrapper_call(obs, retry_context);
+                self.processes
+                    .spawn_worker(&call, self.settings.spawn_wait)
+                    .map_err(|source| ActError::Spawn {
+                        stream: id.clone(),
+                        source,
+                    })
+            }
+            ComponentKind::Process { command, cwd, env } => {
+                let log = component::log_path(self.layout, id);
+                let (pid, start_ticks, child) =
+                    component::spawn_process(command, cwd, env, &self.layout.pid_file(id), &log)
+                        .map_err(|reason| ActError::Component {
+                            stream: id.clone(),
+                            reason,
+                        })?;
+                Ok(Launched {
+                    pid,
+                    start_ticks,
+                    child: Some(child),
+                    watch: true,
+                })
+            }
+            ComponentKind::Docker { container } => {
+                let pid =
+                    docker::restart(container, Duration::from_secs(60)).map_err(|reason| {
+                        ActError::Component {
+                            stream: id.clone(),
+                            reason,
+                        }
+                    })?;
+                Ok(Launched {
+                    pid,
+                    start_ticks: 0,
+                    child: None,
+                    watch: false,
+                })
+            }
+        }
+    }
+
+    /// First start of a process component the daemon owns (not a restart:
+    /// nothing is charged to its budget).
+    pub(super) fn start_owned(&mut self, obs: &Observed) -> Option<Launched> {
+        let id = &obs.view.id;
+        let logger = self.recorder.logger;
+        let started = match self.start(obs, None) {
+            Ok(s) => s,
+            Err(e) => {
+                logger.action(
+                    Level::Error,
+                    &format!("Cannot start component {id}: {}", e.detail()),
+                );
+                return None;
+            }
+        };
+        let mut changes = Changes::default();
+        let now = now_ms();
+        let worker = Remembered {
+            pid: started.pid,
+            start_ticks: started.start_ticks,
+            pid_file_mtime: now / 1000,
+        };
+        let recorded = self.store.update_stream(id, |st, _| {
+            changes = Changes::default();
+            st.worker = Some(worker);
+            let up = Event::Observed(Verdict::StartingUp { pid: started.pid });
+            let _ = plan::apply_event(st, id, up, now, &mut changes);
+        });
+        if let Err(e) = recorded {
+            logger.error(&format!("Cannot record the start of {id}: {e}"));
+        }
+        self.recorder.changes(&changes);
+        logger.action(
+            Level::Success,
+            &format!("Component {id} started (PID: {})", started.pid),
+        );
+        Some(started)
+    }
+
+    fn wrapper_call(&mut self, obs: &Observed, retry_context: Option<String>) -> WrapperCall {
+        let id = &obs.view.id;
+        let template = self
+            .template
+            .get_or_insert_with(|| prompt::load_template(&self.layout.prompt_override()));
+        let work_dir = self.layout.work_dir(id);
+        let deps: Vec<String> = obs
+            .view
+            .dependencies
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let mut prompt = prompt::render(
+            template,
+            &PromptFacts {
+                stream_id: id.as_str(),
+                stream_name: &obs.view.name,
+                dependencies: &deps,
+                initiative_id: &self.initiative.id,
+                work_dir: &work_dir,
+            },
+        );
+        if let Some(context) = retry_context {
+            prompt.push_str("\n\n");
+            prompt.push_str(&context);
+        }
+        if let Err(e) = std::fs::create_dir_all(self.layout.pids_dir()) {
+            self.recorder.logger.error(&format!(
+                "Cannot create {}: {e}",
+                self.layout.pids_dir().display()
+            ));
+        }
+        WrapperCall {
+            wrapper: self.layout.wrapper(),
+            stream: id.to_string(),
+            pid_file: self.layout.pid_file(id),
+            log_dir: self.layout.logs_dir(),
+            work_dir,
+            initiative_id: self.initiative.id.clone(),
+            prompt,
+        }
+    }
+
+    /// Leaves `state/self_heal/<stream>/attempt-<n>.json` for the operator.
+    pub(super) fn record_attempt(&self, obs: &Observed, attempt: &Attempt<'_>) {
+        let lines: Vec<&str> = logtail::last_lines(attempt.tail, 40);
+        let record = serde_json::json!({
+            "time": crate::report::log::timestamp(),
+            "stream": obs.view.id.as_str(),
+            "attempt": attempt.n,
+            "action": attempt.action,
+            "reason": selfheal::redact::redact(attempt.reason),
+            "class": attempt.signature.class,
+            "signature": attempt.signature.text,
+            "fingerprint": attempt.signature.fingerprint,
+            "exit_status": obs.exit_code.map(|c| format!("exit code {c}")),
+            "log_tail": selfheal::redact::redact_lines(&lines),
+        });
+        let path = self
+            .layout
+            .self_heal_dir(&obs.view.id)
+            .join(format!("attempt-{}.json", attempt.n));
+        let text = serde_json::to_string_pretty(&record).expect("json") + "\n";
+        if let Err(e) = replace_atomically(&path, text.as_bytes(), Durability::Atomic) {
+            self.recorder
+                .logger
+                .error(&format!("Cannot write self-heal record: {e}"));
+        }
+    }
+}

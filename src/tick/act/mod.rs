@@ -1,0 +1,470 @@
+//! The act step: carries out a plan's typed decisions — restart (charged
+//! under the stream's spawn lock, liveness checked again once the lock is
+//! held, a stuck worker stopped first for a soft reset), stop a stuck worker
+//! of a stream that gave up, start the daemon's own components, remove stale
+//! PID files. A monitor that waited for another one's restart finds the
+//! fresh worker and does nothing. Processes are reached through the small
+//! [`Processes`] trait, so the decisions here are unit-tested without them.
+
+mod launch;
+mod stop;
+#[cfg(test)]
+mod tests;
+
+use std::process::Child;
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::component::ComponentKind;
+use crate::layout::{Layout, StreamId};
+use crate::logtail;
+use crate::process::identity::Liveness;
+use crate::process::procinfo::ProcFacts;
+use crate::process::spawn::{SpawnError, WrapperCall};
+use crate::process::stop::{StopOutcome, StopRefused};
+use crate::process::{lock, procinfo};
+use crate::report::events::EventRecord;
+use crate::report::log::Level;
+use crate::selfheal;
+use crate::state::{StateError, StateStore};
+use crate::store::Initiative;
+use crate::supervise::assess::Verdict;
+use crate::supervise::lifecycle::IllegalTransition;
+use crate::supervise::model::GiveUp;
+use crate::supervise::plan::{self, Begin, Changes, Plan, RestartOrder, RestartRequest};
+
+use super::observe::{self, Observed, Snapshot};
+use super::{Recorder, TickSettings, Watched};
+
+pub use stop::{remove_if_stale, stop_owned_components, stop_running};
+
+/// What act needs of the operating system's processes.
+pub trait Processes {
+    /// Starts a worker through its wrapper and waits (bounded) for it.
+    fn spawn_worker(&self, call: &WrapperCall, wait: Duration) -> Result<Launched, SpawnError>;
+    /// Stops a worker gracefully (TERM, grace, KILL), pinned to its start.
+    fn stop(
+        &self,
+        pid: i32,
+        start_ticks: u64,
+        grace: Duration,
+        note: &mut dyn FnMut(String),
+    ) -> Result<StopOutcome, StopRefused>;
+    /// The kernel's facts about a PID.
+    fn inspect(&self, pid: i32) -> Option<ProcFacts>;
+}
+
+/// The real processes of this machine.
+pub struct RealProcesses;
+
+impl Processes for RealProcesses {
+    fn spawn_worker(&self, call: &WrapperCall, wait: Duration) -> Result<Launched, SpawnError> {
+        let started = crate::process::spawn::spawn_worker(call, wait)?;
+        Ok(Launched {
+            pid: started.pid,
+            start_ticks: started.start_ticks,
+            child: Some(started.child),
+            watch: true,
+        })
+    }
+    fn stop(
+        &self,
+        pid: i32,
+        start_ticks: u64,
+        grace: Duration,
+        note: &mut dyn FnMut(String),
+    ) -> Result<StopOutcome, StopRefused> {
+        crate::process::stop::stop_worker(pid, Some(start_ticks), grace, note)
+    }
+    fn inspect(&self, pid: i32) -> Option<ProcFacts> {
+        procinfo::inspect(pid)
+    }
+}
+
+/// Why an action could not be carried out, naming the stream and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("stream {stream} is locked by another monitor; try again")]
+    Locked { stream: StreamId },
+    #[error("cannot lock stream {stream}: {source}")]
+    Lock {
+        stream: StreamId,
+        source: std::io::Error,
+    },
+    #[error("cannot record {action} of {stream}: {source}")]
+    State {
+        stream: StreamId,
+        action: &'static str,
+        source: StateError,
+    },
+    #[error("cannot {action} {stream}: {source}")]
+    Illegal {
+        stream: StreamId,
+        action: &'static str,
+        source: IllegalTransition,
+    },
+    #[error("cannot start {stream}: {source}")]
+    Spawn {
+        stream: StreamId,
+        source: SpawnError,
+    },
+    #[error("cannot start {stream}: {reason}")]
+    Component { stream: StreamId, reason: String },
+    #[error("cannot stop {stream}: {source}")]
+    StopRefused {
+        stream: StreamId,
+        source: StopRefused,
+    },
+    #[error("worker {stream}: processes {pids:?} survived SIGKILL")]
+    Survived { stream: StreamId, pids: Vec<i32> },
+    #[error("unknown stream {stream}")]
+    Unknown { stream: StreamId },
+}
+
+impl ActError {
+    /// The cause alone, for lines that already name the stream and the step.
+    pub fn detail(&self) -> String {
+        match self {
+            ActError::Spawn { source, .. } => source.to_string(),
+            ActError::Component { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What a tick's actions left behind.
+#[derive(Debug, Default)]
+pub struct Acted {
+    /// Wrappers and components spawned (the daemon reaps them).
+    pub spawned: Vec<(StreamId, Child)>,
+    /// Every worker known running at the end of the tick (the daemon watches).
+    pub running: Vec<Watched>,
+    /// Streams that gave up while their restart was being charged.
+    pub gave_up: Vec<(StreamId, GiveUp)>,
+}
+
+/// A component just started.
+#[derive(Debug)]
+pub struct Launched {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub child: Option<Child>,
+    /// Watch its PID for death (not for containers: their PID is Docker's).
+    pub watch: bool,
+}
+
+impl Launched {
+    fn watched(&self, stream: &StreamId) -> Option<Watched> {
+        self.watch.then(|| Watched {
+            stream: stream.clone(),
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        })
+    }
+}
+
+/// Carries out actions for one project.
+pub struct Actor<'a> {
+    pub(super) layout: &'a Layout,
+    pub(super) settings: &'a TickSettings,
+    pub(super) store: &'a StateStore,
+    pub(super) recorder: &'a Recorder<'a>,
+    pub(super) initiative: &'a Initiative,
+    pub(super) processes: &'a dyn Processes,
+    template: Option<String>,
+}
+
+impl<'a> Actor<'a> {
+    pub fn new(
+        layout: &'a Layout,
+        settings: &'a TickSettings,
+        store: &'a StateStore,
+        recorder: &'a Recorder<'a>,
+        initiative: &'a Initiative,
+    ) -> Actor<'a> {
+        Self::with_processes(
+            layout,
+            settings,
+            store,
+            recorder,
+            initiative,
+            &RealProcesses,
+        )
+    }
+
+    pub fn with_processes(
+        layout: &'a Layout,
+        settings: &'a TickSettings,
+        store: &'a StateStore,
+        recorder: &'a Recorder<'a>,
+        initiative: &'a Initiative,
+        processes: &'a dyn Processes,
+    ) -> Actor<'a> {
+        Actor {
+            layout,
+            settings,
+            store,
+            recorder,
+            initiative,
+            processes,
+            template: None,
+        }
+    }
+
+    /// Holds the stream's spawn lock, waiting at most as long as another
+    /// monitor's spawn can take.
+    pub fn lock_stream(&self, id: &StreamId) -> Result<lock::FileLock, ActError> {
+        let wait = self.settings.spawn_wait + Duration::from_secs(3);
+        match lock::lock_within(&self.layout.stream_lock(id), wait) {
+            Ok(Some(held)) => Ok(held),
+            Ok(None) => Err(ActError::Locked { stream: id.clone() }),
+            Err(source) => Err(ActError::Lock {
+                stream: id.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// A stream's PID file read again and judged (under its lock).
+    pub fn recheck(&self, id: &StreamId) -> (crate::process::pidfile::PidFile, Liveness) {
+        observe::recheck_with(self.layout, self.store, id, &|pid| {
+            self.processes.inspect(pid)
+        })
+    }
+
+    /// Restarts a failing stream if policy still allows once its lock is
+    /// held. A stuck worker (running, failing liveness) is stopped gracefully
+    /// first: a soft reset, with a retry context added to the new prompt.
+    fn restart(&mut self, obs: &Observed, order: &RestartOrder, acted: &mut Acted) {
+        let id = &obs.view.id;
+        let logger = self.recorder.logger;
+        let _held = match self.lock_stream(id) {
+            Ok(held) => held,
+            Err(e) => return self.refused(e),
+        };
+        let (pid_file, liveness) = self.recheck(id);
+        let stuck = match (&obs.verdict, &liveness) {
+            (Verdict::Unhealthy { pid: seen, .. }, Liveness::Running { pid, start_ticks })
+                if seen == pid =>
+            {
+                Some((*pid, *start_ticks))
+            }
+            (_, Liveness::Running { pid, .. }) => {
+                logger.info(&format!(
+                    "Worker {id} is running again (PID: {pid}), started meanwhile by another monitor"
+                ));
+                return;
+            }
+            _ => None,
+        };
+        if stuck.is_none() {
+            remove_if_stale(self.layout, self.recorder, id, &pid_file, &liveness);
+        }
+        let reason = match &obs.verdict {
+            Verdict::Dead { reason } | Verdict::Unhealthy { reason, .. } => reason.clone(),
+            _ => return,
+        };
+        let tail = logtail::tail(&self.log_path(obs), 8192).unwrap_or_default();
+        let signature = selfheal::signature::signature(obs.exit_code, None, &reason, &tail);
+        let shown = format!("{}: {}", signature.class, signature.text);
+        let request = RestartRequest {
+            id,
+            completed_tasks: obs.view.progress.completed,
+            exit_code: obs.exit_code,
+            reason: &reason,
+            policy: order.policy,
+            signature: Some((&signature.fingerprint, &shown)),
+        };
+        let mut changes = Changes::default();
+        let now = now_ms();
+        let jitter = super::jitter();
+        let begun = self.store.update_stream(id, |st, breaker| {
+            changes = Changes::default();
+            plan::begin_restart(
+                st,
+                breaker,
+                &request,
+                &self.settings.plan,
+                now,
+                jitter,
+                &mut changes,
+            )
+        });
+        self.recorder.changes(&changes);
+        let (begin, st) = match begun {
+            Ok(done) => done,
+            Err(source) => {
+                return self.refused(ActError::State {
+                    stream: id.clone(),
+                    action: "the restart",
+                    source,
+                })
+            }
+        };
+        let attempt = match begin {
+            Begin::Skip => return,
+            Begin::GaveUp(why) => {
+                if let Some((pid, start_ticks)) = stuck {
+                    let _ = self.stop(id, pid, start_ticks);
+                }
+                let record = launch::Attempt {
+                    n: st.restarts_total + 1,
+                    action: "give_up",
+                    reason: &reason,
+                    signature: &signature,
+                    tail: &tail,
+                };
+                self.record_attempt(obs, &record);
+                acted.gave_up.push((id.clone(), why));
+                return;
+            }
+            Begin::Go { attempt } => attempt,
+        };
+        let action = if stuck.is_some() {
+            "soft_reset"
+        } else {
+            "restart"
+        };
+        if let Some((pid, start_ticks)) = stuck {
+            logger.action(
+                Level::Warning,
+                &format!(
+                    "Worker {id} (PID {pid}) is stuck: {reason}; stopping it for a soft reset"
+                ),
+            );
+            if let Err(e) = self.stop(id, pid, start_ticks) {
+                logger.error(&format!("{e}; not starting a second one"));
+                return;
+            }
+        }
+        let max = order.policy.max_restarts;
+        logger.action(
+            Level::Info,
+            &format!("Restarting worker {id} (attempt {attempt}/{max})"),
+        );
+        let record = launch::Attempt {
+            n: st.restarts_total,
+            action,
+            reason: &reason,
+            signature: &signature,
+            tail: &tail,
+        };
+        self.record_attempt(obs, &record);
+        self.recorder.event(EventRecord {
+            reason: Some(reason.clone()),
+            attempt: Some(attempt),
+            exit: obs.exit_code.map(|c| format!("exit code {c}")),
+            ..EventRecord::new(action, Some(id.as_str()))
+        });
+        let lines = logtail::last_lines(&tail, 20);
+        let context = selfheal::retry_context(attempt, &reason, &signature.class, &lines);
+        let context = (obs.kind == ComponentKind::Worker).then_some(context);
+        if let Some(launched) = self.launch(obs, context) {
+            acted.running.extend(launched.watched(id));
+            if let Some(child) = launched.child {
+                acted.spawned.push((id.clone(), child));
+            }
+        }
+    }
+
+    /// A stuck worker whose stream just gave up is stopped, not left hanging.
+    fn stop_given_up(&self, obs: &Observed) {
+        let id = &obs.view.id;
+        let _held = match self.lock_stream(id) {
+            Ok(held) => held,
+            Err(e) => return self.refused(e),
+        };
+        let Verdict::Unhealthy { pid, .. } = &obs.verdict else {
+            return;
+        };
+        if let (
+            _,
+            Liveness::Running {
+                pid: now,
+                start_ticks,
+            },
+        ) = self.recheck(id)
+        {
+            if *pid == now {
+                self.recorder.logger.action(
+                    Level::Warning,
+                    &format!("Stopping stuck worker {id} (PID {pid}): its stream gave up"),
+                );
+                if let Err(e) = self.stop(id, now, start_ticks) {
+                    self.recorder.logger.error(&e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Removes a stale PID file under the stream's lock, if still stale.
+    fn remove_stale(&self, obs: &Observed) {
+        let id = &obs.view.id;
+        let Ok(_held) = self.lock_stream(id) else {
+            return;
+        };
+        let (pid_file, liveness) = self.recheck(id);
+        remove_if_stale(self.layout, self.recorder, id, &pid_file, &liveness);
+    }
+
+    /// Stops a running worker gracefully, logging every signal.
+    pub fn stop(&self, id: &StreamId, pid: i32, start_ticks: u64) -> Result<(), ActError> {
+        stop_running(
+            self.recorder,
+            self.processes,
+            id,
+            pid,
+            start_ticks,
+            self.settings.grace,
+        )
+    }
+
+    /// An action that could not run is said, and the tick goes on.
+    fn refused(&self, e: ActError) {
+        match e {
+            ActError::Locked { stream } => self.recorder.logger.warning(&format!(
+                "Stream {stream} is locked by another monitor; left to it this time"
+            )),
+            other => self.recorder.logger.error(&other.to_string()),
+        }
+    }
+}
+
+/// Carries out a tick's plan, stream by stream.
+pub fn carry_out(actor: &mut Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
+    let mut acted = Acted::default();
+    for obs in &snapshot.streams {
+        let id = &obs.view.id;
+        let docker = matches!(obs.kind, ComponentKind::Docker { .. });
+        if let Some(order) = plan.restarts(id) {
+            actor.restart(obs, order, &mut acted);
+        } else if plan.gives_up(id) && matches!(obs.verdict, Verdict::Unhealthy { .. }) {
+            actor.stop_given_up(obs);
+        } else if actor.settings.own_components
+            && obs.verdict == Verdict::NeverStarted
+            && matches!(obs.kind, ComponentKind::Process { .. })
+        {
+            if let Some(launched) = actor.start_owned(obs) {
+                acted.running.extend(launched.watched(id));
+                if let Some(child) = launched.child {
+                    acted.spawned.push((id.clone(), child));
+                }
+            }
+        } else if matches!(obs.liveness, Liveness::Stale { .. }) && !docker {
+            actor.remove_stale(obs);
+        }
+    }
+    let launched: Vec<StreamId> = acted.running.iter().map(|w| w.stream.clone()).collect();
+    for obs in snapshot.streams.iter().filter(|o| {
+        !matches!(o.kind, ComponentKind::Docker { .. }) && !launched.contains(&o.view.id)
+    }) {
+        if let Liveness::Running { pid, start_ticks } = obs.liveness {
+            acted.running.push(Watched {
+                stream: obs.view.id.clone(),
+                pid,
+                start_ticks,
+            });
+        }
+    }
+    acted
+}

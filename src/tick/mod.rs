@@ -1,0 +1,193 @@
+//! One check of every stream, as five named steps: observe (databases, PID
+//! files, /proc, logs, probes) → plan (pure, in `supervise`, under the state
+//! lock) → announce (what scripts grep for, and state changes) → act (remove
+//! stale PID files, restart, stop) → record (metrics, give-up hooks, the next
+//! wake-up). A one-shot run is one tick; the daemon runs ticks in a loop.
+//! The operator verbs reuse the same act and record halves (`operator`).
+
+pub mod act;
+pub mod observe;
+pub mod operator;
+pub mod record;
+pub mod recover;
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::clock::now_ms;
+use crate::config::ConfigFile;
+use crate::layout::{Layout, StreamId};
+use crate::report::log::{Kind, Level, Logger};
+use crate::state::StateStore;
+use crate::store::{Initiative, StoreError};
+use crate::supervise::model::{GiveUp, State};
+use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
+
+pub use observe::{take_snapshot, Observed, ProbeMode, Snapshot};
+pub use record::Recorder;
+
+/// How a tick behaves.
+#[derive(Debug, Clone)]
+pub struct TickSettings {
+    pub plan: PlanSettings,
+    pub busy_timeout: Duration,
+    /// How long a restart waits for the PID file to name a live worker.
+    pub spawn_wait: Duration,
+    /// Say "Auto-restart disabled ..." when dead workers are found.
+    pub hint_auto_restart: bool,
+    /// Seconds a stuck worker gets between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Probes, per-stream overrides and components from `monitor.toml`.
+    pub config: ConfigFile,
+    /// Start the process components (the daemon owns them; a one-shot reports).
+    pub own_components: bool,
+    /// Run with the event as JSON on stdin when a stream gives up.
+    pub on_give_up: Option<String>,
+    /// Send metrics to this (loopback) StatsD address too.
+    pub statsd: Option<std::net::SocketAddr>,
+    /// `--recover-tasks`: after each tick, put tasks of dead or given-up
+    /// streams left `in_progress` longer than this back to `pending`.
+    pub recover_tasks: Option<Duration>,
+}
+
+/// What outlives one tick in the daemon: messages already said, so a data
+/// problem is warned about once rather than every interval.
+#[derive(Debug, Default)]
+pub struct TickMemory {
+    said: HashSet<String>,
+}
+
+impl TickMemory {
+    /// Logs `msg` unless this memory said it already.
+    pub fn once(&mut self, logger: &Logger, level: Level, kind: Kind, msg: String) {
+        if self.said.insert(msg.clone()) {
+            logger.log(level, kind, &msg);
+        }
+    }
+}
+
+/// A worker seen running at the end of a tick (the daemon watches it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    pub stream: StreamId,
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct TickReport {
+    pub initiative: Option<Initiative>,
+    pub dead: Vec<StreamId>,
+    /// Running but failing a liveness probe (stuck).
+    pub unhealthy: Vec<StreamId>,
+    pub running: Vec<Watched>,
+    /// Wrappers this tick spawned (the daemon reaps them).
+    pub spawned: Vec<(StreamId, Child)>,
+    /// When a deferred restart becomes due (the daemon wakes then).
+    pub next_due_ms: Option<u64>,
+    /// Notify hooks still running (a one-shot waits for them, bounded).
+    pub hooks: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the plan step decided, and the state it left.
+#[derive(Debug)]
+pub struct Decided {
+    pub plan: Plan,
+    pub state: State,
+}
+
+/// Runs one check. `Err` means the check could not run (a database problem);
+/// nothing was judged then.
+pub fn run_tick(
+    layout: &Layout,
+    settings: &TickSettings,
+    logger: &Logger,
+    store: &StateStore,
+    memory: &mut TickMemory,
+) -> Result<TickReport, StoreError> {
+    let started = Instant::now();
+    let known = store.load();
+    let probes = ProbeMode::Run(&settings.config);
+    let Some(snapshot) = take_snapshot(layout, settings.busy_timeout, &known, probes)? else {
+        let msg = "No active initiative found".to_string();
+        memory.once(logger, Level::Warning, Kind::Report, msg);
+        return Ok(TickReport::default());
+    };
+    let recorder = Recorder::new(layout, logger);
+    let decided = decide(&snapshot, &known, store, settings, &recorder);
+    record::announce(&recorder, memory, settings, &snapshot, &decided);
+    let mut actor = act::Actor::new(layout, settings, store, &recorder, &snapshot.initiative);
+    let acted = act::carry_out(&mut actor, &snapshot, &decided.plan);
+    if let Some(older_than) = settings.recover_tasks {
+        let scope = recover::Scope {
+            source: &snapshot.source,
+            initiative: &snapshot.initiative,
+            observed: &snapshot.streams,
+        };
+        recover::after_tick(&scope, store, &recorder, older_than, settings.busy_timeout);
+    }
+    let give_ups: Vec<(StreamId, GiveUp)> = decided
+        .plan
+        .gave_up
+        .iter()
+        .cloned()
+        .chain(acted.gave_up.iter().cloned())
+        .collect();
+    let hooks = record::gave_up(&recorder, memory, settings, &give_ups);
+    let final_state = record::metrics(&recorder, memory, settings, store, started.elapsed());
+    Ok(TickReport {
+        dead: snapshot.dead(),
+        unhealthy: snapshot.unhealthy(),
+        running: acted.running,
+        spawned: acted.spawned,
+        next_due_ms: record::next_wake(&snapshot, &final_state, &decided.plan),
+        hooks,
+        initiative: Some(snapshot.initiative),
+    })
+}
+
+/// The plan step: advances the shared state by this tick's observations
+/// under the state lock and journals the changes. When the state cannot be
+/// written, no restart happens this time: without a recorded budget a
+/// restart could repeat forever.
+fn decide(
+    snapshot: &Snapshot,
+    known: &State,
+    store: &StateStore,
+    settings: &TickSettings,
+    recorder: &Recorder<'_>,
+) -> Decided {
+    let observations: Vec<_> = snapshot.streams.iter().map(observe::observation).collect();
+    let now = now_ms();
+    let mut changes = Changes::default();
+    let planned = store.update(|s| {
+        changes = Changes::default();
+        plan::plan_tick(s, &observations, &settings.plan, now, &mut changes)
+    });
+    let decided = match planned {
+        Ok((plan, state)) => Decided { plan, state },
+        Err(e) => {
+            recorder.logger.error(&format!(
+                "Cannot record this check in the state file: {e}; no restart this time"
+            ));
+            let mut state = known.clone();
+            changes = Changes::default();
+            let mut plan =
+                plan::plan_tick(&mut state, &observations, &settings.plan, now, &mut changes);
+            plan.restarts.clear();
+            Decided { plan, state }
+        }
+    };
+    recorder.changes(&changes);
+    decided
+}
+
+/// Random spread for backoff delays, without a random-number crate: the
+/// standard library seeds every `RandomState` afresh.
+pub(crate) fn jitter() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,443 @@
+//! The observe step: one snapshot of the project per tick — the streams and
+//! their progress from the task database, every PID file, the kernel's facts
+//! about each PID, log sizes where the dead rule needs them, and the probes
+//! of running workers — with a per-stream verdict. Nothing here writes.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use crate::clock::now_ms;
+use crate::component::{self, ComponentKind};
+use crate::config::ConfigFile;
+use crate::layout::{Layout, StreamId};
+use crate::logtail;
+use crate::probe::{self, checks, CheckSpec, ProbeSet, ProbeSpec, ProbeVerdict};
+use crate::process::identity::{judge, Liveness, Remembered};
+use crate::process::pidfile::{self, PidFile};
+use crate::process::{docker, procinfo};
+use crate::state::StateStore;
+use crate::store::{self, Initiative, StoreError};
+use crate::supervise::assess::{assess, Verdict};
+use crate::supervise::lifecycle;
+use crate::supervise::model::State;
+use crate::supervise::plan::Observation;
+use crate::supervise::policy::PolicyOverride;
+use crate::supervise::streams::{self, StreamView};
+
+/// One stream as observed in this tick.
+#[derive(Debug)]
+pub struct Observed {
+    pub view: StreamView,
+    pub pid_file: PidFile,
+    pub liveness: Liveness,
+    pub verdict: Verdict,
+    pub exit_code: Option<i32>,
+    /// The running worker's probe records (after this tick's probes).
+    pub probes: Option<ProbeSet>,
+    pub probe_specs: Vec<ProbeSpec>,
+    pub probe_verdict: ProbeVerdict,
+    /// When the running worker started.
+    pub started_at: Option<SystemTime>,
+    /// The stream's own restart settings from the config, if any.
+    pub policy: Option<PolicyOverride>,
+    /// How it is started and stopped.
+    pub kind: ComponentKind,
+}
+
+/// Everything one look at the project saw; nothing is judged beyond the
+/// per-stream verdict and nothing is written.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub initiative: Initiative,
+    pub streams: Vec<Observed>,
+    /// Data problems (bad metadata, unsafe ids, unknown dependencies).
+    pub warnings: Vec<String>,
+    /// The task database read and its schema.
+    pub source: store::TaskSource,
+}
+
+/// What to do about probes while observing.
+#[derive(Debug, Clone, Copy)]
+pub enum ProbeMode<'a> {
+    /// Run the probes that are due (a check).
+    Run(&'a ConfigFile),
+    /// Judge from the records the last check left (status: never runs a probe).
+    Recorded(&'a ConfigFile),
+}
+
+impl Snapshot {
+    /// Streams judged dead.
+    pub fn dead(&self) -> Vec<StreamId> {
+        self.streams
+            .iter()
+            .filter(|o| matches!(o.verdict, Verdict::Dead { .. }))
+            .map(|o| o.view.id.clone())
+            .collect()
+    }
+
+    /// Streams running but failing a liveness probe (stuck).
+    pub fn unhealthy(&self) -> Vec<StreamId> {
+        self.streams
+            .iter()
+            .filter(|o| matches!(o.verdict, Verdict::Unhealthy { .. }))
+            .map(|o| o.view.id.clone())
+            .collect()
+    }
+
+    pub fn stream(&self, id: &StreamId) -> Option<&Observed> {
+        self.streams.iter().find(|o| &o.view.id == id)
+    }
+}
+
+impl<'a> ProbeMode<'a> {
+    fn config(&self) -> &'a ConfigFile {
+        match self {
+            ProbeMode::Run(c) | ProbeMode::Recorded(c) => c,
+        }
+    }
+}
+
+/// Reads the databases and every stream's PID file, process and log, and
+/// the running workers' probes.
+/// `Ok(None)` when there is no active initiative.
+pub fn take_snapshot(
+    layout: &Layout,
+    busy_timeout: Duration,
+    known: &State,
+    probes: ProbeMode<'_>,
+) -> Result<Option<Snapshot>, StoreError> {
+    let Some(store::ProjectRead {
+        initiative,
+        streams: read,
+        source,
+    }) = store::read_project(layout, busy_timeout)?
+    else {
+        return Ok(None);
+    };
+    let mut warnings = read.warnings;
+    let (views, more) = streams::resolve(read.streams);
+    warnings.extend(more);
+    let streams = observe_streams(layout, &initiative, views, known, probes);
+    Ok(Some(Snapshot {
+        initiative,
+        streams,
+        warnings,
+        source,
+    }))
+}
+
+pub fn observation(o: &Observed) -> Observation {
+    let worker = match (&o.liveness, &o.pid_file) {
+        (Liveness::Running { pid, start_ticks }, PidFile::Pid { fingerprint, .. }) => {
+            Some(Remembered {
+                pid: *pid,
+                start_ticks: *start_ticks,
+                pid_file_mtime: crate::clock::epoch_secs(fingerprint.mtime),
+            })
+        }
+        _ => None,
+    };
+    Observation {
+        id: o.view.id.clone(),
+        verdict: o.verdict.clone(),
+        completed_tasks: o.view.progress.completed,
+        exit_code: o.exit_code,
+        worker,
+        probes: o.probes.clone(),
+        not_ready: o.probe_verdict.not_ready.clone(),
+        policy: o.policy,
+    }
+}
+
+/// A stored task timestamp (`2026-01-13T10:30:00.000Z`, or SQLite's
+/// `2026-01-13 10:30:00` in UTC) as a time.
+fn parse_task_time(text: &str) -> Option<SystemTime> {
+    let utc = chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+                .map(|n| n.and_utc())
+        })?;
+    let ms = u64::try_from(utc.timestamp_millis()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn observe_streams(
+    layout: &Layout,
+    initiative: &Initiative,
+    views: Vec<StreamView>,
+    known: &State,
+    probe_mode: ProbeMode<'_>,
+) -> Vec<Observed> {
+    let complete: HashSet<StreamId> = views
+        .iter()
+        .filter(|v| v.progress.is_complete())
+        .map(|v| v.id.clone())
+        .collect();
+    let our_uid = procinfo::current_uid();
+    let pid_max = procinfo::pid_max();
+    let config = probe_mode.config();
+    let now = now_ms();
+    let mut observed: Vec<Observed> = views
+        .into_iter()
+        .map(|view| {
+            let pid_file = pidfile::read(&layout.pid_file(&view.id), pid_max);
+            let facts = match &pid_file {
+                PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
+                _ => None,
+            };
+            let known_stream = known.streams.get(view.id.as_str());
+            let seen = known_stream.and_then(|s| s.worker.as_ref());
+            let liveness =
+                judge_with_memory(&pid_file, facts.as_ref(), our_uid, seen, &procinfo::inspect);
+            let policy = stream_policy(config, view.id.as_str());
+            let probe_specs = config.stream_probes(view.id.as_str());
+            let probes = match (&liveness, &facts) {
+                (Liveness::Running { pid, start_ticks }, Some(f)) if !probe_specs.is_empty() => {
+                    let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
+                    let set = recorded.for_instance(*pid, *start_ticks);
+                    Some((set, f.started_at))
+                }
+                _ => None,
+            };
+            Observed {
+                pid_file,
+                liveness,
+                verdict: Verdict::NoTasks,
+                exit_code: None,
+                probes: probes.as_ref().map(|(set, _)| set.clone()),
+                probe_specs,
+                probe_verdict: ProbeVerdict::default(),
+                started_at: probes.map(|(_, at)| at),
+                policy,
+                view,
+                kind: ComponentKind::Worker,
+            }
+        })
+        .collect();
+    observed.extend(
+        component::declared(config, layout)
+            .into_iter()
+            .map(|c| observe_component(layout, known, c)),
+    );
+
+    // Due probes run in parallel across workers (each bounded by its timeout).
+    if let ProbeMode::Run(_) = probe_mode {
+        let jobs: Vec<&mut Observed> = observed.iter_mut().filter(|o| o.probes.is_some()).collect();
+        std::thread::scope(|scope| {
+            for o in jobs {
+                let target = probe_target(layout, initiative, o);
+                scope.spawn(move || {
+                    let set = o.probes.as_ref().expect("filtered");
+                    o.probes = Some(checks::run_due(&o.probe_specs, set, &target, now));
+                });
+            }
+        });
+    }
+
+    for o in &mut observed {
+        if let Some(set) = &o.probes {
+            o.probe_verdict = probe::verdict(&o.probe_specs, set);
+        }
+        let unfinished: Vec<StreamId> = o
+            .view
+            .dependencies
+            .iter()
+            .filter(|d| !complete.contains(*d))
+            .cloned()
+            .collect();
+        // Only a stream that could be dead needs its log looked at.
+        let log_path = layout.log_file(&o.view.id, &initiative.id);
+        let log_size =
+            if o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty() {
+                None
+            } else {
+                std::fs::metadata(&log_path).ok().map(|m| m.len())
+            };
+        if o.kind != ComponentKind::Worker {
+            o.verdict = assess_component(o, known);
+            continue;
+        }
+        o.verdict = assess(
+            &o.view.progress,
+            &o.liveness,
+            unfinished,
+            log_size,
+            &o.probe_verdict,
+        );
+        if let Verdict::Dead { .. } = o.verdict {
+            o.exit_code =
+                logtail::tail(&log_path, 4096).and_then(|t| logtail::wrapper_exit_code(&t));
+        }
+    }
+    observed
+}
+
+/// Observes a declared component (a process the daemon owns, a container).
+fn observe_component(layout: &Layout, known: &State, c: component::Declared) -> Observed {
+    let known_stream = known.streams.get(c.id.as_str());
+    let (pid_file, liveness, exit_code) = match &c.kind {
+        ComponentKind::Docker { container } => {
+            let (liveness, exit) = docker::liveness(container, Duration::from_secs(5));
+            (PidFile::Missing, liveness, exit)
+        }
+        _ => {
+            let pid_file = pidfile::read(&layout.pid_file(&c.id), procinfo::pid_max());
+            let facts = match &pid_file {
+                PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
+                _ => None,
+            };
+            let seen = known_stream.and_then(|s| s.worker.as_ref());
+            let uid = procinfo::current_uid();
+            let liveness =
+                judge_with_memory(&pid_file, facts.as_ref(), uid, seen, &procinfo::inspect);
+            (pid_file.clone(), liveness, None)
+        }
+    };
+    let probes = match &liveness {
+        Liveness::Running { pid, start_ticks } if !c.probes.is_empty() => {
+            let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
+            Some(recorded.for_instance(*pid, *start_ticks))
+        }
+        _ => None,
+    };
+    let started_at = liveness
+        .pid()
+        .and_then(procinfo::inspect)
+        .map(|f| f.started_at);
+    Observed {
+        view: StreamView {
+            id: c.id,
+            name: c.name,
+            dependencies: Vec::new(),
+            progress: crate::store::Progress::default(),
+            last_update: None,
+        },
+        pid_file,
+        liveness,
+        verdict: Verdict::NoTasks,
+        exit_code,
+        probes,
+        probe_specs: c.probes,
+        probe_verdict: ProbeVerdict::default(),
+        started_at,
+        policy: c.policy,
+        kind: c.kind,
+    }
+}
+
+/// A component should always run: not running is dead, unless it was never
+/// started (a process component before the daemon first starts it).
+fn assess_component(o: &Observed, known: &State) -> Verdict {
+    if let Liveness::Running { pid, .. } = o.liveness {
+        return match (&o.probe_verdict.failing, o.probe_verdict.starting) {
+            (Some(reason), _) => Verdict::Unhealthy {
+                pid,
+                reason: reason.clone(),
+            },
+            (None, true) => Verdict::StartingUp { pid },
+            (None, false) => Verdict::Running { pid },
+        };
+    }
+    let never_started = known
+        .streams
+        .get(o.view.id.as_str())
+        .is_none_or(|s| s.lifecycle.kind() == lifecycle::Kind::NotStarted);
+    match (&o.kind, &o.liveness) {
+        (ComponentKind::Process { .. }, _) if never_started => Verdict::NeverStarted,
+        (_, Liveness::Stale { reason }) => Verdict::Dead {
+            reason: reason.clone(),
+        },
+        _ => Verdict::Dead {
+            reason: "not running".into(),
+        },
+    }
+}
+
+fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> checks::Target {
+    let heartbeat = o
+        .probe_specs
+        .iter()
+        .find_map(|s| match &s.check {
+            CheckSpec::Heartbeat { path: Some(p), .. } => Some(layout.project_root.join(p)),
+            _ => None,
+        })
+        .unwrap_or_else(|| layout.pids_dir().join(format!("{}.heartbeat", o.view.id)));
+    let p = o.view.progress;
+    checks::Target {
+        pid: o.liveness.pid().unwrap_or(0),
+        started_at: o.started_at.unwrap_or_else(SystemTime::now),
+        log_path: Some(layout.log_file(&o.view.id, &initiative.id)),
+        heartbeat_path: Some(heartbeat),
+        last_task_change: o.view.last_update.as_deref().and_then(parse_task_time),
+        tasks_open: p.completed + p.cancelled < p.total,
+        cwd: layout.project_root.clone(),
+    }
+}
+
+/// A stream's restart settings from `[workers]` / `[streams.<id>]`.
+fn stream_policy(config: &ConfigFile, id: &str) -> Option<PolicyOverride> {
+    PolicyOverride::new(
+        config.stream_setting(id, |w| w.restart_policy),
+        config.stream_setting(id, |w| w.max_restarts),
+    )
+}
+
+/// Reads a stream's PID file again and judges it (used under the stream lock).
+pub fn recheck(layout: &Layout, store: &StateStore, id: &StreamId) -> (PidFile, Liveness) {
+    recheck_with(layout, store, id, &procinfo::inspect)
+}
+
+/// [`recheck`], with the kernel's facts from `inspect`.
+pub fn recheck_with(
+    layout: &Layout,
+    store: &StateStore,
+    id: &StreamId,
+    inspect: &dyn Fn(i32) -> Option<procinfo::ProcFacts>,
+) -> (PidFile, Liveness) {
+    let pid_file = pidfile::read(&layout.pid_file(id), procinfo::pid_max());
+    let facts = match &pid_file {
+        PidFile::Pid { pid, .. } => inspect(*pid),
+        _ => None,
+    };
+    let remembered = store.stream(id).and_then(|s| s.worker);
+    let liveness = judge_with_memory(
+        &pid_file,
+        facts.as_ref(),
+        procinfo::current_uid(),
+        remembered.as_ref(),
+        inspect,
+    );
+    (pid_file, liveness)
+}
+
+/// The PID file's verdict, unless the file no longer names the worker the
+/// monitor last saw running and that very process (same PID, same start
+/// time, ours, not a zombie) still runs: a PID file overwritten or removed
+/// under a live worker must never lead to a second worker beside it.
+/// `inspect` gives the kernel's facts about the remembered PID (read only
+/// when the PID file alone does not prove a running worker).
+pub fn judge_with_memory(
+    pid_file: &PidFile,
+    facts: Option<&procinfo::ProcFacts>,
+    our_uid: u32,
+    remembered: Option<&Remembered>,
+    inspect: &dyn Fn(i32) -> Option<procinfo::ProcFacts>,
+) -> Liveness {
+    let judged = judge(pid_file, facts, our_uid, remembered);
+    if judged.is_running() {
+        return judged;
+    }
+    match remembered.and_then(|r| Some((r, inspect(r.pid)?))) {
+        Some((r, f)) if !f.is_zombie() && f.uid == our_uid && f.start_ticks == r.start_ticks => {
+            Liveness::Running {
+                pid: r.pid,
+                start_ticks: r.start_ticks,
+            }
+        }
+        _ => judged,
+    }
+}

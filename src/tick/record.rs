@@ -1,0 +1,330 @@
+//! The record step, and the voice of every tick: the console and monitor.log
+//! lines scripts grep for (in the original's words), lifecycle transitions in
+//! monitor.log and events.jsonl, give-ups (event, notify hook), the metrics
+//! file, and when the daemon should wake next. The operator verbs record
+//! through the same [`Recorder`].
+
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::layout::{Layout, StreamId};
+use crate::report::events::{EventLog, EventRecord};
+use crate::report::log::{Kind, Level, Logger};
+use crate::report::{metrics as prom, notify};
+use crate::state::StateStore;
+use crate::supervise::assess::Verdict;
+use crate::supervise::lifecycle::Lifecycle;
+use crate::supervise::model::{GiveUp, State};
+use crate::supervise::plan::{Change, Changes, Plan};
+
+use super::{Decided, Snapshot, TickMemory, TickSettings};
+
+/// Writes state changes and actions to monitor.log and the event log.
+pub struct Recorder<'a> {
+    pub logger: &'a Logger,
+    pub events: EventLog,
+    pub layout: &'a Layout,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(layout: &'a Layout, logger: &'a Logger) -> Recorder<'a> {
+        Recorder {
+            logger,
+            events: EventLog::new(&layout.events_log()),
+            layout,
+        }
+    }
+
+    pub fn event(&self, record: EventRecord) {
+        if let Err(e) = self.events.append(&record) {
+            self.logger.write_file(
+                Level::Error,
+                &format!("Cannot write {}: {e}", self.events.path().display()),
+            );
+        }
+    }
+
+    /// Every transition of a journal, and any the state machine refused.
+    pub fn changes(&self, changes: &Changes) {
+        for change in &changes.changes {
+            self.change(change);
+        }
+        for refused in &changes.refused {
+            self.logger.error(&format!(
+                "State machine refused a transition ({refused}); state left as it was"
+            ));
+        }
+    }
+
+    fn change(&self, c: &Change) {
+        let why = reason_of(&c.to);
+        let suffix = why.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        // Transitions go to the file and the event log; the console keeps the
+        // original's lines.
+        let line = format!(
+            "Worker {} state {} -> {}{suffix}",
+            c.stream,
+            c.from.kind().name(),
+            c.to.kind().name()
+        );
+        self.logger.write_file(Level::Info, &line);
+        let pid = match &c.to {
+            Lifecycle::Running { pid, .. } | Lifecycle::Starting { pid, .. } => Some(*pid),
+            _ => None,
+        };
+        let attempt = match &c.to {
+            Lifecycle::Restarting { attempt } => Some(*attempt),
+            _ => None,
+        };
+        self.event(EventRecord {
+            from: Some(c.from.kind().name().into()),
+            to: Some(c.to.kind().name().into()),
+            reason: why.or_else(|| Some(c.event.to_string())),
+            pid,
+            attempt,
+            ..EventRecord::new("transition", Some(c.stream.as_str()))
+        });
+    }
+}
+
+fn reason_of(state: &Lifecycle) -> Option<String> {
+    match state {
+        Lifecycle::Unhealthy { reason, .. }
+        | Lifecycle::Backoff { reason, .. }
+        | Lifecycle::GaveUp { reason } => Some(reason.clone()),
+        Lifecycle::Paused { by } | Lifecycle::Stopped { by } => Some(format!("by {by}")),
+        Lifecycle::WaitingOnDeps { waiting } => Some(format!("waiting on {}", waiting.join(", "))),
+        _ => None,
+    }
+}
+
+/// The announcements of a tick before it acts: the original's summary lines,
+/// the breaker, and why failing streams are not restarted now.
+pub fn announce(
+    recorder: &Recorder<'_>,
+    memory: &mut TickMemory,
+    settings: &TickSettings,
+    snapshot: &Snapshot,
+    decided: &Decided,
+) {
+    let logger = recorder.logger;
+    for w in &snapshot.warnings {
+        memory.once(logger, Level::Warning, Kind::Report, w.clone());
+    }
+    let dead = snapshot.dead();
+    let unhealthy: Vec<String> = snapshot
+        .streams
+        .iter()
+        .filter_map(|o| match &o.verdict {
+            Verdict::Unhealthy { reason, .. } => Some(format!("{} ({reason})", o.view.id)),
+            _ => None,
+        })
+        .collect();
+    if !unhealthy.is_empty() {
+        logger.warning(&format!(
+            "Found {} unhealthy worker(s): {}",
+            unhealthy.len(),
+            unhealthy.join(", ")
+        ));
+    }
+    if dead.is_empty() && unhealthy.is_empty() {
+        logger.success("All workers healthy");
+    } else if !dead.is_empty() {
+        let names: Vec<&str> = dead.iter().map(StreamId::as_str).collect();
+        logger.warning(&format!(
+            "Found {} dead worker(s): {}",
+            names.len(),
+            names.join(", ")
+        ));
+        if !settings.plan.auto_restart && settings.hint_auto_restart {
+            logger.warning("Auto-restart disabled. Use --auto-restart to enable.");
+        }
+    }
+    let now = now_ms();
+    if let Some((failed, total, until)) = decided.plan.breaker_opened {
+        let secs = until.saturating_sub(now).div_ceil(1000);
+        logger.action(
+            Level::Warning,
+            &format!("Global restart breaker open: {failed} of {total} workers failed within a minute; all restarts paused for {secs}s"),
+        );
+        recorder.event(EventRecord {
+            reason: Some(format!("{failed} of {total} workers failed")),
+            ..EventRecord::new("breaker_open", None)
+        });
+    }
+    for obs in snapshot
+        .streams
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
+    {
+        let id = &obs.view.id;
+        let Some(st) = decided.state.streams.get(id.as_str()) else {
+            continue;
+        };
+        let said = match &st.lifecycle {
+            // Said where it happens (this tick's give-ups) or once per memory.
+            Lifecycle::GaveUp { reason } if settings.plan.auto_restart => {
+                if decided.plan.gives_up(id) {
+                    None
+                } else {
+                    Some((
+                        Level::Warning,
+                        gave_up_line(id, st.gave_up.as_ref(), reason),
+                    ))
+                }
+            }
+            Lifecycle::Backoff { until_ms, reason } if decided.plan.restarts(id).is_none() => {
+                deferred_line(id, until_ms.saturating_sub(now), reason).map(|l| (Level::Info, l))
+            }
+            held @ (Lifecycle::Paused { .. } | Lifecycle::Stopped { .. }) => Some((
+                Level::Info,
+                format!("Worker {id} is {}; not restarting", held.describe()),
+            )),
+            _ => None,
+        };
+        if let Some((level, line)) = said {
+            memory.once(logger, level, Kind::Report, line);
+        }
+    }
+}
+
+/// The give-up line of a stream given up earlier (a state file from before
+/// give-ups were typed has only the reason).
+fn gave_up_line(id: &StreamId, why: Option<&GiveUp>, reason: &str) -> String {
+    match why {
+        Some(why) => why.announcement(id.as_str()),
+        None => format!("Worker {id} gave up: {reason}"),
+    }
+}
+
+/// "restart deferred 12.3s", or nothing when the wait is already over (the
+/// restart is due at this very tick; saying "0.0s" would be noise).
+fn deferred_line(id: &StreamId, left_ms: u64, reason: &str) -> Option<String> {
+    (left_ms >= 100).then(|| {
+        let secs = left_ms as f64 / 1000.0;
+        format!("Worker {id} restart deferred {secs:.1}s ({reason})")
+    })
+}
+
+/// Announces this tick's give-ups once each (console, monitor.log, event
+/// log) and starts the notify hook for each; returns the running hooks.
+pub fn gave_up(
+    recorder: &Recorder<'_>,
+    memory: &mut TickMemory,
+    settings: &TickSettings,
+    give_ups: &[(StreamId, GiveUp)],
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut hooks = Vec::new();
+    for (id, why) in give_ups {
+        memory.once(
+            recorder.logger,
+            Level::Warning,
+            Kind::Action,
+            why.announcement(id.as_str()),
+        );
+        let event = EventRecord {
+            reason: Some(why.to_string()),
+            ..EventRecord::new("gave_up", Some(id.as_str()))
+        };
+        recorder.event(event.clone());
+        if let Some(command) = &settings.on_give_up {
+            hooks.push(notify::spawn_hook(
+                command,
+                &event,
+                recorder.layout.monitor_log(),
+                notify::HOOK_TIMEOUT,
+            ));
+        }
+    }
+    hooks
+}
+
+/// Writes `state/metrics.prom` (and StatsD, when asked) from the state as
+/// this check left it; returns that state.
+pub fn metrics(
+    recorder: &Recorder<'_>,
+    memory: &mut TickMemory,
+    settings: &TickSettings,
+    store: &StateStore,
+    took: Duration,
+) -> State {
+    let logger = recorder.logger;
+    let state = store.load();
+    let snapshot = prom::snapshot(&state, took, now_ms());
+    let path = recorder.layout.metrics_file();
+    if let Err(e) = prom::write(&path, &prom::render(&snapshot)) {
+        memory.once(
+            logger,
+            Level::Error,
+            Kind::Action,
+            format!("Cannot write metrics: {e}"),
+        );
+    }
+    if let Some(addr) = settings.statsd {
+        if let Err(e) = prom::send_statsd(addr, &snapshot) {
+            memory.once(
+                logger,
+                Level::Warning,
+                Kind::Report,
+                format!("Cannot send StatsD metrics to {addr}: {e}"),
+            );
+        }
+    }
+    state
+}
+
+/// When the daemon should wake for a deferred restart: the plan's earliest
+/// due time, or the backoff a restart that failed in this tick set.
+pub fn next_wake(snapshot: &Snapshot, state: &State, plan: &Plan) -> Option<u64> {
+    snapshot
+        .streams
+        .iter()
+        .filter_map(
+            |o| match state.streams.get(o.view.id.as_str()).map(|s| &s.lifecycle) {
+                Some(Lifecycle::Backoff { until_ms, .. }) => Some(*until_ms),
+                _ => None,
+            },
+        )
+        .chain(plan.next_due_ms)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> StreamId {
+        StreamId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn give_up_lines_keep_the_original_words_for_the_budget() {
+        let budget = GiveUp::Budget { max: 3 };
+        assert_eq!(
+            gave_up_line(&id("A"), Some(&budget), "ignored"),
+            "Worker A has reached max restart limit (3)"
+        );
+        let same = GiveUp::SameFailure {
+            signature: "crash: boom".into(),
+            count: 3,
+        };
+        assert_eq!(
+            gave_up_line(&id("A"), Some(&same), "ignored"),
+            "Worker A gave up: the same failure 3 times in a row: crash: boom"
+        );
+        assert_eq!(
+            gave_up_line(&id("A"), None, "old reason"),
+            "Worker A gave up: old reason"
+        );
+    }
+
+    #[test]
+    fn a_deferral_that_is_over_is_not_announced() {
+        assert_eq!(deferred_line(&id("A"), 0, "backoff"), None);
+        assert_eq!(deferred_line(&id("A"), 99, "backoff"), None);
+        assert_eq!(
+            deferred_line(&id("A"), 1_250, "backoff").unwrap(),
+            "Worker A restart deferred 1.2s (backoff)"
+        );
+    }
+}
