@@ -13,5 +13,6 @@ mod operator;
 mod probes;
 mod props;
 mod recovery;
+mod state_compat;
 mod supervise;
 mod tc_schema;
