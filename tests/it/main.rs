@@ -14,5 +14,6 @@ mod operator_record;
 mod probes;
 mod props;
 mod recovery;
+mod state_compat;
 mod supervise;
 mod tc_schema;
