@@ -383,8 +383,8 @@ esac
 # Prints, one a line, what worker wrapper $1 lacks that monitor-workers relies
 # on (nothing for ours).
 wrapper_gaps() {
-  if grep -q 'Exit code will be captured by trap' "$1" ||
-    grep -q 'Worker wrapper script - ensures PID file cleanup' "$1"; then
+  # The kit's wrapper, known by the names of its variables.
+  if grep -q 'SHORT_INIT_ID' "$1" && grep -q 'CLAUDE_EXIT' "$1"; then
     echo "it is the Claude Copilot kit's wrapper, which always exits 0: a failed worker looks like one that finished, so on-failure restarts and failure classes cannot see it"
     echo "it removes the PID file on exit even when a restarted worker's wrapper owns it by then"
   fi

@@ -290,9 +290,9 @@ commit_work() {
   fi
   out=$(git commit -q -m "feat($stream): Complete stream tasks
 
-Initiative: $initiative_id
+Committed by worker-wrapper.sh after the worker exited 0.
 Stream: $stream
-Automated commit from orchestration worker" 2>&1)
+Initiative: $initiative_id" 2>&1)
   status=$?
   [ -z "$out" ] || printf '%s\n' "$out"
   if [ "$status" -ne 0 ]; then
