@@ -165,6 +165,9 @@ uninstall() {
     say "nothing to uninstall: $orch has no .install-manifest (install.sh did not install here, or it was uninstalled already)"
     return 0
   fi
+  if [ -f "$orch/state/daemon.json" ]; then
+    say_warning "a monitor daemon may still be running here (state/daemon.json exists); it keeps running without its files: stop it with $(q "$orch/monitor-workers") stop, or through the service that started it"
+  fi
   local line sum rel path shim_gone='' removed=0
   while IFS= read -r line; do
     sum=${line%% *}

@@ -265,8 +265,10 @@ commit_work() {
     echo "[wrapper] $(now) not committing: git is not on PATH"
     return 0
   fi
-  if ! top=$(git rev-parse --show-toplevel 2>/dev/null) || [ -z "$top" ]; then
-    echo "[wrapper] $(now) not committing: $PWD is not in a git work tree"
+  if ! top=$(git rev-parse --show-toplevel 2>&1) || [ -z "$top" ]; then
+    # Usually "not a git repository"; git's own words also tell an unsafe
+    # (other owner's) repository apart.
+    echo "[wrapper] $(now) not committing: $PWD is not in a git work tree ($(printf '%s' "$top" | tail -n 1))"
     return 0
   fi
   here=$(pwd -P)
