@@ -12,8 +12,19 @@
 # - runs `${MONITOR_WORKERS_CLAUDE:-claude} -p <prompt> --dangerously-skip-permissions`
 #   in <work-dir> (created if missing) with stdin from /dev/null;
 # - on SIGTERM, SIGINT or SIGHUP forwards SIGTERM to the worker and waits for it;
+# - after the worker exits 0, commits what it changed when <work-dir> is a git
+#   worktree of its own (see "Saving the worker's work" below);
 # - on every exit: stops the heartbeat, removes the PID file if it still names
 #   this wrapper, logs "exited with code <n>", and exits with the worker's code.
+#
+# Cron and launchd start jobs with a bare PATH (/usr/bin:/bin), where `claude`
+# (npm, Homebrew or the native installer) is not found: /opt/homebrew/bin,
+# /usr/local/bin and ~/.local/bin are put in front of PATH, each unless PATH
+# already holds it, so an order the caller chose on purpose is kept.
+#
+# Environment: MONITOR_WORKERS_CLAUDE (the command, default claude),
+# WORKER_HEARTBEAT_INTERVAL (seconds, default 10), MONITOR_WORKERS_COMMIT
+# (0 turns the commit after a clean exit off).
 #
 # monitor-workers starts it in a new session, so the wrapper leads a process
 # group holding the worker; stopping the group stops everything it started.
@@ -56,6 +67,15 @@ case $pid_file in /*) ;; *) pid_file="$PWD/$pid_file" ;; esac
 case $log_dir in /*) ;; *) log_dir="$PWD/$log_dir" ;; esac
 
 claude_cmd=${MONITOR_WORKERS_CLAUDE:-claude}
+
+for dir in "${HOME:+$HOME/.local/bin}" /usr/local/bin /opt/homebrew/bin; do
+  [ -n "$dir" ] || continue
+  case ":${PATH:-}:" in
+    *":$dir:"*) ;;
+    *) PATH="$dir${PATH:+:$PATH}" ;;
+  esac
+done
+export PATH
 
 init8=${initiative_id:0:8}
 log_file="$log_dir/${stream}_${init8}.log"
@@ -172,6 +192,11 @@ if ! mkdir -p -- "$work_dir" || ! cd -- "$work_dir"; then
   exit 3
 fi
 
+if ! command -v -- "$claude_cmd" >/dev/null 2>&1; then
+  echo "[wrapper] $(now) command '$claude_cmd' not found on PATH=$PATH; install claude there or set MONITOR_WORKERS_CLAUDE to its full path"
+  exit 127
+fi
+
 "$claude_cmd" -p "$prompt" --dangerously-skip-permissions </dev/null &
 worker_pid=$!
 
@@ -191,5 +216,97 @@ while :; do
   fi
   break
 done
+
+# ----- Saving the worker's work ------------------------------------------------
+# A worker that exits 0 has finished its tasks, but its changes are only files
+# in the work dir until someone commits them, and a worktree that is cleaned
+# up or reset loses them. So, as the original kit's wrapper did, commit them
+# here, while the PID file still names this wrapper.
+#
+# Only when the work dir is the top of a git work tree of its own (a stream's
+# `git worktree`, or the project root for stream "main"): a plain folder
+# inside the project's repository shares that repository's index, and
+# `git add -A` there would sweep in every other stream's work. The monitor's
+# own files and other streams' worktrees are never added.
+
+# Appends one event to the monitor's event log (<log-dir>/events.jsonl), in
+# its format, so `monitor-workers logs --events` shows it.
+json_string() {
+  local text=${1//\\/\\\\}
+  text=${text//\"/\\\"}
+  text=${text//[[:cntrl:]]/ }
+  printf '"%s"' "$text"
+}
+record_event() {
+  local event=$1 reason=$2 secs
+  secs=$(date '+%s')
+  printf '{"time":"%s","ts_ms":%s,"event":%s,"stream":%s,"reason":%s,"pid":%s}\n' \
+    "$(date '+%Y-%m-%dT%H:%M:%S.000000')" "$((secs * 1000))" "$(json_string "$event")" \
+    "$(json_string "$stream")" "$(json_string "$reason")" "$wrapper_pid" \
+    >>"$log_dir/events.jsonl" 2>/dev/null
+}
+
+commit_failed() {
+  echo "[wrapper] $(now) COMMIT FAILED: $1; the worker's changes are still uncommitted in $PWD"
+  record_event commit_failed "$1; the changes are still uncommitted in $PWD" ||
+    echo "[wrapper] $(now) could not record the failed commit in $log_dir/events.jsonl"
+}
+
+commit_work() {
+  local top here out status hash
+  local -a paths=(. ':(exclude).claude/orchestrator' ':(exclude).claude/worktrees' ':(exclude).worktrees')
+  case ${MONITOR_WORKERS_COMMIT:-1} in
+    0 | false | no | off)
+      echo "[wrapper] $(now) not committing: MONITOR_WORKERS_COMMIT=$MONITOR_WORKERS_COMMIT"
+      return 0
+      ;;
+  esac
+  if ! command -v git >/dev/null 2>&1; then
+    echo "[wrapper] $(now) not committing: git is not on PATH"
+    return 0
+  fi
+  if ! top=$(git rev-parse --show-toplevel 2>&1) || [ -z "$top" ]; then
+    # Usually "not a git repository"; git's own words also tell an unsafe
+    # (other owner's) repository apart.
+    echo "[wrapper] $(now) not committing: $PWD is not in a git work tree ($(printf '%s' "$top" | tail -n 1))"
+    return 0
+  fi
+  here=$(pwd -P)
+  top=$(cd -- "$top" 2>/dev/null && pwd -P) || top=""
+  if [ "$top" != "$here" ]; then
+    echo "[wrapper] $(now) not committing: $here is a folder inside the repository at $top, not a worktree of its own; committing there would sweep in other streams' work"
+    return 0
+  fi
+  if ! out=$(git status --porcelain -- "${paths[@]}" 2>&1); then
+    commit_failed "git status failed: $(printf '%s' "$out" | tail -n 1)"
+    return 0
+  fi
+  if [ -z "$out" ]; then
+    echo "[wrapper] $(now) no changes to commit"
+    return 0
+  fi
+  if ! out=$(git add -A -- "${paths[@]}" 2>&1); then
+    printf '%s\n' "$out"
+    commit_failed "git add failed: $(printf '%s' "$out" | tail -n 1)"
+    return 0
+  fi
+  out=$(git commit -q -m "feat($stream): Complete stream tasks
+
+Committed by worker-wrapper.sh after the worker exited 0.
+Stream: $stream
+Initiative: $initiative_id" 2>&1)
+  status=$?
+  [ -z "$out" ] || printf '%s\n' "$out"
+  if [ "$status" -ne 0 ]; then
+    commit_failed "git commit exited with code $status: $(printf '%s' "$out" | grep -v '^[[:space:]]*$' | tail -n 1)"
+    return 0
+  fi
+  hash=$(git rev-parse --short HEAD 2>/dev/null)
+  echo "[wrapper] $(now) committed $hash on $(git rev-parse --abbrev-ref HEAD 2>/dev/null): feat($stream): Complete stream tasks"
+}
+
+if [ "$code" -eq 0 ]; then
+  commit_work
+fi
 
 exit "$code"

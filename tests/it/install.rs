@@ -63,8 +63,28 @@ impl Install {
         out
     }
 
-    fn slug(&self) -> &'static str {
-        "my-project"
+    /// The name of the project's units: its folder's name and a hash of its
+    /// path, read back from the rendered launchd plist.
+    fn slug(&self) -> String {
+        let names: Vec<String> = fs::read_dir(self.orch.join("service"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| {
+                n.strip_prefix("com.monitor-workers.")?
+                    .strip_suffix(".plist")
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(names.len(), 1, "one plist: {names:?}");
+        let slug = names[0].clone();
+        let hash = slug.strip_prefix("my-project-").unwrap_or_else(|| {
+            panic!("{slug} starts with the folder's name");
+        });
+        assert!(
+            hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+            "{slug} ends with 8 hex digits of the path's hash"
+        );
+        slug
     }
 
     fn service(&self, name: &str) -> PathBuf {
@@ -307,6 +327,31 @@ fn templates_have_placeholders_and_rendered_files_have_none() {
         );
     }
     assert!(template("monitor-workers.service").contains("Restart=on-failure"));
+    assert!(
+        template("monitor-workers.service")
+            .lines()
+            .any(|l| l == "RestartPreventExitStatus=2 3"),
+        "a bad config (exit 2) or an uncheckable project (exit 3) must not restart forever"
+    );
+    for name in ["monitor-workers.service", "monitor-workers-check.service"] {
+        let text = template(name);
+        let path = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Environment=PATH="))
+            .unwrap_or_else(|| panic!("{name} sets no PATH"));
+        for dir in [
+            "/opt/homebrew/bin",
+            "/usr/local/bin",
+            "%h/.local/bin",
+            "/usr/bin",
+            "/bin",
+        ] {
+            assert!(
+                path.split(':').any(|d| d == dir),
+                "{name}: {dir} not in {path}"
+            );
+        }
+    }
     assert!(template("monitor-workers.service").contains("--daemon --auto-restart"));
 
     let i = Install::new();
@@ -364,24 +409,19 @@ fn rendered_systemd_units_verify() {
     }
 }
 
-/// The rendered plist is well-formed XML with the expected keys.
+/// The rendered plist loads with plistlib, keeps the daemon alive only after
+/// a crash (never in a loop on exit 2 or 3), gives it a PATH where `claude`
+/// lives, and writes its output into a folder that exists.
 #[test]
 fn rendered_launchd_plist_is_well_formed() {
     let i = Install::new();
     i.install();
     let plist = i.service(&format!("com.monitor-workers.{}.plist", i.slug()));
     let script = r#"
-import sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
-assert root.tag == "plist", root.tag
-d = root.find("dict")
-keys = [k.text for k in d.findall("key")]
-for want in ["Label", "ProgramArguments", "RunAtLoad", "KeepAlive", "WorkingDirectory"]:
-    assert want in keys, (want, keys)
-label = d.findall("*")[keys.index("Label") * 2 + 1].text
-args = [s.text for s in d.find("array").findall("string")]
-print(label)
-print("\n".join(args))
+import json, plistlib, sys
+with open(sys.argv[1], "rb") as f:
+    p = plistlib.load(f)
+print(json.dumps(p))
 "#;
     let out = Command::new("python3")
         .arg("-c")
@@ -391,21 +431,50 @@ print("\n".join(args))
         .expect("python3 runs");
     assert!(
         out.status.success(),
-        "{}",
+        "plistlib rejects {}: {}",
+        plist.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[0], format!("com.monitor-workers.{}", i.slug()));
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["Label"], format!("com.monitor-workers.{}", i.slug()));
     assert_eq!(
-        lines[1],
-        i.orch.join("monitor-workers").display().to_string()
+        p["ProgramArguments"],
+        serde_json::json!([
+            i.orch.join("monitor-workers").display().to_string(),
+            "--daemon",
+            "--auto-restart"
+        ])
     );
-    assert_eq!(&lines[2..], ["--daemon", "--auto-restart"]);
+    assert_eq!(p["WorkingDirectory"], i.project.display().to_string());
+    assert_eq!(p["RunAtLoad"], true);
+    // launchd has no per-exit-code exemption; SuccessfulExit=false would
+    // restart it after exit 2 or 3 forever.
+    assert_eq!(p["KeepAlive"], serde_json::json!({ "Crashed": true }));
+    let path = p["EnvironmentVariables"]["PATH"].as_str().unwrap();
+    let home = std::env::var("HOME").unwrap();
+    for dir in [
+        "/opt/homebrew/bin".to_string(),
+        "/usr/local/bin".to_string(),
+        format!("{home}/.local/bin"),
+        "/usr/bin".to_string(),
+        "/bin".to_string(),
+    ] {
+        assert!(path.split(':').any(|d| d == dir), "{dir} not in {path}");
+    }
+    for key in ["StandardOutPath", "StandardErrorPath"] {
+        let file = PathBuf::from(p[key].as_str().unwrap());
+        assert_eq!(file.parent().unwrap(), i.orch.join("logs"), "{key}");
+        assert!(
+            file.parent().unwrap().is_dir(),
+            "launchd does not create {}",
+            file.parent().unwrap().display()
+        );
+    }
 }
 
-/// The cron line: five time fields, then the installed binary, one-shot
-/// with `--auto-restart --quiet`; the shell reads the path back intact.
+/// The cron line: five time fields, then a PATH for this command only and
+/// the installed binary, one-shot with `--auto-restart --quiet`; the shell
+/// reads the path back intact.
 #[test]
 fn rendered_cron_line_runs_the_binary_every_five_minutes() {
     let i = Install::new();
@@ -425,14 +494,22 @@ fn rendered_cron_line_runs_the_binary_every_five_minutes() {
     let command = lines[0].splitn(6, ' ').nth(5).unwrap();
     assert!(command.contains("--auto-restart --quiet"), "{command}");
     assert!(!command.contains("--daemon"));
-    // What cron's shell would run: the first word is the installed binary.
+    // What cron's shell would run: a PATH assignment, then the binary.
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("set -- {command}; printf '%s' \"$1\""))
+        .arg(format!("set -- {command}; printf '%s\\n' \"$@\""))
+        .env("HOME", "/home/someone")
+        .env("PATH", "/usr/bin:/bin")
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = stdout.lines().collect();
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        words[0], "PATH=/opt/homebrew/bin:/usr/local/bin:/home/someone/.local/bin:/usr/bin:/bin",
+        "{command}"
+    );
+    assert_eq!(
+        words[1],
         i.orch.join("monitor-workers").display().to_string()
     );
 }

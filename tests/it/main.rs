@@ -7,6 +7,7 @@ mod chaos;
 mod check;
 mod daemon;
 mod discovery;
+mod dropin;
 mod helpers;
 mod install;
 mod operator;
