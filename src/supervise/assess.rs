@@ -103,6 +103,16 @@ mod tests {
         }
     }
 
+    /// One row of the table below.
+    struct Case<'a> {
+        name: &'a str,
+        progress: Progress,
+        liveness: &'a Liveness,
+        deps: Vec<StreamId>,
+        log: Option<u64>,
+        want: &'a str,
+    }
+
     #[test]
     fn dead_worker_rules() {
         let running = Liveness::Running {
@@ -115,63 +125,106 @@ mod tests {
         };
         let dep = || vec![StreamId::parse("Stream-A").unwrap()];
         let open = progress(5, 2, 0);
-        let cases: Vec<(&str, Progress, &Liveness, Vec<StreamId>, Option<u64>, &str)> = vec![
-            ("running", open, &running, vec![], Some(500), "running"),
-            (
-                "running though deps open",
-                open,
-                &running,
-                dep(),
-                None,
-                "running",
-            ),
-            (
-                "complete",
-                progress(5, 5, 0),
-                &none,
-                vec![],
-                Some(500),
-                "complete",
-            ),
-            (
-                "complete with cancelled",
-                progress(5, 4, 1),
-                &none,
-                vec![],
-                Some(500),
-                "complete",
-            ),
-            (
-                "all cancelled",
-                progress(2, 0, 2),
-                &none,
-                vec![],
-                Some(500),
-                "complete",
-            ),
-            ("waiting on deps", open, &none, dep(), Some(500), "waiting"),
-            ("no log", open, &none, vec![], None, "not started"),
-            (
-                "log of exactly 100 bytes",
-                open,
-                &none,
-                vec![],
-                Some(100),
-                "not started",
-            ),
-            ("log of 101 bytes", open, &none, vec![], Some(101), "dead"),
-            (
-                "no tasks",
-                progress(0, 0, 0),
-                &none,
-                vec![],
-                Some(500),
-                "no tasks",
-            ),
-            ("zombie", open, &zombie, vec![], Some(500), "dead"),
+        let cases: Vec<Case> = vec![
+            Case {
+                name: "running",
+                progress: open,
+                liveness: &running,
+                deps: vec![],
+                log: Some(500),
+                want: "running",
+            },
+            Case {
+                name: "running though deps open",
+                progress: open,
+                liveness: &running,
+                deps: dep(),
+                log: None,
+                want: "running",
+            },
+            Case {
+                name: "complete",
+                progress: progress(5, 5, 0),
+                liveness: &none,
+                deps: vec![],
+                log: Some(500),
+                want: "complete",
+            },
+            Case {
+                name: "complete with cancelled",
+                progress: progress(5, 4, 1),
+                liveness: &none,
+                deps: vec![],
+                log: Some(500),
+                want: "complete",
+            },
+            Case {
+                name: "all cancelled",
+                progress: progress(2, 0, 2),
+                liveness: &none,
+                deps: vec![],
+                log: Some(500),
+                want: "complete",
+            },
+            Case {
+                name: "waiting on deps",
+                progress: open,
+                liveness: &none,
+                deps: dep(),
+                log: Some(500),
+                want: "waiting",
+            },
+            Case {
+                name: "no log",
+                progress: open,
+                liveness: &none,
+                deps: vec![],
+                log: None,
+                want: "not started",
+            },
+            Case {
+                name: "log of exactly 100 bytes",
+                progress: open,
+                liveness: &none,
+                deps: vec![],
+                log: Some(100),
+                want: "not started",
+            },
+            Case {
+                name: "log of 101 bytes",
+                progress: open,
+                liveness: &none,
+                deps: vec![],
+                log: Some(101),
+                want: "dead",
+            },
+            Case {
+                name: "no tasks",
+                progress: progress(0, 0, 0),
+                liveness: &none,
+                deps: vec![],
+                log: Some(500),
+                want: "no tasks",
+            },
+            Case {
+                name: "zombie",
+                progress: open,
+                liveness: &zombie,
+                deps: vec![],
+                log: Some(500),
+                want: "dead",
+            },
         ];
         let quiet = ProbeVerdict::default();
-        for (name, progress, liveness, deps, log, want) in cases {
+        for Case {
+            name,
+            progress,
+            liveness,
+            deps,
+            log,
+            want,
+        } in cases
+        {
             assert_eq!(
                 assess(&progress, liveness, deps, log, &quiet).label(),
                 want,
