@@ -256,6 +256,29 @@ impl EventKind {
         EventKind::Reset,
         EventKind::OperatorRestart,
     ];
+
+    /// The name of the events of this kind, as [`Event::name`] gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::SeenRunning
+            | EventKind::SeenStartingUp
+            | EventKind::SeenUnhealthy
+            | EventKind::SeenDead
+            | EventKind::SeenComplete
+            | EventKind::SeenWaiting
+            | EventKind::SeenNotStarted => "observed",
+            EventKind::RestartBegun => "restart_begun",
+            EventKind::Spawned => "spawned",
+            EventKind::SpawnFailed => "spawn_failed",
+            EventKind::Deferred => "deferred",
+            EventKind::BudgetSpent => "budget_spent",
+            EventKind::Pause => "pause",
+            EventKind::Resume => "resume",
+            EventKind::Stop => "stop",
+            EventKind::Reset => "reset",
+            EventKind::OperatorRestart => "operator_restart",
+        }
+    }
 }
 
 impl Event {
@@ -589,6 +612,7 @@ mod tests {
             EventKind::OperatorRestart => Event::OperatorRestart,
         };
         assert_eq!(event.kind(), kind);
+        assert_eq!(event.name(), kind.name());
         event
     }
 

@@ -7,3 +7,6 @@ pub mod lifecycle;
 pub mod plan;
 pub mod policy;
 pub mod streams;
+
+#[cfg(test)]
+mod props;
