@@ -4,7 +4,7 @@
 //! nothing, so it is safe beside a running daemon and works with nothing
 //! running, no state file and no daemon.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use colored::Colorize;
@@ -455,7 +455,7 @@ pub fn run(
     watch: bool,
 ) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = crate::report::log::stdout_color();
     if json {
         let report = collect(cli, &ctx, stream)?;
         let text = serde_json::to_string_pretty(&report).expect("status serialises");
