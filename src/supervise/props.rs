@@ -1,11 +1,12 @@
 //! Property test of the pure supervisor over random histories: a few streams
 //! are driven through checks with random verdicts, the restarts those checks
-//! ask for (each charged, then spawned or failed), and operator commands,
-//! while a fake clock moves forward by random amounts. After every step the
-//! rules that keep workers safe must hold: the restart budget is never
-//! overdrawn without progress, a held (paused or stopped) stream is never
-//! restarted by the supervisor, every recorded change is a move of the
-//! lifecycle table, and the state machine never refuses the plan.
+//! ask for (each charged, then spawned, failed or abandoned by a killed
+//! monitor), and operator commands, while a fake clock moves forward by
+//! random amounts. After every step the rules that keep workers safe must
+//! hold: the restart budget is never overdrawn without progress, a held
+//! (paused or stopped) stream is never restarted by the supervisor, every
+//! recorded change is a move of the lifecycle table, and the state machine
+//! never refuses the plan.
 
 use proptest::prelude::*;
 
@@ -48,16 +49,34 @@ enum Step {
     Check {
         advance_ms: u64,
         seen: Vec<Seen>,
-        /// Whether each planned restart spawns a worker (cycled).
-        spawns: Vec<bool>,
+        /// How each planned restart ends (cycled).
+        launches: Vec<Launch>,
         jitter: f64,
     },
     Operator {
         advance_ms: u64,
         stream: usize,
         op: Op,
-        spawns: bool,
+        launch: Launch,
     },
+}
+
+/// How a restart ends.
+#[derive(Debug, Clone, Copy)]
+enum Launch {
+    Spawned,
+    Failed,
+    /// Its monitor was killed mid-restart: nothing reports the end, and the
+    /// next check judges the stream afresh.
+    Abandoned,
+}
+
+fn launch() -> impl Strategy<Value = Launch> {
+    prop_oneof![
+        7 => Just(Launch::Spawned),
+        3 => Just(Launch::Failed),
+        1 => Just(Launch::Abandoned),
+    ]
 }
 
 fn verdict() -> impl Strategy<Value = Verdict> {
@@ -110,21 +129,21 @@ fn step() -> impl Strategy<Value = Step> {
         5 => (
             advance(),
             prop::collection::vec(seen(), NAMES.len()),
-            prop::collection::vec(prop::bool::weighted(0.7), 1..4),
+            prop::collection::vec(launch(), 1..4),
             0.0..1.0f64,
         )
-            .prop_map(|(advance_ms, seen, spawns, jitter)| Step::Check {
+            .prop_map(|(advance_ms, seen, launches, jitter)| Step::Check {
                 advance_ms,
                 seen,
-                spawns,
+                launches,
                 jitter,
             }),
-        1 => (advance(), 0..NAMES.len(), op(), any::<bool>()).prop_map(
-            |(advance_ms, stream, op, spawns)| Step::Operator {
+        1 => (advance(), 0..NAMES.len(), op(), launch()).prop_map(
+            |(advance_ms, stream, op, launch)| Step::Operator {
                 advance_ms,
                 stream,
                 op,
-                spawns,
+                launch,
             }
         ),
     ]
@@ -186,12 +205,14 @@ fn worker(pid: i32, now_ms: u64) -> Remembered {
     }
 }
 
-fn spawn_outcome(spawns: bool, now_ms: u64) -> Result<Remembered, String> {
-    if spawns {
-        Ok(worker(100, now_ms))
-    } else {
-        Err("wrapper missing".into())
-    }
+/// Ends a restart the way `launch` says.
+fn finish(state: &mut State, id: &StreamId, launch: Launch, now_ms: u64, changes: &mut Plan) {
+    let outcome = match launch {
+        Launch::Spawned => Ok(worker(100, now_ms)),
+        Launch::Failed => Err("wrapper missing".into()),
+        Launch::Abandoned => return,
+    };
+    finish_restart(state, id, outcome, now_ms, changes);
 }
 
 fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), TestCaseError> {
@@ -208,7 +229,7 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
             Step::Check {
                 advance_ms,
                 seen,
-                spawns,
+                launches,
                 jitter,
             } => {
                 now += advance_ms;
@@ -272,8 +293,13 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                             budget.charged
                         );
                         prop_assert_eq!(attempt, budget.charged, "attempt of stream {}", id);
-                        let outcome = spawn_outcome(spawns[n % spawns.len()], now);
-                        finish_restart(&mut state, id, outcome, now, &mut changes);
+                        finish(
+                            &mut state,
+                            id,
+                            launches[n % launches.len()],
+                            now,
+                            &mut changes,
+                        );
                     }
                     check_plan(&changes)?;
                 }
@@ -282,7 +308,7 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                 advance_ms,
                 stream,
                 op,
-                spawns,
+                launch,
             } => {
                 now += advance_ms;
                 let Some(id) = ids.get(*stream) else { continue };
@@ -321,15 +347,9 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                     prop_assert_eq!(&st.lifecycle, &from, "a refused event changes nothing");
                 }
                 check_changes(&changes.changes)?;
-                if st.lifecycle.kind() == Kind::Restarting {
+                if matches!(op, Op::Restart) && applied.is_ok() {
                     // The operator's restart launches the worker at once.
-                    finish_restart(
-                        &mut state,
-                        id,
-                        spawn_outcome(*spawns, now),
-                        now,
-                        &mut changes,
-                    );
+                    finish(&mut state, id, *launch, now, &mut changes);
                     check_plan(&changes)?;
                 }
             }
