@@ -189,19 +189,7 @@ pub enum Event {
 
 impl Event {
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::Observed(_) => "observed",
-            Event::RestartBegun { .. } => "restart_begun",
-            Event::Spawned { .. } => "spawned",
-            Event::SpawnFailed { .. } => "spawn_failed",
-            Event::Deferred { .. } => "deferred",
-            Event::BudgetSpent { .. } => "budget_spent",
-            Event::Pause { .. } => "pause",
-            Event::Resume => "resume",
-            Event::Stop { .. } => "stop",
-            Event::Reset => "reset",
-            Event::OperatorRestart => "operator_restart",
-        }
+        self.kind().name()
     }
 }
 
@@ -612,8 +600,30 @@ mod tests {
             EventKind::OperatorRestart => Event::OperatorRestart,
         };
         assert_eq!(event.kind(), kind);
-        assert_eq!(event.name(), kind.name());
         event
+    }
+
+    /// Event names are written to monitor.log and the event log.
+    #[test]
+    fn event_names_are_stable() {
+        let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        names.dedup();
+        assert_eq!(
+            names,
+            [
+                "observed",
+                "restart_begun",
+                "spawned",
+                "spawn_failed",
+                "deferred",
+                "budget_spent",
+                "pause",
+                "resume",
+                "stop",
+                "reset",
+                "operator_restart"
+            ]
+        );
     }
 
     /// Every cell of [`MOVES`] is carried out: a refusal refuses, a stay
