@@ -6,7 +6,7 @@
 //! whole life and names its PID.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -284,7 +284,7 @@ impl Watch {
             }
             let fd = match old.iter().position(|(o, _)| *o == w) {
                 Some(i) => old.swap_remove(i).1,
-                None => pidfd_open(&w),
+                None => open_pidfd(&w),
             };
             kept.push((w, fd));
         }
@@ -367,15 +367,11 @@ fn raise_descriptor_limit() {
 
 /// A pidfd for the worker, or `None` where the kernel has none (then the
 /// wait falls back to polling /proc every wake-up).
-fn pidfd_open(w: &Watched) -> Option<OwnedFd> {
+fn open_pidfd(w: &Watched) -> Option<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain syscall; a non-negative result is a new fd we own.
-        let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, w.pid, 0) };
-        if fd < 0 {
-            return None;
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        use rustix::process::{pidfd_open, Pid, PidfdFlags};
+        let fd = pidfd_open(Pid::from_raw(w.pid)?, PidfdFlags::empty()).ok()?;
         // The PID could have been reused between the check and the open.
         let same = procinfo::inspect(w.pid).is_some_and(|f| f.start_ticks == w.start_ticks);
         same.then_some(fd)

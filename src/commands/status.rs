@@ -4,11 +4,12 @@
 //! nothing, so it is safe beside a running daemon and works with nothing
 //! running, no state file and no daemon.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use colored::Colorize;
 use serde::Serialize;
+use unicode_width::UnicodeWidthStr;
 
 use crate::cli::Cli;
 use crate::clock::now_ms;
@@ -280,6 +281,14 @@ fn daemon_status(ctx: &Context) -> DaemonStatus {
     }
 }
 
+/// `text` followed by spaces up to `width` terminal columns: counted by
+/// display width, so a stream name in CJK (two columns a character) or with
+/// an emoji keeps the columns after it aligned.
+fn pad(text: &str, width: usize) -> String {
+    let fill = width.saturating_sub(text.width());
+    format!("{text}{}", " ".repeat(fill))
+}
+
 fn duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
@@ -343,7 +352,7 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
     let id_width = report
         .streams
         .iter()
-        .map(|s| s.id.chars().count())
+        .map(|s| s.id.width())
         .max()
         .unwrap_or(6)
         .max(6);
@@ -382,9 +391,9 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
             },
         );
         out.push_str(&format!(
-            "{:<id_width$}  {} {:<16} {:>8}  {:>9}  {:>8}  {}\n",
-            s.id,
-            paint(format!("{mark:<14}"), &s.health),
+            "{}  {} {:<16} {:>8}  {:>9}  {:>8}  {}\n",
+            pad(&s.id, id_width),
+            paint(pad(mark, 14), &s.health),
             s.state,
             pid,
             up,
@@ -456,7 +465,7 @@ pub fn run(
     watch: bool,
 ) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = crate::report::log::stdout_color();
     if json {
         let report = collect(cli, &ctx, stream)?;
         let text = serde_json::to_string_pretty(&report).expect("status serialises");
@@ -491,4 +500,93 @@ pub fn run(
         }
     }
     Ok(Outcome::Healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(id: &str) -> StreamStatus {
+        StreamStatus {
+            id: id.into(),
+            name: id.into(),
+            state: "running".into(),
+            health: "healthy".into(),
+            ready: Some(true),
+            probes: Vec::new(),
+            reason: None,
+            pid: Some(4242),
+            uptime_secs: Some(65),
+            restarts: 0,
+            restarts_total: 1,
+            last_restart_ms: None,
+            last_restart_reason: None,
+            next_restart_ms: None,
+            tasks: TaskCounts {
+                total: 3,
+                completed: 1,
+                in_progress: 1,
+                pending: 1,
+                blocked: 0,
+                cancelled: 0,
+            },
+            dependencies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pad_counts_terminal_columns() {
+        let cases = [
+            ("A", 4, "A   "),
+            ("数据", 6, "数据  "),
+            ("🚀x", 4, "🚀x "),
+            ("é", 2, "é "),
+            ("toolong", 3, "toolong"),
+        ];
+        for (text, width, want) in cases {
+            assert_eq!(pad(text, width), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn wide_stream_names_keep_the_columns_aligned() {
+        let report = StatusReport {
+            version: 1,
+            project_root: "/p".into(),
+            schema: crate::store::SchemaKind::Legacy,
+            tasks_db: "/p/tasks.db".into(),
+            initiative: Some(InitiativeStatus {
+                id: "i1".into(),
+                name: "Init".into(),
+                status: "in_progress".into(),
+            }),
+            daemon: DaemonStatus {
+                running: false,
+                pid: None,
+                health: "stopped".into(),
+                heartbeat_age_secs: None,
+                interval_secs: None,
+            },
+            streams: ["Stream-A", "数据流水线", "🚀-launch", "café-ü"]
+                .into_iter()
+                .map(stream)
+                .collect(),
+        };
+        let text = render_text(&report, false, false);
+        // The terminal column where each table line's STATE field starts.
+        let state_columns: Vec<usize> = text
+            .lines()
+            .filter_map(|line| {
+                let at = line.find(" STATE ").or_else(|| line.find(" running "))?;
+                Some(line[..at].width())
+            })
+            .collect();
+        assert_eq!(state_columns.len(), 5, "header and four rows:\n{text}");
+        assert!(
+            state_columns.iter().all(|c| *c == state_columns[0]),
+            "columns drift: {state_columns:?}\n{text}"
+        );
+        let header = text.lines().find(|l| l.starts_with("STREAM")).unwrap();
+        assert_eq!(header.find("  HEALTH"), Some("数据流水线".width()));
+    }
 }

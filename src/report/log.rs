@@ -2,12 +2,14 @@
 //! `<ORCH>/logs/monitor.log` as `[<local ISO timestamp>] [LEVEL] message`
 //! (appended, one write per line so concurrent monitors never interleave
 //! halves) and to stdout as `[MONITOR] message`, the tag coloured by level on
-//! a terminal without NO_COLOR. `--quiet` keeps the console to actions and
+//! a terminal without NO_COLOR ([`stdout_color`] decides, for every console
+//! writer). `--quiet` keeps the console to actions and
 //! errors; the file always gets everything. A log file that cannot be written
 //! is reported once on stderr and the check goes on.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -51,8 +53,7 @@ pub struct Logger {
 impl Logger {
     /// A logger writing to `path` (created with its directory if needed).
     pub fn new(path: Option<&Path>, quiet: bool) -> Logger {
-        use std::io::IsTerminal;
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = stdout_color();
         Logger {
             path: path.map(Path::to_path_buf),
             file: Mutex::new(None),
@@ -133,6 +134,26 @@ impl Logger {
     }
 }
 
+/// The colour rule: colour only on a terminal, and not when NO_COLOR is set
+/// to a non-empty value. An empty NO_COLOR leaves colour on (no-color.org:
+/// "when present and not an empty string").
+pub fn color_wanted(no_color: Option<&OsStr>, stdout_is_terminal: bool) -> bool {
+    stdout_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
+/// Whether this process colours its stdout: [`color_wanted`] applied to the
+/// environment. Every console writer asks here. `colored` reads NO_COLOR on
+/// its own and turns colour off even for an empty value, so its override is
+/// set to this decision to keep one rule.
+pub fn stdout_color() -> bool {
+    let color = color_wanted(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    );
+    colored::control::set_override(color);
+    color
+}
+
 fn open_append(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -145,4 +166,30 @@ pub fn timestamp() -> String {
     chrono::Local::now()
         .format("%Y-%m-%dT%H:%M:%S%.6f")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_a_non_empty_no_color() {
+        let cases = [
+            (None, true, true),
+            (Some(""), true, true),
+            (Some("1"), true, false),
+            (Some("0"), true, false),
+            (Some("false"), true, false),
+            (None, false, false),
+            (Some(""), false, false),
+            (Some("1"), false, false),
+        ];
+        for (no_color, terminal, want) in cases {
+            assert_eq!(
+                color_wanted(no_color.map(OsStr::new), terminal),
+                want,
+                "NO_COLOR={no_color:?} terminal={terminal}"
+            );
+        }
+    }
 }

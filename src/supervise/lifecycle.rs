@@ -1,7 +1,8 @@
 //! The worker lifecycle as one explicit state machine. Every change of a
-//! stream's state goes through [`transition`]; the target is computed from the
-//! state and the event, then checked against [`LEGAL`], the one table of legal
-//! moves. An illegal move is an error the caller logs, never a silent change.
+//! stream's state goes through [`transition`], which looks the move up in
+//! [`MOVES`], the one states × events table, and only fills in the payload of
+//! the new state. An illegal move is an error the caller logs, never a silent
+//! change.
 
 use serde::{Deserialize, Serialize};
 
@@ -106,6 +107,30 @@ impl Lifecycle {
         matches!(self, Lifecycle::Paused { .. } | Lifecycle::Stopped { .. })
     }
 
+    /// The worker's PID while it is starting or running.
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            Lifecycle::Running { pid, .. } | Lifecycle::Starting { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    /// Why the stream is in this state, for logs and status: the failure or
+    /// wait reason, who holds it, or what it waits on. `None` for states that
+    /// need no explanation.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Lifecycle::Unhealthy { reason, .. }
+            | Lifecycle::Backoff { reason, .. }
+            | Lifecycle::GaveUp { reason } => Some(reason.clone()),
+            Lifecycle::Paused { by } | Lifecycle::Stopped { by } => Some(format!("by {by}")),
+            Lifecycle::WaitingOnDeps { waiting } => {
+                Some(format!("waiting on {}", waiting.join(", ")))
+            }
+            _ => None,
+        }
+    }
+
     /// One short phrase for logs and status.
     pub fn describe(&self) -> String {
         match self {
@@ -164,19 +189,7 @@ pub enum Event {
 
 impl Event {
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::Observed(_) => "observed",
-            Event::RestartBegun { .. } => "restart_begun",
-            Event::Spawned { .. } => "spawned",
-            Event::SpawnFailed { .. } => "spawn_failed",
-            Event::Deferred { .. } => "deferred",
-            Event::BudgetSpent { .. } => "budget_spent",
-            Event::Pause { .. } => "pause",
-            Event::Resume => "resume",
-            Event::Stop { .. } => "stop",
-            Event::Reset => "reset",
-            Event::OperatorRestart => "operator_restart",
-        }
+        self.kind().name()
     }
 }
 
@@ -187,158 +200,280 @@ pub struct IllegalTransition {
     pub event: &'static str,
 }
 
-/// Every legal move between different states. Staying in a state is always
-/// legal. A move to `Restarting` from a healthy, waiting or completed state
-/// exists for the operator's `restart STREAM` only: [`transition`] lets the
-/// supervisor's own `RestartBegun` start from a failing state (unhealthy,
-/// backoff) and nothing else. A paused stream restarts nothing.
-#[rustfmt::skip]
-pub const LEGAL: &[(Kind, &[Kind])] = {
-    use Kind::*;
-    &[
-        (NotStarted,    &[WaitingOnDeps, Starting, Running, Unhealthy, Restarting, Completed, Stopped, Paused]),
-        (WaitingOnDeps, &[NotStarted, Starting, Running, Unhealthy, Restarting, Completed, Stopped, Paused]),
-        (Starting,      &[NotStarted, WaitingOnDeps, Running, Unhealthy, Restarting, Completed, Stopped, Paused]),
-        (Running,       &[NotStarted, WaitingOnDeps, Starting, Unhealthy, Restarting, Completed, Stopped, Paused]),
-        (Unhealthy,     &[NotStarted, WaitingOnDeps, Starting, Running, Backoff, Restarting, Completed, GaveUp, Stopped, Paused]),
-        (Backoff,       &[NotStarted, WaitingOnDeps, Starting, Running, Unhealthy, Restarting, Completed, GaveUp, Stopped, Paused]),
-        // A restart left half done (its monitor killed) is judged afresh.
-        (Restarting,    &[NotStarted, WaitingOnDeps, Starting, Running, Unhealthy, Backoff, Completed, GaveUp, Stopped, Paused]),
-        (Stopped,       &[NotStarted, Restarting, Paused]),
-        (Completed,     &[NotStarted, WaitingOnDeps, Starting, Running, Unhealthy, Restarting, Stopped, Paused]),
-        (GaveUp,        &[NotStarted, Running, Completed, Restarting, Stopped, Paused]),
-        (Paused,        &[NotStarted, Stopped]),
-    ]
-};
-
-pub fn is_legal(from: Kind, to: Kind) -> bool {
-    from == to || LEGAL.iter().any(|(f, tos)| *f == from && tos.contains(&to))
+/// The events as columns of [`MOVES`]: an observation counts by its verdict,
+/// since each verdict leads somewhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    SeenRunning,
+    SeenStartingUp,
+    SeenUnhealthy,
+    SeenDead,
+    SeenComplete,
+    SeenWaiting,
+    /// Never started, or no tasks: both mean nothing has run.
+    SeenNotStarted,
+    RestartBegun,
+    Spawned,
+    SpawnFailed,
+    Deferred,
+    BudgetSpent,
+    Pause,
+    Resume,
+    Stop,
+    Reset,
+    OperatorRestart,
 }
 
-/// The one transition function. `now_ms` stamps states that carry a time.
+impl EventKind {
+    pub const ALL: [EventKind; 17] = [
+        EventKind::SeenRunning,
+        EventKind::SeenStartingUp,
+        EventKind::SeenUnhealthy,
+        EventKind::SeenDead,
+        EventKind::SeenComplete,
+        EventKind::SeenWaiting,
+        EventKind::SeenNotStarted,
+        EventKind::RestartBegun,
+        EventKind::Spawned,
+        EventKind::SpawnFailed,
+        EventKind::Deferred,
+        EventKind::BudgetSpent,
+        EventKind::Pause,
+        EventKind::Resume,
+        EventKind::Stop,
+        EventKind::Reset,
+        EventKind::OperatorRestart,
+    ];
+
+    /// The name of the events of this kind, as [`Event::name`] gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::SeenRunning
+            | EventKind::SeenStartingUp
+            | EventKind::SeenUnhealthy
+            | EventKind::SeenDead
+            | EventKind::SeenComplete
+            | EventKind::SeenWaiting
+            | EventKind::SeenNotStarted => "observed",
+            EventKind::RestartBegun => "restart_begun",
+            EventKind::Spawned => "spawned",
+            EventKind::SpawnFailed => "spawn_failed",
+            EventKind::Deferred => "deferred",
+            EventKind::BudgetSpent => "budget_spent",
+            EventKind::Pause => "pause",
+            EventKind::Resume => "resume",
+            EventKind::Stop => "stop",
+            EventKind::Reset => "reset",
+            EventKind::OperatorRestart => "operator_restart",
+        }
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Observed(verdict) => match verdict {
+                Verdict::Running { .. } => EventKind::SeenRunning,
+                Verdict::StartingUp { .. } => EventKind::SeenStartingUp,
+                Verdict::Unhealthy { .. } => EventKind::SeenUnhealthy,
+                Verdict::Dead { .. } => EventKind::SeenDead,
+                Verdict::Complete => EventKind::SeenComplete,
+                Verdict::WaitingOnDeps { .. } => EventKind::SeenWaiting,
+                Verdict::NeverStarted | Verdict::NoTasks => EventKind::SeenNotStarted,
+            },
+            Event::RestartBegun { .. } => EventKind::RestartBegun,
+            Event::Spawned { .. } => EventKind::Spawned,
+            Event::SpawnFailed { .. } => EventKind::SpawnFailed,
+            Event::Deferred { .. } => EventKind::Deferred,
+            Event::BudgetSpent { .. } => EventKind::BudgetSpent,
+            Event::Pause { .. } => EventKind::Pause,
+            Event::Resume => EventKind::Resume,
+            Event::Stop { .. } => EventKind::Stop,
+            Event::Reset => EventKind::Reset,
+            Event::OperatorRestart => EventKind::OperatorRestart,
+        }
+    }
+}
+
+/// What one event does in one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// Refused: the caller logs it and nothing changes.
+    Illegal,
+    /// Nothing changes, payload included.
+    Stay,
+    /// A new state of this kind, its payload taken from the event.
+    To(Kind),
+}
+
+/// One state's moves, one per event, in [`EventKind::ALL`] order.
+pub type Row = [Move; EventKind::ALL.len()];
+
+/// The one definition of the lifecycle: for each state (row, in [`Kind::ALL`]
+/// order) and event (column), where the stream goes. [`transition`] looks the
+/// move up here and only fills in the payload.
+pub const MOVES: [Row; Kind::ALL.len()] = [
+    NOT_STARTED,
+    WAITING_ON_DEPS,
+    STARTING,
+    RUNNING,
+    UNHEALTHY,
+    BACKOFF,
+    RESTARTING,
+    STOPPED,
+    COMPLETED,
+    GAVE_UP,
+    PAUSED,
+];
+
+// Rows are indexed by `Kind as usize`: the declaration order must be the
+// order of `Kind::ALL` (checked when compiling).
+const _: () = {
+    let mut i = 0;
+    while i < Kind::ALL.len() {
+        assert!(Kind::ALL[i] as usize == i);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        assert!(EventKind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+use Kind::*;
+use Move::{Illegal, Stay, To};
+
+// Columns:                   seen running seen starting seen unhealthy seen dead      seen complete  seen waiting       seen nothing    restart begun   spawned        spawn failed   deferred       budget spent   pause       resume          stop         reset           operator restart
+/// Nothing ran yet: observations move it; only the operator restarts it.
+#[rustfmt::skip]
+const NOT_STARTED: Row =     [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), Stay,           To(Stopped), Stay,           To(Restarting)];
+/// Waiting on dependencies: as not started.
+#[rustfmt::skip]
+const WAITING_ON_DEPS: Row = [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), Stay,           To(Stopped), Stay,           To(Restarting)];
+/// Spawned, not yet confirmed: a worker must be seen failing before the
+/// supervisor restarts it.
+#[rustfmt::skip]
+const STARTING: Row =        [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), Stay,           To(Stopped), Stay,           To(Restarting)];
+/// Running: as starting.
+#[rustfmt::skip]
+const RUNNING: Row =         [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), Stay,           To(Stopped), Stay,           To(Restarting)];
+/// Failing: the one state (with backoff) a supervisor restart starts from.
+/// A restart's end may arrive after a concurrent check moved the stream on.
+#[rustfmt::skip]
+const UNHEALTHY: Row =       [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), To(Restarting), To(Starting),  To(Backoff),   To(Backoff),   To(GaveUp),    To(Paused), Stay,           To(Stopped), To(NotStarted), To(Restarting)];
+/// Waiting to restart: still failing keeps the wait going.
+#[rustfmt::skip]
+const BACKOFF: Row =         [To(Running), To(Starting), Stay,          Stay,          To(Completed), To(WaitingOnDeps), To(NotStarted), To(Restarting), To(Starting),  To(Backoff),   To(Backoff),   To(GaveUp),    To(Paused), Stay,           To(Stopped), To(NotStarted), To(Restarting)];
+/// A restart in flight ends in spawned or spawn failed; one left half done
+/// (its monitor killed) is judged afresh by the next observation.
+#[rustfmt::skip]
+const RESTARTING: Row =      [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), Illegal,        To(Starting),  To(Backoff),   Illegal,       To(GaveUp),    To(Paused), Stay,           To(Stopped), Stay,           To(Restarting)];
+/// Held by the operator: observations do not undo it; resume or restart do.
+#[rustfmt::skip]
+const STOPPED: Row =         [Stay,        Stay,          Stay,          Stay,          Stay,          Stay,              Stay,           Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), To(NotStarted), To(Stopped), Stay,           To(Restarting)];
+/// Every task done: as running.
+#[rustfmt::skip]
+const COMPLETED: Row =       [To(Running), To(Starting), To(Unhealthy), To(Unhealthy), To(Completed), To(WaitingOnDeps), To(NotStarted), Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), Stay,           To(Stopped), Stay,           To(Restarting)];
+/// Budget spent: left only when seen running or complete, or by the operator.
+#[rustfmt::skip]
+const GAVE_UP: Row =         [To(Running), Stay,          Stay,          Stay,          To(Completed), Stay,              Stay,           Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), Stay,           To(Stopped), To(NotStarted), To(Restarting)];
+/// Held by the operator and never restarted, not even by the operator:
+/// resume first.
+#[rustfmt::skip]
+const PAUSED: Row =          [Stay,        Stay,          Stay,          Stay,          Stay,          Stay,              Stay,           Illegal,        Illegal,       Illegal,       Illegal,       Illegal,       To(Paused), To(NotStarted), To(Stopped), Stay,           Illegal];
+
+/// The move `event` makes in state `from`.
+pub fn move_for(from: Kind, event: EventKind) -> Move {
+    MOVES[from as usize][event as usize]
+}
+
+/// Whether some event moves a stream from `from` to `to`; staying is always
+/// legal. Derived from [`MOVES`].
+pub fn is_legal(from: Kind, to: Kind) -> bool {
+    from == to || MOVES[from as usize].contains(&To(to))
+}
+
+/// The one transition function: the move comes from [`MOVES`]; `now_ms`
+/// stamps states that carry a time.
 pub fn transition(
     from: &Lifecycle,
     event: &Event,
     now_ms: u64,
 ) -> Result<Lifecycle, IllegalTransition> {
-    use Lifecycle as L;
     let illegal = || IllegalTransition {
         from: from.kind().name(),
         event: event.name(),
     };
-    let to = match (from, event) {
-        (_, Event::Pause { by }) => L::Paused { by: by.clone() },
-        (_, Event::Stop { by }) => L::Stopped { by: by.clone() },
-        (L::Paused { .. } | L::Stopped { .. }, Event::Resume) => L::NotStarted,
-        (_, Event::Resume) => from.clone(),
-        (L::GaveUp { .. } | L::Backoff { .. } | L::Unhealthy { .. }, Event::Reset) => L::NotStarted,
-        (_, Event::Reset) => from.clone(),
-        (L::Paused { .. }, Event::OperatorRestart) => return Err(illegal()),
-        (_, Event::OperatorRestart) => L::Restarting { attempt: 0 },
-        // Operator holds survive observations; a given-up stream leaves its
-        // state only when it is seen running or complete.
-        (L::Paused { .. } | L::Stopped { .. }, Event::Observed(_)) => from.clone(),
-        (L::GaveUp { .. }, Event::Observed(Verdict::Running { pid })) => L::Running {
-            pid: *pid,
-            since_ms: now_ms,
-        },
-        (L::GaveUp { .. }, Event::Observed(Verdict::Complete)) => L::Completed,
-        (L::GaveUp { .. }, Event::Observed(_)) => from.clone(),
-        (_, Event::Observed(verdict)) => observe(from, verdict, now_ms),
-        (L::Unhealthy { .. } | L::Backoff { .. }, Event::RestartBegun { attempt }) => {
-            L::Restarting { attempt: *attempt }
-        }
-        // A restart ends in Spawned or SpawnFailed; they may also arrive after
-        // a concurrent check moved the stream on (a one-shot beside a daemon).
-        (
-            L::Restarting { .. } | L::Unhealthy { .. } | L::Backoff { .. },
-            Event::Spawned { pid },
-        ) => L::Starting {
-            pid: *pid,
-            since_ms: now_ms,
-        },
-        (
-            L::Restarting { .. } | L::Unhealthy { .. } | L::Backoff { .. },
-            Event::SpawnFailed { until_ms, error },
-        ) => L::Backoff {
-            until_ms: *until_ms,
-            reason: format!("restart failed: {error}"),
-        },
-        (L::Unhealthy { .. } | L::Backoff { .. }, Event::Deferred { until_ms, reason }) => {
-            L::Backoff {
-                until_ms: *until_ms,
-                reason: reason.clone(),
-            }
-        }
-        (
-            L::Unhealthy { .. } | L::Backoff { .. } | L::Restarting { .. },
-            Event::BudgetSpent { reason },
-        ) => L::GaveUp {
-            reason: reason.clone(),
-        },
-        _ => return Err(illegal()),
-    };
-    if is_legal(from.kind(), to.kind()) {
-        Ok(to)
-    } else {
-        Err(illegal())
+    match move_for(from.kind(), event.kind()) {
+        Illegal => Err(illegal()),
+        Stay => Ok(from.clone()),
+        To(to) => enter(to, from, event, now_ms).ok_or_else(illegal),
     }
 }
 
-fn observe(from: &Lifecycle, verdict: &Verdict, now_ms: u64) -> Lifecycle {
+/// The new state of kind `to`, its payload from `event`. A worker seen again
+/// with the same PID keeps its start time, and a stream still failing keeps
+/// the time it started failing. `None` if the event carries nothing for that
+/// kind: a mistake in [`MOVES`], which the tests rule out cell by cell.
+fn enter(to: Kind, from: &Lifecycle, event: &Event, now_ms: u64) -> Option<Lifecycle> {
     use Lifecycle as L;
-    match verdict {
-        Verdict::Running { pid } => match from {
-            L::Running { pid: p, since_ms } | L::Starting { pid: p, since_ms } if p == pid => {
-                L::Running {
-                    pid: *pid,
-                    since_ms: *since_ms,
-                }
-            }
-            _ => L::Running {
-                pid: *pid,
-                since_ms: now_ms,
-            },
-        },
-        Verdict::StartingUp { pid } => match from {
-            L::Starting { pid: p, since_ms } if p == pid => L::Starting {
-                pid: *pid,
-                since_ms: *since_ms,
-            },
-            _ => L::Starting {
-                pid: *pid,
-                since_ms: now_ms,
-            },
-        },
-        Verdict::Unhealthy { reason, .. } => match from {
-            L::Backoff { .. } => from.clone(),
-            L::Unhealthy { since_ms, .. } => L::Unhealthy {
-                reason: reason.clone(),
-                since_ms: *since_ms,
-            },
-            _ => L::Unhealthy {
-                reason: reason.clone(),
-                since_ms: now_ms,
-            },
-        },
-        Verdict::Complete => L::Completed,
-        Verdict::WaitingOnDeps { waiting } => L::WaitingOnDeps {
+    let state = match (to, event) {
+        (NotStarted, _) => L::NotStarted,
+        (Completed, _) => L::Completed,
+        (WaitingOnDeps, Event::Observed(Verdict::WaitingOnDeps { waiting })) => L::WaitingOnDeps {
             waiting: waiting.iter().map(|w| w.to_string()).collect(),
         },
-        Verdict::NeverStarted | Verdict::NoTasks => L::NotStarted,
-        Verdict::Dead { reason } => match from {
-            // Still dead while waiting to restart: the wait goes on.
-            L::Backoff { .. } => from.clone(),
-            L::Unhealthy { since_ms, .. } => L::Unhealthy {
-                reason: reason.clone(),
-                since_ms: *since_ms,
-            },
-            _ => L::Unhealthy {
-                reason: reason.clone(),
-                since_ms: now_ms,
+        (Running, Event::Observed(Verdict::Running { pid })) => {
+            let since_ms = match from {
+                L::Running { pid: p, since_ms } | L::Starting { pid: p, since_ms } if p == pid => {
+                    *since_ms
+                }
+                _ => now_ms,
+            };
+            L::Running {
+                pid: *pid,
+                since_ms,
+            }
+        }
+        (Starting, Event::Observed(Verdict::StartingUp { pid }) | Event::Spawned { pid }) => {
+            let since_ms = match from {
+                L::Starting { pid: p, since_ms } if p == pid => *since_ms,
+                _ => now_ms,
+            };
+            L::Starting {
+                pid: *pid,
+                since_ms,
+            }
+        }
+        (
+            Unhealthy,
+            Event::Observed(Verdict::Unhealthy { reason, .. } | Verdict::Dead { reason }),
+        ) => L::Unhealthy {
+            reason: reason.clone(),
+            since_ms: match from {
+                L::Unhealthy { since_ms, .. } => *since_ms,
+                _ => now_ms,
             },
         },
-    }
+        (Backoff, Event::SpawnFailed { until_ms, error }) => L::Backoff {
+            until_ms: *until_ms,
+            reason: format!("restart failed: {error}"),
+        },
+        (Backoff, Event::Deferred { until_ms, reason }) => L::Backoff {
+            until_ms: *until_ms,
+            reason: reason.clone(),
+        },
+        (Restarting, Event::RestartBegun { attempt }) => L::Restarting { attempt: *attempt },
+        (Restarting, Event::OperatorRestart) => L::Restarting { attempt: 0 },
+        (GaveUp, Event::BudgetSpent { reason }) => L::GaveUp {
+            reason: reason.clone(),
+        },
+        (Paused, Event::Pause { by }) => L::Paused { by: by.clone() },
+        (Stopped, Event::Stop { by }) => L::Stopped { by: by.clone() },
+        _ => return None,
+    };
+    Some(state)
 }
 
 #[cfg(test)]
@@ -426,6 +561,166 @@ mod tests {
             ("reset", Event::Reset),
             ("operator restart", Event::OperatorRestart),
         ]
+    }
+
+    /// One event of each kind, in [`EventKind::ALL`] order.
+    fn sample_event(kind: EventKind) -> Event {
+        let event = match kind {
+            EventKind::SeenRunning => Event::Observed(Verdict::Running { pid: 10 }),
+            EventKind::SeenStartingUp => Event::Observed(Verdict::StartingUp { pid: 10 }),
+            EventKind::SeenUnhealthy => Event::Observed(Verdict::Unhealthy {
+                pid: 10,
+                reason: "stuck".into(),
+            }),
+            EventKind::SeenDead => Event::Observed(Verdict::Dead {
+                reason: "gone".into(),
+            }),
+            EventKind::SeenComplete => Event::Observed(Verdict::Complete),
+            EventKind::SeenWaiting => Event::Observed(Verdict::WaitingOnDeps {
+                waiting: vec![StreamId::parse("A").unwrap()],
+            }),
+            EventKind::SeenNotStarted => Event::Observed(Verdict::NoTasks),
+            EventKind::RestartBegun => Event::RestartBegun { attempt: 2 },
+            EventKind::Spawned => Event::Spawned { pid: 11 },
+            EventKind::SpawnFailed => Event::SpawnFailed {
+                until_ms: 99,
+                error: "x".into(),
+            },
+            EventKind::Deferred => Event::Deferred {
+                until_ms: 99,
+                reason: "rate".into(),
+            },
+            EventKind::BudgetSpent => Event::BudgetSpent {
+                reason: "max".into(),
+            },
+            EventKind::Pause => Event::Pause { by: "op2".into() },
+            EventKind::Resume => Event::Resume,
+            EventKind::Stop => Event::Stop { by: "op2".into() },
+            EventKind::Reset => Event::Reset,
+            EventKind::OperatorRestart => Event::OperatorRestart,
+        };
+        assert_eq!(event.kind(), kind);
+        event
+    }
+
+    /// Event names are written to monitor.log and the event log.
+    #[test]
+    fn event_names_are_stable() {
+        let mut names: Vec<&str> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        names.dedup();
+        assert_eq!(
+            names,
+            [
+                "observed",
+                "restart_begun",
+                "spawned",
+                "spawn_failed",
+                "deferred",
+                "budget_spent",
+                "pause",
+                "resume",
+                "stop",
+                "reset",
+                "operator_restart"
+            ]
+        );
+    }
+
+    /// Every cell of [`MOVES`] is carried out: a refusal refuses, a stay
+    /// leaves the state untouched, a move yields a state of the named kind
+    /// (so the event always carries the payload that kind needs).
+    #[test]
+    fn transition_carries_out_every_cell_of_the_table() {
+        let mut legal_moves = 0;
+        for from_kind in Kind::ALL {
+            let from = sample(from_kind);
+            for event_kind in EventKind::ALL {
+                let got = transition(&from, &sample_event(event_kind), 7);
+                let cell = format!("{from_kind:?} + {event_kind:?}");
+                match move_for(from_kind, event_kind) {
+                    Move::Illegal => assert!(got.is_err(), "{cell}"),
+                    Move::Stay => assert_eq!(got.as_ref(), Ok(&from), "{cell}"),
+                    Move::To(to) => {
+                        assert_eq!(got.map(|s| s.kind()), Ok(to), "{cell}");
+                        assert!(is_legal(from_kind, to), "{cell}");
+                    }
+                }
+            }
+            for to in Kind::ALL {
+                if to != from_kind && is_legal(from_kind, to) {
+                    legal_moves += 1;
+                }
+            }
+        }
+        // Backoff -> Unhealthy is not among them: a stream still failing while
+        // it waits to restart stays in backoff.
+        assert_eq!(legal_moves, 80, "moves between different states");
+    }
+
+    #[test]
+    fn pid_and_reason_project_the_payload() {
+        let cases: Vec<(Lifecycle, Option<i32>, Option<&str>)> = vec![
+            (Lifecycle::NotStarted, None, None),
+            (
+                Lifecycle::WaitingOnDeps {
+                    waiting: vec!["a".into(), "b".into()],
+                },
+                None,
+                Some("waiting on a, b"),
+            ),
+            (
+                Lifecycle::Starting {
+                    pid: 3,
+                    since_ms: 1,
+                },
+                Some(3),
+                None,
+            ),
+            (
+                Lifecycle::Running {
+                    pid: 4,
+                    since_ms: 1,
+                },
+                Some(4),
+                None,
+            ),
+            (
+                Lifecycle::Unhealthy {
+                    reason: "dead".into(),
+                    since_ms: 1,
+                },
+                None,
+                Some("dead"),
+            ),
+            (
+                Lifecycle::Backoff {
+                    until_ms: 5,
+                    reason: "backing off".into(),
+                },
+                None,
+                Some("backing off"),
+            ),
+            (Lifecycle::Restarting { attempt: 2 }, None, None),
+            (
+                Lifecycle::Stopped { by: "ann".into() },
+                None,
+                Some("by ann"),
+            ),
+            (Lifecycle::Completed, None, None),
+            (
+                Lifecycle::GaveUp {
+                    reason: "max restart limit (2) reached".into(),
+                },
+                None,
+                Some("max restart limit (2) reached"),
+            ),
+            (Lifecycle::Paused { by: "bob".into() }, None, Some("by bob")),
+        ];
+        assert_eq!(cases.len(), Kind::ALL.len(), "every state has a case");
+        for (state, pid, reason) in cases {
+            assert_eq!(state.pid(), pid, "{state:?}");
+            assert_eq!(state.reason().as_deref(), reason, "{state:?}");
+        }
     }
 
     /// The full states × events table: the expected resulting state, `None`

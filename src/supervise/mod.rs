@@ -8,3 +8,6 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod streams;
+
+#[cfg(test)]
+mod props;
