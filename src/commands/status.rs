@@ -77,7 +77,7 @@ pub struct StreamStatus {
     pub last_restart_ms: Option<u64>,
     pub last_restart_reason: Option<String>,
     pub next_restart_ms: Option<u64>,
-    pub tasks: TaskCounts,
+    pub tasks: crate::store::Progress,
     pub dependencies: Vec<String>,
 }
 
@@ -88,16 +88,6 @@ pub struct ProbeStatus {
     pub ok: Option<bool>,
     pub detail: String,
     pub consecutive_failures: u32,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TaskCounts {
-    pub total: u32,
-    pub completed: u32,
-    pub in_progress: u32,
-    pub pending: u32,
-    pub blocked: u32,
-    pub cancelled: u32,
 }
 
 fn health(kind: Kind) -> &'static str {
@@ -176,10 +166,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 .get(o.view.id.as_str())
                 .cloned()
                 .unwrap_or_default();
-            let pid = match &st.lifecycle {
-                Lifecycle::Running { pid, .. } | Lifecycle::Starting { pid, .. } => Some(*pid),
-                _ => None,
-            };
+            let pid = st.lifecycle.pid();
             let uptime_secs = pid
                 .and_then(procinfo::inspect)
                 .and_then(|f| f.started_at.elapsed().ok())
@@ -189,12 +176,10 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 .clone()
                 .filter(|_| st.lifecycle.kind() == Kind::Running);
             let reason = match &st.lifecycle {
-                Lifecycle::Unhealthy { reason, .. }
-                | Lifecycle::Backoff { reason, .. }
-                | Lifecycle::GaveUp { reason } => Some(reason.clone()),
-                Lifecycle::Paused { by } | Lifecycle::Stopped { by } => Some(format!("by {by}")),
-                _ => not_ready.clone().or_else(|| st.last_error.clone()),
-            };
+                Lifecycle::WaitingOnDeps { .. } => None,
+                held => held.reason(),
+            }
+            .or_else(|| not_ready.clone().or_else(|| st.last_error.clone()));
             let probes = st
                 .probes
                 .records
@@ -232,14 +217,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                     Lifecycle::Backoff { until_ms, .. } => Some(until_ms),
                     _ => None,
                 },
-                tasks: TaskCounts {
-                    total: p.total,
-                    completed: p.completed,
-                    in_progress: p.in_progress,
-                    pending: p.pending,
-                    blocked: p.blocked,
-                    cancelled: p.cancelled,
-                },
+                tasks: p,
                 dependencies: o.view.dependencies.iter().map(|d| d.to_string()).collect(),
             }
         })
@@ -522,7 +500,7 @@ mod tests {
             last_restart_ms: None,
             last_restart_reason: None,
             next_restart_ms: None,
-            tasks: TaskCounts {
+            tasks: crate::store::Progress {
                 total: 3,
                 completed: 1,
                 in_progress: 1,

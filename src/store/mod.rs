@@ -23,8 +23,9 @@ pub struct Initiative {
     pub status: String,
 }
 
-/// Task counts of one stream, within the active initiative.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Task counts of one stream, within the active initiative (also the
+/// `tasks` object of `status --json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Progress {
     pub total: u32,
     pub completed: u32,

@@ -10,17 +10,17 @@
 
 use proptest::prelude::*;
 
+use super::model::{State, StreamState};
 use crate::layout::StreamId;
 use crate::process::identity::Remembered;
-use crate::state::State;
 
 use super::assess::Verdict;
 use super::lifecycle::{move_for, transition, Event, EventKind, Kind, Move};
 use super::plan::{
-    apply_event, begin_restart, finish_restart, plan_tick, Begin, Change, Observation, Plan,
+    apply_event, begin_restart, finish_restart, plan_tick, Begin, Change, Changes, Observation,
     PlanSettings, RestartRequest,
 };
-use super::policy::{BreakerPolicy, RestartKind, RestartPolicy};
+use super::policy::{forgive, BreakerPolicy, RestartKind, RestartPolicy};
 
 const NAMES: [&str; 3] = ["A", "B", "C"];
 
@@ -192,9 +192,9 @@ fn check_changes(changes: &[Change]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn check_plan(plan: &Plan) -> Result<(), TestCaseError> {
-    prop_assert!(plan.refused.is_empty(), "refused: {:?}", plan.refused);
-    check_changes(&plan.changes)
+fn check_journal(changes: &Changes) -> Result<(), TestCaseError> {
+    prop_assert!(changes.refused.is_empty(), "refused: {:?}", changes.refused);
+    check_changes(&changes.changes)
 }
 
 fn worker(pid: i32, now_ms: u64) -> Remembered {
@@ -206,13 +206,13 @@ fn worker(pid: i32, now_ms: u64) -> Remembered {
 }
 
 /// Ends a restart the way `launch` says.
-fn finish(state: &mut State, id: &StreamId, launch: Launch, now_ms: u64, changes: &mut Plan) {
+fn finish(st: &mut StreamState, id: &StreamId, launch: Launch, now_ms: u64, changes: &mut Changes) {
     let outcome = match launch {
         Launch::Spawned => Ok(worker(100, now_ms)),
         Launch::Failed => Err("wrapper missing".into()),
         Launch::Abandoned => return,
     };
-    finish_restart(state, id, outcome, now_ms, changes);
+    finish_restart(st, id, outcome, now_ms, changes);
 }
 
 fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), TestCaseError> {
@@ -255,13 +255,16 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                         }
                     })
                     .collect();
-                let plan = plan_tick(&mut state, &observed, settings, now);
-                check_plan(&plan)?;
-                for id in &plan.restarts {
+                let mut journal = Changes::default();
+                let plan = plan_tick(&mut state, &observed, settings, now, &mut journal);
+                check_journal(&journal)?;
+                for order in &plan.restarts {
+                    let id = &order.id;
                     let st = &state.streams[id.as_str()];
                     prop_assert!(!st.lifecycle.is_held(), "held stream {id} planned");
                 }
-                for (n, id) in plan.restarts.iter().enumerate() {
+                for (n, order) in plan.restarts.iter().enumerate() {
+                    let id = &order.id;
                     let i = ids.iter().position(|x| x == id).expect("a known stream");
                     let fingerprint = seen[i].signature.map(|b| if b { "fp1" } else { "fp2" });
                     let request = RestartRequest {
@@ -269,13 +272,18 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                         completed_tasks: budgets[i].completed,
                         exit_code: seen[i].exit_code,
                         reason: "dead",
-                        policy: None,
+                        policy: order.policy,
                         signature: fingerprint.map(|f| (f, "the same error")),
                     };
-                    let before = state.streams[id.as_str()].lifecycle.clone();
-                    let mut changes = Plan::default();
+                    let breaker = state.breaker_until_ms;
+                    let st = state
+                        .streams
+                        .get_mut(id.as_str())
+                        .expect("planned streams exist");
+                    let before = st.lifecycle.clone();
+                    let mut changes = Changes::default();
                     let begin =
-                        begin_restart(&mut state, &request, settings, now, *jitter, &mut changes);
+                        begin_restart(st, breaker, &request, settings, now, *jitter, &mut changes);
                     if let Begin::Go { attempt } = begin {
                         prop_assert!(!before.is_held(), "restarted while held: {before:?}");
                         let budget = &mut budgets[i];
@@ -293,15 +301,9 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                             budget.charged
                         );
                         prop_assert_eq!(attempt, budget.charged, "attempt of stream {}", id);
-                        finish(
-                            &mut state,
-                            id,
-                            launches[n % launches.len()],
-                            now,
-                            &mut changes,
-                        );
+                        finish(st, id, launches[n % launches.len()], now, &mut changes);
                     }
-                    check_plan(&changes)?;
+                    check_journal(&changes)?;
                 }
             }
             Step::Operator {
@@ -326,19 +328,11 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                 // The commands clear the budget along with the event, as
                 // `reset` and `restart STREAM` do, when the event is legal.
                 if expected.is_ok() && matches!(op, Op::Reset | Op::Restart) {
-                    st.restarts = 0;
-                    st.streak = 0;
-                    st.next_attempt_ms = None;
-                    if matches!(op, Op::Reset) {
-                        st.recent_restarts_ms.clear();
-                        st.completed_at_last_restart = None;
-                    }
+                    forgive(st);
                     budgets[*stream].charged = 0;
-                    if matches!(op, Op::Reset) {
-                        budgets[*stream].completed_at_charge = None;
-                    }
+                    budgets[*stream].completed_at_charge = None;
                 }
-                let mut changes = Plan::default();
+                let mut changes = Changes::default();
                 let applied = apply_event(st, id, event, now, &mut changes);
                 prop_assert_eq!(applied.is_ok(), expected.is_ok());
                 if let Ok(to) = expected {
@@ -349,8 +343,8 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                 check_changes(&changes.changes)?;
                 if matches!(op, Op::Restart) && applied.is_ok() {
                     // The operator's restart launches the worker at once.
-                    finish(&mut state, id, *launch, now, &mut changes);
-                    check_plan(&changes)?;
+                    finish(st, id, *launch, now, &mut changes);
+                    check_journal(&changes)?;
                 }
             }
         }

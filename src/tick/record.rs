@@ -57,7 +57,7 @@ impl<'a> Recorder<'a> {
     }
 
     fn change(&self, c: &Change) {
-        let why = reason_of(&c.to);
+        let why = c.to.reason();
         let suffix = why.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         // Transitions go to the file and the event log; the console keeps the
         // original's lines.
@@ -68,10 +68,7 @@ impl<'a> Recorder<'a> {
             c.to.kind().name()
         );
         self.logger.write_file(Level::Info, &line);
-        let pid = match &c.to {
-            Lifecycle::Running { pid, .. } | Lifecycle::Starting { pid, .. } => Some(*pid),
-            _ => None,
-        };
+        let pid = c.to.pid();
         let attempt = match &c.to {
             Lifecycle::Restarting { attempt } => Some(*attempt),
             _ => None,
@@ -84,17 +81,6 @@ impl<'a> Recorder<'a> {
             attempt,
             ..EventRecord::new("transition", Some(c.stream.as_str()))
         });
-    }
-}
-
-fn reason_of(state: &Lifecycle) -> Option<String> {
-    match state {
-        Lifecycle::Unhealthy { reason, .. }
-        | Lifecycle::Backoff { reason, .. }
-        | Lifecycle::GaveUp { reason } => Some(reason.clone()),
-        Lifecycle::Paused { by } | Lifecycle::Stopped { by } => Some(format!("by {by}")),
-        Lifecycle::WaitingOnDeps { waiting } => Some(format!("waiting on {}", waiting.join(", "))),
-        _ => None,
     }
 }
 
