@@ -1,29 +1,31 @@
 //! monitor-workers: a watchdog and supervisor for long-running AI coding
 //! workers, and a drop-in replacement for `monitor-workers.py`.
 //!
-//! The flow of one check is observe → assess → decide → act → record:
-//! `store` and `process` observe, `supervise` (pure) assesses and decides,
-//! `tick` acts and records, `daemon` loops ticks, `commands` orchestrate.
-//! Exit codes are decided here and nowhere else.
+//! The flow of one check is observe → plan → announce → act → record
+//! (`tick`): `store` and `process` observe, `supervise` (pure) assesses and
+//! decides, `tick` acts and records, `daemon` loops ticks, `commands`
+//! orchestrate. Exit codes are decided here and nowhere else. The modules
+//! left public are the ones the integration tests reach into (parsers, the
+//! state and its model, layout); everything else is internal.
 
 pub mod cli;
-pub mod clock;
-pub mod commands;
-pub mod component;
+pub(crate) mod clock;
+pub(crate) mod commands;
+pub(crate) mod component;
 pub mod config;
-pub mod daemon;
-pub mod files;
+pub(crate) mod daemon;
+pub(crate) mod files;
 pub mod layout;
-pub mod logtail;
+pub(crate) mod logtail;
 pub mod probe;
 pub mod process;
-pub mod prompt;
+pub(crate) mod prompt;
 pub mod report;
-pub mod selfheal;
+pub(crate) mod selfheal;
 pub mod state;
 pub mod store;
 pub mod supervise;
-pub mod tick;
+pub(crate) mod tick;
 
 /// How a run ended; the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

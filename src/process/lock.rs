@@ -72,10 +72,6 @@ impl FileLock {
         file.write_all(text.as_bytes())?;
         file.sync_data()
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// What the holder of a lock wrote into it (empty when unknown).

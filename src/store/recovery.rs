@@ -23,10 +23,6 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::{classify, column_text, open_read_only, SchemaKind, StoreError, TaskSource};
 
-/// How long a task must have been `in_progress` without an update before
-/// recovery takes it back, unless told otherwise.
-pub const DEFAULT_OLDER_THAN: Duration = Duration::from_secs(5 * 60);
-
 /// Attempts of one recovery while the database stays busy.
 pub const MAX_ATTEMPTS: u32 = 5;
 
@@ -502,7 +498,7 @@ mod tests {
             source: &source,
             initiative_id: "ws",
             streams: &streams,
-            older_than: DEFAULT_OLDER_THAN,
+            older_than: Duration::from_secs(300),
             busy_timeout: Duration::from_millis(20),
             dry_run: false,
         };

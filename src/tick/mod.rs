@@ -21,7 +21,7 @@ use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
 use crate::report::log::{Kind, Level, Logger};
 use crate::state::StateStore;
-use crate::store::{Initiative, StoreError};
+use crate::store::StoreError;
 use crate::supervise::model::{GiveUp, State};
 use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
 
@@ -78,7 +78,6 @@ pub struct Watched {
 
 #[derive(Debug, Default)]
 pub struct TickReport {
-    pub initiative: Option<Initiative>,
     pub dead: Vec<StreamId>,
     /// Running but failing a liveness probe (stuck).
     pub unhealthy: Vec<StreamId>,
@@ -144,7 +143,6 @@ pub fn run_tick(
         spawned: acted.spawned,
         next_due_ms: record::next_wake(&snapshot, &final_state, &decided.plan),
         hooks,
-        initiative: Some(snapshot.initiative),
     })
 }
 
