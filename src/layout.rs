@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// The state file's name inside the state directory.
 pub const STATE_FILE: &str = "monitor-state.json";
+/// The state lock's name inside the state directory.
+pub const STATE_LOCK: &str = "state.lock";
 
 /// Path overrides given on the command line or through `MONITOR_WORKERS_*`.
 #[derive(Debug, Clone, Default)]
@@ -162,6 +164,22 @@ impl Layout {
     }
     pub fn prompt_override(&self) -> PathBuf {
         self.orch.join("worker-prompt.md")
+    }
+    /// The background daemon's own stdout and stderr.
+    pub fn daemon_out(&self) -> PathBuf {
+        self.logs_dir().join("daemon.out")
+    }
+    /// The lock every change of the state is made under.
+    pub fn state_lock(&self) -> PathBuf {
+        self.state_dir().join(STATE_LOCK)
+    }
+    /// The heartbeat file the wrapper touches for a stream's worker.
+    pub fn heartbeat_file(&self, id: &StreamId) -> PathBuf {
+        self.pids_dir().join(format!("{id}.heartbeat"))
+    }
+    /// `<project>/.copilot/tasks.db`, where the tc schema keeps its tasks.
+    pub fn tc_tasks_db(&self) -> PathBuf {
+        self.project_root.join(".copilot").join("tasks.db")
     }
     /// The structured event log.
     pub fn events_log(&self) -> PathBuf {

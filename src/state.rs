@@ -81,7 +81,7 @@ impl StateStore {
     pub fn at(state_dir: &Path, logger: Logger) -> StateStore {
         StateStore {
             path: state_dir.join(crate::layout::STATE_FILE),
-            lock_path: state_dir.join("state.lock"),
+            lock_path: state_dir.join(crate::layout::STATE_LOCK),
             logger,
         }
     }

@@ -118,7 +118,7 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
             "Cleaned a stale daemon lock (PID {holder} is not running)"
         ));
     }
-    let out_path = layout.logs_dir().join("daemon.out");
+    let out_path = layout.daemon_out();
     let exe = std::env::current_exe()
         .map_err(|e| Failure::CouldNotRun(format!("cannot find this binary: {e}")))?;
     let mut command = Command::new(exe);

@@ -285,11 +285,6 @@ pub fn detect(path: &Path, busy_timeout: Duration) -> Result<Option<SchemaKind>,
     Ok(schema_of(&tables, &task_columns))
 }
 
-/// `<project>/.copilot/tasks.db`, where the tc schema keeps its tasks.
-pub fn tc_tasks_db(layout: &crate::layout::Layout) -> PathBuf {
-    layout.project_root.join(".copilot").join("tasks.db")
-}
-
 /// Which task database to read: the project's `.copilot/tasks.db` when it
 /// exists and no tasks database was named; otherwise the named (or default)
 /// one, in whichever schema it has. A database that cannot be probed is
@@ -299,7 +294,7 @@ pub fn locate(
     layout: &crate::layout::Layout,
     busy_timeout: Duration,
 ) -> Result<TaskSource, StoreError> {
-    let tc_db = tc_tasks_db(layout);
+    let tc_db = layout.tc_tasks_db();
     if !layout.tasks_db_given && tc_db.is_file() {
         return Ok(TaskSource {
             schema: SchemaKind::Tc,

@@ -365,7 +365,7 @@ fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> check
             CheckSpec::Heartbeat { path: Some(p), .. } => Some(layout.project_root.join(p)),
             _ => None,
         })
-        .unwrap_or_else(|| layout.pids_dir().join(format!("{}.heartbeat", o.view.id)));
+        .unwrap_or_else(|| layout.heartbeat_file(&o.view.id));
     let p = o.view.progress;
     checks::Target {
         pid: o.liveness.pid().unwrap_or(0),
