@@ -126,11 +126,13 @@ pub struct PathArgs {
 }
 
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let s = s.trim();
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(0.0..=3600.0).contains(&v) {
-        return Err(format!("{v} is out of range (0 to 3600 seconds)"));
+        // Echo what was typed, not the parsed value: 1e308 would print 309 digits.
+        return Err(format!("{s} is out of range (0 to 3600 seconds)"));
     }
     Ok(v)
 }
@@ -250,5 +252,21 @@ impl clap::ValueEnum for crate::supervise::policy::RestartKind {
             RestartKind::Never => ("never", "Never: report only"),
         };
         Some(clap::builder::PossibleValue::new(name).help(help))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seconds;
+
+    #[test]
+    fn seconds_errors_echo_the_input_not_its_expansion() {
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        let err = parse_seconds("1e308").unwrap_err();
+        assert_eq!(err, "1e308 is out of range (0 to 3600 seconds)");
+        assert!(parse_seconds("inf").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").unwrap_err().contains("not a number"));
     }
 }
