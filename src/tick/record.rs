@@ -305,6 +305,34 @@ mod tests {
     }
 
     #[test]
+    fn a_give_up_is_said_once_though_act_and_the_next_announce_both_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            project_root: dir.path().into(),
+            orch: dir.path().into(),
+            workspace_id: "w".into(),
+            tasks_db: dir.path().join("t.db"),
+            memory_db: dir.path().join("m.db"),
+            tasks_db_given: false,
+        };
+        let logger = Logger::new(Some(&layout.monitor_log()), true);
+        let recorder = Recorder::new(&layout, &logger);
+        let mut memory = TickMemory::default();
+        let why = GiveUp::Budget { max: 2 };
+        let settings = crate::tick::act::tests_support::settings();
+        gave_up(&recorder, &mut memory, &settings, &[(id("A"), why.clone())]);
+        // The next tick of the same daemon finds the stream given up.
+        let line = gave_up_line(&id("A"), Some(&why), "max restart limit (2) reached");
+        memory.once(&logger, Level::Warning, Kind::Report, line);
+        let log = std::fs::read_to_string(layout.monitor_log()).unwrap();
+        assert_eq!(
+            log.matches("has reached max restart limit (2)").count(),
+            1,
+            "{log}"
+        );
+    }
+
+    #[test]
     fn a_deferral_that_is_over_is_not_announced() {
         assert_eq!(deferred_line(&id("A"), 0, "backoff"), None);
         assert_eq!(deferred_line(&id("A"), 99, "backoff"), None);

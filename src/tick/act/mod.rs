@@ -10,6 +10,8 @@ mod launch;
 mod stop;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod tests_support;
 
 use std::process::Child;
 use std::time::Duration;

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::config::ConfigFile;
 use crate::probe::ProbeVerdict;
 use crate::process::pidfile::PidFile;
 use crate::process::procinfo::ProcFacts;
 use crate::report::log::Logger;
 use crate::store::{Progress, SchemaKind, TaskSource};
 use crate::supervise::lifecycle::{Kind, Lifecycle};
-use crate::supervise::plan::PlanSettings;
-use crate::supervise::policy::{BreakerPolicy, RestartPolicy};
+use crate::supervise::policy::RestartPolicy;
 use crate::supervise::streams::StreamView;
 use crate::tick::{Snapshot, TickSettings};
 
@@ -100,23 +98,7 @@ impl Project {
             memory_db: root.join("memory.db"),
             tasks_db_given: false,
         };
-        let settings = TickSettings {
-            plan: PlanSettings {
-                auto_restart: true,
-                policy: RestartPolicy::default(),
-                breaker: BreakerPolicy::default(),
-                same_failure_limit: 0,
-            },
-            busy_timeout: Duration::from_secs(1),
-            spawn_wait: Duration::from_secs(1),
-            hint_auto_restart: true,
-            grace: Duration::from_secs(1),
-            config: ConfigFile::default(),
-            own_components: false,
-            on_give_up: None,
-            statsd: None,
-            recover_tasks: None,
-        };
+        let settings = super::tests_support::settings();
         let logger = Logger::new(Some(&layout.monitor_log()), true);
         Project {
             _dir: dir,
