@@ -34,8 +34,13 @@ pub const REDACTED_PRIVATE_KEY: &str = "[REDACTED PRIVATE KEY]";
 /// that starts inside the block) takes the base64 lines before it along.
 pub fn redact(text: &str) -> String {
     let mut text = Cow::Borrowed(text);
-    for (rule, regex) in RULES.iter().zip(COMPILED.iter()) {
-        if let Cow::Owned(changed) = apply(rule, regex, &text) {
+    // The key rules cost most and almost never match: a quick look first.
+    let has_key = text.contains("PRIVATE KEY");
+    for pass in RULES.chunk_by(|a, b| a.pass == b.pass) {
+        if pass[0].pass <= 2 && !has_key {
+            continue;
+        }
+        if let Cow::Owned(changed) = apply(pass, &text) {
             text = Cow::Owned(changed);
         }
     }
@@ -57,7 +62,10 @@ pub fn redact_lines(lines: &[&str]) -> Vec<String> {
 /// One kind of secret.
 struct Rule {
     name: &'static str,
-    pattern: String,
+    /// Rules of one pass scan the text together: where several match, the
+    /// earliest wins, and at one place the first in the table.
+    pass: u8,
+    regex: Regex,
     /// Given the text and a match, what to replace, or `None` when the match
     /// is no secret after all.
     secret: SecretFn,
@@ -73,98 +81,74 @@ struct Secret {
 
 // Pieces of the patterns below.
 const KEY_LABEL: &str = r"[^\n-]*PRIVATE KEY[^\n-]*-----";
-const URL_AUTHORITY: &str = r#"[^ \t\n\x0C\r/?#"'<>`)\]},"#;
+const AUTHORITY: &str = r#"[^ \t\n\x0C\r/?#"'<>`)\]},"#;
 
-/// The secrets, in the order they are redacted: key blocks first, because
-/// their base64 would otherwise feed the other rules; labels last, so a
-/// value a key rule already replaced is left alone.
+/// The secrets, pass by pass: key blocks first, because their base64 would
+/// otherwise feed the other rules; labels last, so a value a key rule
+/// already replaced is left alone.
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    let url_credentials =
-        format!("://{URL_AUTHORITY}:]*:(?P<secret>{URL_AUTHORITY}]+)@{URL_AUTHORITY}@]*");
-    let rules = [
+    #[rustfmt::skip]
+    let rules: [(&str, u8, String, SecretFn); 11] = [
         // BEGIN through END, or through the end of a log cut short.
-        (
-            "private key block",
-            format!(r"-----BEGIN {KEY_LABEL}(?s:.*?)(?:-----END {KEY_LABEL}|\z)"),
-            whole_key as SecretFn,
-        ),
+        ("private key block", 1, format!(r"-----BEGIN {KEY_LABEL}(?s:.*?)(?:-----END {KEY_LABEL}|\z)"), whole_key),
         // A tail that starts inside a block: its END and the base64 above.
-        (
-            "private key tail",
-            format!(
-                r"(?m)(?:^[^\S\n]*[A-Za-z0-9+/=]{{16,}}[^\S\n]*\n)*(?P<keep>[^\n]*?)[A-Za-z0-9+/=\\]*-----END {KEY_LABEL}"
-            ),
-            key_tail,
-        ),
+        ("private key tail", 2, format!(r"(?m)(?:^[^\S\n]*[A-Za-z0-9+/=]{{16,}}[^\S\n]*\n)*(?P<keep>[^\n]*?)[A-Za-z0-9+/=\\]*-----END {KEY_LABEL}"), key_tail),
         // `scheme://user:password@host` keeps the user.
-        ("url credentials", url_credentials, labelled_group),
-        ("anthropic key", r"sk-ant-[A-Za-z0-9_-]{16,}".into(), word),
-        // A bare `sk-` must be long and hold a digit, as random keys do and
-        // words joined by hyphens do not.
-        (
-            "openai key",
-            r"sk-(?:proj-)?(?P<body>[A-Za-z0-9_-]{20,})".into(),
-            openai_key,
-        ),
-        (
-            "github fine-grained token",
-            r"github_pat_[A-Za-z0-9_]{20,}".into(),
-            word,
-        ),
-        ("github token", r"gh[pousr]_[A-Za-z0-9]{20,}".into(), word),
-        ("slack token", r"xox[abpr]-[A-Za-z0-9-]{10,}".into(), word),
-        (
-            "aws access key id",
-            r"(?:AKIA|ASIA)[A-Z0-9]{16}".into(),
-            whole_word,
-        ),
-        (
-            "bearer token",
-            r"(?i-u:bearer)[ \t]+(?P<secret>[A-Za-z0-9._~+/=-]+)".into(),
-            bearer_token,
-        ),
-        ("labelled secret", labelled_key_pattern(), labelled_value),
+        ("url credentials", 3, format!("://{AUTHORITY}:]*:(?P<secret>{AUTHORITY}]+)@{AUTHORITY}@]*"), group),
+        ("anthropic key", 4, r"sk-ant-[A-Za-z0-9_-]{16,}".into(), word),
+        ("openai key", 4, r"sk-(?:proj-)?(?P<body>[A-Za-z0-9_-]{20,})".into(), openai_key),
+        ("github fine-grained token", 4, r"github_pat_[A-Za-z0-9_]{20,}".into(), word),
+        ("github token", 4, r"gh[pousr]_[A-Za-z0-9]{20,}".into(), word),
+        ("slack token", 4, r"xox[abpr]-[A-Za-z0-9-]{10,}".into(), word),
+        ("aws access key id", 4, r"(?:AKIA|ASIA)[A-Z0-9]{16}".into(), whole_word),
+        ("bearer token", 5, r"(?i-u:bearer)[ \t]+(?P<secret>[A-Za-z0-9._~+/=-]+)".into(), bearer_token),
+        ("labelled secret", 6, labelled_key_pattern(), labelled_value),
     ];
     rules
         .into_iter()
-        .map(|(name, pattern, secret)| Rule {
+        .map(|(name, pass, pattern, secret)| Rule {
             name,
-            pattern,
+            pass,
+            regex: Regex::new(&pattern).expect("redaction rule pattern"),
             secret,
         })
         .collect()
 });
 
-static COMPILED: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-    RULES
-        .iter()
-        .map(|rule| Regex::new(&rule.pattern).expect("redaction rule pattern"))
-        .collect()
-});
-
-/// Runs one rule over the text: `Borrowed` when it found nothing.
-fn apply<'t>(rule: &Rule, regex: &Regex, text: &'t str) -> Cow<'t, str> {
+/// Runs one pass over the text: `Borrowed` when it found nothing.
+fn apply<'t>(pass: &[Rule], text: &'t str) -> Cow<'t, str> {
+    let next_char = |at: usize| at + text[at..].chars().next().map_or(1, char::len_utf8);
+    let find = |rule: &Rule, at: usize| {
+        (at <= text.len())
+            .then(|| rule.regex.captures_at(text, at))
+            .flatten()
+    };
+    let mut found: Vec<Option<Captures>> = pass.iter().map(|rule| find(rule, 0)).collect();
     let mut out = String::new();
-    let (mut copied, mut at, mut changed) = (0, 0, false);
-    while let Some(found) = regex.captures_at(text, at) {
-        let whole = found.get(0).expect("group 0");
-        let next_char = whole.start()
-            + text[whole.start()..]
-                .chars()
-                .next()
-                .map_or(1, char::len_utf8);
-        match (rule.secret)(text, &found) {
-            Some(secret) if secret.span.start >= copied => {
+    let (mut copied, mut changed) = (0, false);
+    while let Some(first) = (0..pass.len())
+        .filter_map(|i| Some((found[i].as_ref()?.get(0)?.start(), i)))
+        .min()
+    {
+        let (start, i) = first;
+        let candidate = found[i].take().expect("a match");
+        match (pass[i].secret)(text, &candidate) {
+            Some(secret) => {
                 out.push_str(&text[copied..secret.span.start]);
                 out.push_str(&secret.with);
                 copied = secret.span.end;
                 changed = true;
-                at = secret.span.end.max(next_char);
+                let at = copied.max(next_char(start));
+                for (rule, slot) in pass.iter().zip(found.iter_mut()) {
+                    if slot
+                        .as_ref()
+                        .is_none_or(|c| c.get(0).is_some_and(|m| m.start() < at))
+                    {
+                        *slot = find(rule, at);
+                    }
+                }
             }
-            _ => at = next_char,
-        }
-        if at > text.len() {
-            break;
+            None => found[i] = find(&pass[i], next_char(start).max(copied)),
         }
     }
     if !changed {
@@ -212,7 +196,7 @@ fn key_tail(_: &str, found: &Captures) -> Option<Secret> {
 }
 
 /// The group `secret`, unless it is one a previous pass wrote.
-fn labelled_group(_: &str, found: &Captures) -> Option<Secret> {
+fn group(_: &str, found: &Captures) -> Option<Secret> {
     let secret = found.name("secret")?;
     (!secret.as_str().starts_with("[REDACTED")).then_some(())?;
     redacted(secret.range())
@@ -231,8 +215,12 @@ fn whole_word(text: &str, found: &Captures) -> Option<Secret> {
 
 fn openai_key(text: &str, found: &Captures) -> Option<Secret> {
     let body = found.name("body")?.as_str();
-    let is_anthropic = found.get(0)?.as_str().starts_with("sk-ant-");
-    (!is_anthropic && body.bytes().any(|b| b.is_ascii_digit())).then_some(())?;
+    // `sk-ant-` keys are the rule above's; a `sk-proj-` key's body is what
+    // follows `proj-`, however short.
+    let prefix = &found.get(0)?.as_str()[..found.get(0)?.len() - body.len()];
+    let whole_prefix =
+        prefix == "sk-proj-" || !(body.starts_with("ant-") || body.starts_with("proj-"));
+    (whole_prefix && body.bytes().any(|b| b.is_ascii_digit())).then_some(())?;
     word(text, found)
 }
 
@@ -243,7 +231,7 @@ fn bearer_token(text: &str, found: &Captures) -> Option<Secret> {
     let long_and_random =
         token.len() >= 8 && (token.bytes().any(|b| b.is_ascii_digit()) || token.len() >= 32);
     (long_and_random && starts_word(text, found.get(0)?.start())).then_some(())?;
-    labelled_group(text, found)
+    group(text, found)
 }
 
 // ---------------------------------------------------------------------------
@@ -344,9 +332,10 @@ mod tests {
         ];
         let names: Vec<&str> = RULES.iter().map(|rule| rule.name).collect();
         assert_eq!(names, rows.iter().map(|row| row.0).collect::<Vec<_>>(), "one row per rule, in order");
-        for ((rule, regex), (name, secret, expected, near_miss)) in RULES.iter().zip(COMPILED.iter()).zip(rows) {
-            assert_eq!(apply(rule, regex, secret), expected, "rule {name} on its secret");
-            assert_eq!(apply(rule, regex, near_miss), near_miss, "rule {name} on its near miss");
+        for (rule, (name, secret, expected, near_miss)) in RULES.iter().zip(rows) {
+            let alone = std::slice::from_ref(rule);
+            assert_eq!(apply(alone, secret), expected, "rule {name} on its secret");
+            assert_eq!(apply(alone, near_miss), near_miss, "rule {name} on its near miss");
         }
     }
 
