@@ -6,6 +6,9 @@
 //! again". Pure: facts in, signature out; the log tail is redacted first.
 
 use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,109 +74,44 @@ const CLASSIFY_WINDOW_LINES: usize = 30;
 // ---------------------------------------------------------------------------
 // Keywords, matched on lower-cased text
 
-/// Matched anywhere: `rate_limit_error` and `quota_exceeded` count.
-const RATE_LIMIT_PHRASES: &[&str] = &[
-    "rate limit",
-    "rate_limit",
-    "rate-limit",
-    "ratelimit",
-    "too many requests",
-    "overloaded",
-    "quota",
-    "usage limit",
-];
-/// Matched as whole words, so `14290` or `429ms` do not count.
-const RATE_LIMIT_WORDS: &[&str] = &["429"];
+/// Numbers and words that count only whole: `14290` and `429ms` are not 429.
+macro_rules! whole {
+    ($words:literal) => {
+        concat!("(?:^|[^a-z0-9])(?:", $words, ")(?:$|[^a-z0-9])")
+    };
+}
 
-const AUTH_PHRASES: &[&str] = &[
-    "unauthorized",
-    "unauthorised",
-    "invalid api key",
-    "invalid x-api-key",
-    "invalid_api_key",
-    "authentication",
-    "permission denied (publickey)",
-    "not logged in",
-];
-const AUTH_WORDS: &[&str] = &["401", "403", "login"];
-
-/// Words the supervisor puts in the reason when it stops a stuck worker.
-const HANG_WORDS: &[&str] = &[
-    "idle",
-    "no log output",
-    "no output",
-    "no log growth",
-    "no progress",
-    "no task progress",
-    "stalled",
-    "heartbeat",
-    "max runtime",
-    "max_runtime",
-    "max-runtime",
-    "stuck",
-    "hung",
+/// The words that tell each class, one rule per class; `classify` decides
+/// which one is asked where (the end of the tail or the reason).
+#[rustfmt::skip]
+const KEYWORDS: &[(FailureClass, &str)] = &[
+    // `rate_limit_error` and `quota_exceeded` count.
+    (FailureClass::RateLimit, concat!(r"rate[ _-]?limit|too many requests|overloaded|quota|usage limit|", whole!("429"))),
+    (FailureClass::Auth, concat!(r"unauthori[sz]ed|invalid api key|invalid x-api-key|invalid_api_key|authentication|permission denied \(publickey\)|not logged in|", whole!("401|403|login"))),
+    // What the supervisor writes in the reason when it stops a stuck worker.
+    (FailureClass::Hang, whole!("idle|no log output|no output|no log growth|no progress|no task progress|stalled|heartbeat|max[ _-]runtime|stuck|hung")),
+    (FailureClass::Killed, "killed|signal|sigkill|sigterm|terminated"),
+    (FailureClass::Crash, "panic|traceback|segmentation fault|core dumped|error:|fatal error|unhandled exception|uncaught exception"),
 ];
 
-const KILLED_PHRASES: &[&str] = &["killed", "signal", "sigkill", "sigterm", "terminated"];
+static KEYWORD_REGEXES: LazyLock<Vec<(FailureClass, Regex)>> = LazyLock::new(|| {
+    KEYWORDS
+        .iter()
+        .map(|(class, pattern)| (*class, Regex::new(pattern).expect("keyword pattern")))
+        .collect()
+});
 
-const CRASH_PHRASES: &[&str] = &[
-    "panic",
-    "traceback",
-    "segmentation fault",
-    "core dumped",
-    "error:",
-    "fatal error",
-    "unhandled exception",
-    "uncaught exception",
-];
+/// True when the lower-cased text holds a word of the class.
+fn mentions(class: FailureClass, lower: &str) -> bool {
+    KEYWORD_REGEXES
+        .iter()
+        .any(|(of, regex)| *of == class && regex.is_match(lower))
+}
 
 /// Signals a program raises on itself when it crashes (SIGILL, SIGTRAP,
 /// SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS): a crash, not a kill. Every
 /// other signal (SIGKILL, SIGTERM, SIGINT, SIGHUP, ...) came from outside.
 const CRASH_SIGNALS: &[i32] = &[4, 5, 6, 7, 8, 11, 31];
-
-fn is_word_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || byte == b'_'
-}
-
-fn contains_any(haystack: &str, phrases: &[&str]) -> bool {
-    phrases.iter().any(|phrase| haystack.contains(phrase))
-}
-
-/// True when `word` occurs with no letter or digit touching either end.
-fn contains_word(haystack: &str, word: &str) -> bool {
-    let bytes = haystack.as_bytes();
-    haystack.match_indices(word).any(|(start, _)| {
-        let end = start + word.len();
-        let free_before = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
-        let free_after = end == bytes.len() || !bytes[end].is_ascii_alphanumeric();
-        free_before && free_after
-    })
-}
-
-fn contains_any_word(haystack: &str, words: &[&str]) -> bool {
-    words.iter().any(|word| contains_word(haystack, word))
-}
-
-fn mentions_rate_limit(lower: &str) -> bool {
-    contains_any(lower, RATE_LIMIT_PHRASES) || contains_any_word(lower, RATE_LIMIT_WORDS)
-}
-
-fn mentions_auth(lower: &str) -> bool {
-    contains_any(lower, AUTH_PHRASES) || contains_any_word(lower, AUTH_WORDS)
-}
-
-fn mentions_hang(lower: &str) -> bool {
-    contains_any_word(lower, HANG_WORDS)
-}
-
-fn mentions_kill(lower: &str) -> bool {
-    contains_any(lower, KILLED_PHRASES)
-}
-
-fn mentions_crash(lower: &str) -> bool {
-    contains_any(lower, CRASH_PHRASES)
-}
 
 fn is_crash_signal(signal: i32) -> bool {
     CRASH_SIGNALS.contains(&signal)
@@ -221,15 +159,18 @@ pub fn classify(
         .or_else(|| exit_code.and_then(signal_of_exit_code))
         .is_some_and(is_crash_signal);
 
-    if mentions_rate_limit(&window) {
+    if mentions(FailureClass::RateLimit, &window) {
         FailureClass::RateLimit
-    } else if mentions_auth(&window) {
+    } else if mentions(FailureClass::Auth, &window) {
         FailureClass::Auth
-    } else if mentions_hang(&reason) {
+    } else if mentions(FailureClass::Hang, &reason) {
         FailureClass::Hang
     } else if was_killed(exit_code, signal, crash_signal, &reason) {
         FailureClass::Killed
-    } else if crash_signal || exit_code.is_some_and(|code| code != 0) || mentions_crash(&window) {
+    } else if crash_signal
+        || exit_code.is_some_and(|code| code != 0)
+        || mentions(FailureClass::Crash, &window)
+    {
         FailureClass::Crash
     } else {
         FailureClass::Unknown
@@ -245,7 +186,9 @@ fn was_killed(
     if crash_signal {
         return false;
     }
-    signal.is_some() || exit_code.and_then(signal_of_exit_code).is_some() || mentions_kill(reason)
+    signal.is_some()
+        || exit_code.and_then(signal_of_exit_code).is_some()
+        || mentions(FailureClass::Killed, reason)
 }
 
 /// How the process ended, as the signature text starts.
@@ -271,16 +214,9 @@ fn telling_line<'a>(class: FailureClass, reason: &'a str, lines: &[&'a str]) -> 
     if class == FailureClass::Hang && has_reason {
         return reason;
     }
-    let carries_keywords = |line: &str| {
-        let lower = line.to_lowercase();
-        match class {
-            FailureClass::RateLimit => mentions_rate_limit(&lower),
-            FailureClass::Auth => mentions_auth(&lower),
-            FailureClass::Crash => mentions_crash(&lower),
-            FailureClass::Killed => mentions_kill(&lower),
-            FailureClass::Hang | FailureClass::Unknown => false,
-        }
-    };
+    // A hang's words are the supervisor's, never the worker's.
+    let carries_keywords =
+        |line: &str| class != FailureClass::Hang && mentions(class, &line.to_lowercase());
     if let Some(line) = lines.iter().rev().find(|line| carries_keywords(line)) {
         return line;
     }
@@ -359,32 +295,135 @@ pub fn normalise(line: &str) -> String {
     fold_calendar_words(&words).join(" ")
 }
 
-fn run_end(bytes: &[u8], from: usize, accept: impl Fn(u8) -> bool) -> usize {
-    let mut at = from;
-    while at < bytes.len() && accept(bytes[at]) {
-        at += 1;
+/// A zone after a time: `Z`, `+0000`, `+00:00`, `-05`.
+const ZONE: &str = r"(?:Z|[+-]\d{2}(?:\d{2}|:\d{2})?)?";
+
+/// What varies between repeats of a failure, tried in this order where a
+/// word starts (no letter, digit or `_` before); each pattern is anchored
+/// there, and its check says what a regex cannot (what comes before or
+/// after, what a word holds).
+#[rustfmt::skip]
+static FOLD_RULES: LazyLock<Vec<FoldRule>> = LazyLock::new(|| {
+    let time = format!(r"\d{{1,2}}:\d{{2}}:\d{{2}}(?:[.,]\d+)?{ZONE}");
+    let rules: [(&str, String, &str, FoldCheck); 7] = [
+        // `20240115T103000`, `2024-01-15` or `2024/01/15` with an optional
+        // time, or a bare `HH:MM:SS`.
+        ("timestamp", format!(r"^(?:\d{{8}}T\d{{6}}{ZONE}|\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]{time})?|\d{{4}}/\d{{2}}/\d{{2}}(?:[T ]{time})?|{time})"), "<ts>", ends_word),
+        ("uuid", r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}".into(), "<uuid>", ends_word),
+        // Absolute, `./`, `../` or `~/`, with any `:line:col`; sentence
+        // punctuation after it is not part of it.
+        ("path", r#"^(?:\.\./|\./|~/|/)[^ \t\n\x0C\r"'`()\[\]{}<>,;|]*[^ \t\n\x0C\r"'`()\[\]{}<>,;|.:!?]"#.into(), "<path>", path),
+        ("hex literal", "^0[xX][0-9a-fA-F]+".into(), "<hex>", ends_word),
+        // A short git SHA, a container id: all digits is a number, all
+        // letters a word (`defaced`).
+        ("hex id", "^[A-Za-z0-9_]+".into(), "<hex>", hex_id),
+        // Base62 request ids (`req_011CQx4dZ8fG3kLp`) flip between letters
+        // and digits again and again; names (`x86_64_unknown_linux_gnu`) do not.
+        ("random id", "^[A-Za-z0-9_]+".into(), "<id>", random_id),
+        // A number, and the next one of a compound duration (`1h30m`); a
+        // unit stays.
+        ("number", r"^\d+(?:\.\d+)?(?:(?:ns|us|ms|s|m|h|d)\d+(?:\.\d+)?)*".into(), "<n>", |_, _, _| true),
+    ];
+    rules.into_iter().map(|(name, pattern, placeholder, check)| FoldRule {
+        name,
+        regex: Regex::new(&pattern).expect("fold pattern"),
+        placeholder,
+        check,
+    }).collect()
+});
+
+/// Given the line, where the match starts and the match, whether it folds.
+type FoldCheck = fn(&str, usize, &str) -> bool;
+
+struct FoldRule {
+    name: &'static str,
+    regex: Regex,
+    placeholder: &'static str,
+    check: FoldCheck,
+}
+
+fn is_word_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_'
+}
+
+/// True when no letter or digit follows the match.
+fn ends_word(text: &str, at: usize, found: &str) -> bool {
+    text.as_bytes()
+        .get(at + found.len())
+        .is_none_or(|b| !b.is_ascii_alphanumeric())
+}
+
+/// A `/` right after `:`, `/`, `.` or `~` is inside a URL or a word.
+fn path(text: &str, at: usize, found: &str) -> bool {
+    !(found.starts_with('/') && at > 0 && b":/.~".contains(&text.as_bytes()[at - 1]))
+}
+
+fn hex_id(_: &str, _: usize, word: &str) -> bool {
+    word.len() >= 7
+        && word.bytes().all(|b| b.is_ascii_hexdigit())
+        && word.bytes().any(|b| b.is_ascii_digit())
+        && word.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+fn random_id(_: &str, _: usize, word: &str) -> bool {
+    let flips = word
+        .as_bytes()
+        .windows(2)
+        .filter(|pair| pair[0].is_ascii_alphabetic() != pair[1].is_ascii_alphabetic())
+        .filter(|pair| pair.iter().all(u8::is_ascii_alphanumeric))
+        .count();
+    word.len() >= 12 && flips >= 4
+}
+
+/// One number of a folded number: 4xx and 5xx statuses tell failures apart
+/// and stay, unless the word before says they count something.
+static NUMBER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\d+(?:\.\d+)?").expect("number"));
+static STATUS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[45]\d\d$").expect("status"));
+static COUNTED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?:^|[^A-Za-z])(?i-u:pid|ppid|process|port|line|worker|attempt)[ \t=:#]*$")
+        .expect("counter words")
+});
+
+fn fold_number(text: &str, at: usize, found: &str, out: &mut String) {
+    let mut copied = 0;
+    for number in NUMBER.find_iter(found) {
+        out.push_str(&found[copied..number.start()]);
+        if STATUS.is_match(number.as_str()) && !COUNTED.is_match(&text[..at + number.start()]) {
+            out.push_str(number.as_str());
+        } else {
+            out.push_str("<n>");
+        }
+        copied = number.end();
     }
-    at
-}
-
-fn digits_at(bytes: &[u8], at: usize, count: usize) -> bool {
-    bytes.len() >= at + count && bytes[at..at + count].iter().all(u8::is_ascii_digit)
-}
-
-/// True when no letter or digit follows `at`.
-fn word_ends_at(bytes: &[u8], at: usize) -> bool {
-    at >= bytes.len() || !bytes[at].is_ascii_alphanumeric()
 }
 
 fn fold_variable_parts(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    while at < bytes.len() {
+    'scan: while at < bytes.len() {
         let starts_word = at == 0 || !is_word_byte(bytes[at - 1]);
-        if starts_word {
-            if let Some(end) = fold_at(text, at, &mut out) {
-                at = end;
+        if starts_word && (is_word_byte(bytes[at]) || b"./~".contains(&bytes[at])) {
+            for rule in FOLD_RULES.iter() {
+                let Some(found) = rule.regex.find(&text[at..]) else {
+                    continue;
+                };
+                if !(rule.check)(text, at, found.as_str()) {
+                    continue;
+                }
+                if rule.name == "number" {
+                    fold_number(text, at, found.as_str(), &mut out);
+                } else {
+                    out.push_str(rule.placeholder);
+                }
+                at += found.end();
+                continue 'scan;
+            }
+            // A word starting with a letter keeps its digits: `E0425`, `v1`.
+            let word_end = at + bytes[at..].iter().take_while(|b| is_word_byte(**b)).count();
+            if word_end > at {
+                out.push_str(&text[at..word_end]);
+                at = word_end;
                 continue;
             }
         }
@@ -395,262 +434,6 @@ fn fold_variable_parts(text: &str) -> String {
         at += ch.len_utf8();
     }
     out
-}
-
-/// Folds the variable part starting at `at`, a word start, into `out` and
-/// returns where it ends; `None` when nothing there varies.
-fn fold_at(text: &str, at: usize, out: &mut String) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let placeholder = |out: &mut String, end: usize, name: &str| {
-        out.push_str(name);
-        Some(end)
-    };
-    if let Some(end) = timestamp_end(bytes, at) {
-        return placeholder(out, end, "<ts>");
-    }
-    if let Some(end) = uuid_end(bytes, at) {
-        return placeholder(out, end, "<uuid>");
-    }
-    if let Some(end) = path_end(bytes, at) {
-        return placeholder(out, end, "<path>");
-    }
-    if bytes[at..].starts_with(b"0x") || bytes[at..].starts_with(b"0X") {
-        let end = run_end(bytes, at + 2, |b| b.is_ascii_hexdigit());
-        if end > at + 2 && word_ends_at(bytes, end) {
-            return placeholder(out, end, "<hex>");
-        }
-    }
-    if !is_word_byte(bytes[at]) {
-        return None;
-    }
-    let word_end = run_end(bytes, at, is_word_byte);
-    let word = &text[at..word_end];
-    if is_hex_id(word) {
-        return placeholder(out, word_end, "<hex>");
-    }
-    if is_random_id(word) {
-        return placeholder(out, word_end, "<id>");
-    }
-    if bytes[at].is_ascii_digit() {
-        return Some(fold_number(text, at, out));
-    }
-    // A word starting with a letter keeps its digits: `E0425`, `v1`.
-    out.push_str(word);
-    Some(word_end)
-}
-
-/// 7+ hex digits with at least one digit and one letter: a short git SHA, a
-/// container id. All digits is a number; all letters is a word (`defaced`).
-fn is_hex_id(word: &str) -> bool {
-    word.len() >= 7
-        && word.bytes().all(|b| b.is_ascii_hexdigit())
-        && word.bytes().any(|b| b.is_ascii_digit())
-        && word.bytes().any(|b| b.is_ascii_alphabetic())
-}
-
-/// A long word flipping between letters and digits again and again, as
-/// base62 request and message ids do (`req_011CQx4dZ8fG3kLp`) and names
-/// (`x86_64_unknown_linux_gnu`, `claude_sonnet_4`) do not.
-fn is_random_id(word: &str) -> bool {
-    if word.len() < 12 {
-        return false;
-    }
-    let flips = word
-        .as_bytes()
-        .windows(2)
-        .filter(|pair| {
-            (pair[0].is_ascii_alphabetic() && pair[1].is_ascii_digit())
-                || (pair[0].is_ascii_digit() && pair[1].is_ascii_alphabetic())
-        })
-        .count();
-    flips >= 4
-}
-
-/// Units after which another number can follow in one duration: `1h30m`.
-const DURATION_UNITS: &[&str] = &["ns", "us", "ms", "s", "m", "h", "d"];
-
-/// Words saying the number after them counts things rather than being a
-/// status code.
-const COUNTER_WORDS: &[&str] = &[
-    "pid", "ppid", "process", "port", "line", "worker", "attempt",
-];
-
-/// A three-digit 4xx or 5xx number, as HTTP statuses are.
-fn looks_like_status(number: &str) -> bool {
-    number.len() == 3
-        && number.bytes().all(|b| b.is_ascii_digit())
-        && matches!(number.as_bytes()[0], b'4' | b'5')
-}
-
-/// The lower-cased word before `at`, skipping the separators between.
-fn word_before(text: &str, at: usize) -> String {
-    let bytes = text.as_bytes();
-    let mut end = at;
-    while end > 0 && matches!(bytes[end - 1], b' ' | b'\t' | b'=' | b':' | b'#') {
-        end -= 1;
-    }
-    let mut start = end;
-    while start > 0 && bytes[start - 1].is_ascii_alphabetic() {
-        start -= 1;
-    }
-    text[start..end].to_ascii_lowercase()
-}
-
-/// Folds the number (and any compound duration) at `at`; returns its end.
-fn fold_number(text: &str, at: usize, out: &mut String) -> usize {
-    let bytes = text.as_bytes();
-    let mut start = at;
-    loop {
-        let mut end = run_end(bytes, start, |b| b.is_ascii_digit());
-        if bytes.get(end) == Some(&b'.') && digits_at(bytes, end + 1, 1) {
-            end = run_end(bytes, end + 1, |b| b.is_ascii_digit());
-        }
-        let number = &text[start..end];
-        let counted = COUNTER_WORDS.contains(&word_before(text, start).as_str());
-        if looks_like_status(number) && !counted {
-            out.push_str(number);
-        } else {
-            out.push_str("<n>");
-        }
-        let unit_end = run_end(bytes, end, |b| b.is_ascii_lowercase());
-        let unit = &text[end..unit_end];
-        if DURATION_UNITS.contains(&unit) && digits_at(bytes, unit_end, 1) {
-            out.push_str(unit);
-            start = unit_end;
-            continue;
-        }
-        return end;
-    }
-}
-
-/// `HH:MM:SS` (hour of one or two digits), an optional fraction and zone.
-fn time_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let hour_len = if digits_at(bytes, at, 2) {
-        2
-    } else if digits_at(bytes, at, 1) {
-        1
-    } else {
-        return None;
-    };
-    let mut end = at + hour_len;
-    for _ in 0..2 {
-        if bytes.get(end) != Some(&b':') || !digits_at(bytes, end + 1, 2) {
-            return None;
-        }
-        end += 3;
-    }
-    if matches!(bytes.get(end), Some(b'.' | b',')) && digits_at(bytes, end + 1, 1) {
-        end = run_end(bytes, end + 1, |b| b.is_ascii_digit());
-    }
-    Some(zone_end(bytes, end))
-}
-
-/// `Z`, `+0000`, `+00:00` or `-05` after a time; `end` when none.
-fn zone_end(bytes: &[u8], end: usize) -> usize {
-    match bytes.get(end) {
-        Some(b'Z') if word_ends_at(bytes, end + 1) => end + 1,
-        Some(b'+' | b'-') if digits_at(bytes, end + 1, 2) => {
-            let after_hours = end + 3;
-            if digits_at(bytes, after_hours, 2) {
-                after_hours + 2
-            } else if bytes.get(after_hours) == Some(&b':') && digits_at(bytes, after_hours + 1, 2)
-            {
-                after_hours + 3
-            } else {
-                after_hours
-            }
-        }
-        _ => end,
-    }
-}
-
-/// A date (`2024-01-15`, `2024/01/15`) with an optional time, a bare time,
-/// or a compact stamp (`20240115T103000`).
-fn timestamp_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let end = if digits_at(bytes, at, 8)
-        && bytes.get(at + 8) == Some(&b'T')
-        && digits_at(bytes, at + 9, 6)
-    {
-        zone_end(bytes, at + 15)
-    } else if digits_at(bytes, at, 4)
-        && matches!(bytes.get(at + 4), Some(b'-' | b'/'))
-        && digits_at(bytes, at + 5, 2)
-        && bytes.get(at + 7) == bytes.get(at + 4)
-        && digits_at(bytes, at + 8, 2)
-    {
-        let date_end = at + 10;
-        match bytes.get(date_end) {
-            Some(b'T' | b' ') => time_end(bytes, date_end + 1).unwrap_or(date_end),
-            _ => date_end,
-        }
-    } else {
-        time_end(bytes, at)?
-    };
-    word_ends_at(bytes, end).then_some(end)
-}
-
-/// `8-4-4-4-12` hex digits.
-fn uuid_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let mut end = at;
-    for (index, group_len) in [8, 4, 4, 4, 12].into_iter().enumerate() {
-        if index > 0 {
-            if bytes.get(end) != Some(&b'-') {
-                return None;
-            }
-            end += 1;
-        }
-        let group_end = run_end(bytes, end, |b| b.is_ascii_hexdigit());
-        if group_end - end != group_len {
-            return None;
-        }
-        end = group_end;
-    }
-    word_ends_at(bytes, end).then_some(end)
-}
-
-fn is_path_byte(byte: u8) -> bool {
-    !byte.is_ascii_whitespace()
-        && !matches!(
-            byte,
-            b'"' | b'\''
-                | b'`'
-                | b'('
-                | b')'
-                | b'['
-                | b']'
-                | b'{'
-                | b'}'
-                | b'<'
-                | b'>'
-                | b','
-                | b';'
-                | b'|'
-        )
-}
-
-/// An absolute path or one starting `./`, `../` or `~/`, with any
-/// `:line:col` after it; trailing sentence punctuation is not part of it.
-/// A `/` right after `:`, `/` or `.` is inside a URL or a word, not a path.
-fn path_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let rest = &bytes[at..];
-    let body_start = if rest.starts_with(b"../") {
-        at + 3
-    } else if rest.starts_with(b"./") || rest.starts_with(b"~/") {
-        at + 2
-    } else if rest.starts_with(b"/") {
-        let previous = if at == 0 { b' ' } else { bytes[at - 1] };
-        if matches!(previous, b':' | b'/' | b'.' | b'~') {
-            return None;
-        }
-        at + 1
-    } else {
-        return None;
-    };
-    let mut end = run_end(bytes, body_start, is_path_byte);
-    while end > body_start && matches!(bytes[end - 1], b'.' | b':' | b'!' | b'?') {
-        end -= 1;
-    }
-    (end > body_start).then_some(end)
 }
 
 const MONTHS: &[&str] = &[
