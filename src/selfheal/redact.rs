@@ -109,7 +109,7 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
         .map(|(name, pass, pattern, secret)| Rule {
             name,
             pass,
-            regex: Regex::new(&pattern).expect("redaction rule pattern"),
+            regex: Regex::new(&pattern).unwrap_or_else(|e| panic!("redaction rule {name}: {e}")),
             secret,
         })
         .collect()
