@@ -284,6 +284,27 @@ pub fn signature(
 mod tests {
     use super::*;
 
+    /// What a signature is made from: exit code, signal, reason, log tail.
+    type Failure<'a> = (Option<i32>, Option<i32>, &'a str, &'a str);
+    /// A classification row: name, exit code, signal, reason, log tail, class.
+    type ClassifyRow<'a> = (
+        &'a str,
+        Option<i32>,
+        Option<i32>,
+        &'a str,
+        &'a str,
+        FailureClass,
+    );
+    /// A signature-text row: exit code, signal, reason, log tail, class, text.
+    type TextRow<'a> = (
+        Option<i32>,
+        Option<i32>,
+        &'a str,
+        &'a str,
+        FailureClass,
+        &'a str,
+    );
+
     /// Every class's keywords: a line that names the class, and a near
     /// miss that must not.
     #[rustfmt::skip]
@@ -308,7 +329,7 @@ mod tests {
     #[test]
     fn classify_by_precedence() {
         let login_then_work = format!("editing the login page\n{}", "ok\n".repeat(40));
-        let cases: Vec<(&str, Option<i32>, Option<i32>, &str, &str, FailureClass)> = vec![
+        let cases: Vec<ClassifyRow> = vec![
             ("429 then exit 1", Some(1), None, "dead", "working\nAPI Error: 429 {\"type\":\"rate_limit_error\"}", FailureClass::RateLimit),
             ("overloaded", Some(1), None, "dead", "API Error: 529 {\"type\":\"overloaded_error\"}", FailureClass::RateLimit),
             ("usage limit", Some(0), None, "dead", "Claude AI usage limit reached|1700000000", FailureClass::RateLimit),
@@ -352,7 +373,7 @@ mod tests {
     #[rustfmt::skip]
     #[test]
     fn same_failure_same_signature() {
-        let pairs: Vec<(&str, (Option<i32>, Option<i32>, &str, &str), (Option<i32>, Option<i32>, &str, &str))> = vec![
+        let pairs: Vec<(&str, Failure, Failure)> = vec![
             ("rate limit with request ids and times", (Some(1), None, "dead", "2024-01-15T10:30:00Z API Error: 429 request_id=req_011CQx4dZ8fG3kLpR2sT\n[wrapper] 2024-01-15T10:30:01+0000 exited with code 1"), (Some(1), None, "dead", "2024-03-02T23:01:59Z API Error: 429 request_id=req_099ZZa1bC2dE3fG4hI5j\n[wrapper] 2024-03-02T23:02:00+0000 exited with code 1")),
             ("panic in other paths and lines", (Some(101), None, "dead", "thread 'main' panicked at /home/a/x/src/lib.rs:10:5:\nindex out of bounds"), (Some(101), None, "dead", "thread 'main' panicked at /tmp/build-7/src/lib.rs:12:9:\nindex out of bounds")),
             ("killed, other pids", (None, Some(9), "dead", "[wrapper] 2024-01-15T10:30:00+0000 received SIGTERM, sending SIGTERM to worker 1234"), (None, Some(9), "dead", "[wrapper] 2024-01-16T08:00:00+0000 received SIGTERM, sending SIGTERM to worker 98765")),
@@ -407,7 +428,7 @@ mod tests {
     #[rustfmt::skip]
     #[test]
     fn signature_text_is_prefixed_short_redacted_and_hashed() {
-        let cases: Vec<(Option<i32>, Option<i32>, &str, &str, FailureClass, &str)> = vec![
+        let cases: Vec<TextRow> = vec![
             (Some(1), None, "dead", "working\nAPI Error: 429 Too Many Requests\nbye", FailureClass::RateLimit, "exit 1: API Error: 429 Too Many Requests"),
             (None, Some(9), "killed by operator", "still working on 5 files", FailureClass::Killed, "signal 9: killed by operator"),
             (None, None, "over max runtime of 14400s", "", FailureClass::Hang, "no exit status: over max runtime of <n>s"),
