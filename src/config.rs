@@ -146,14 +146,24 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// Reads the config file; a missing file is an empty config.
+/// The largest config file read; a bigger one is refused, not parsed.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads the config file; a missing file is an empty config. A FIFO or
+/// symlink in its place is refused, never waited on nor followed.
 pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text).map_err(|message| ConfigError {
-            path: path.display().to_string(),
-            message,
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
+    match crate::process::safe_file::read_capped(path, MAX_CONFIG_BYTES) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| ConfigError {
+                path: path.display().to_string(),
+                message: "it is not UTF-8 text".into(),
+            })?;
+            parse(&text).map_err(|message| ConfigError {
+                path: path.display().to_string(),
+                message,
+            })
+        }
+        Err(e) if e.is_missing() => Ok(ConfigFile::default()),
         Err(e) => Err(ConfigError {
             path: path.display().to_string(),
             message: format!("cannot read it: {e}"),

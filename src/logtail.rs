@@ -5,16 +5,23 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::process::safe_file;
+
 /// Reads at most `max_bytes` from the end of the file, cut to whole lines.
+/// Only a regular file is read (a FIFO in a log's place never blocks).
 pub fn tail(path: &Path, max_bytes: u64) -> Option<String> {
-    let len = std::fs::metadata(path).ok()?.len();
-    tail_until(path, len, max_bytes)
+    let file = safe_file::open_read(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    tail_of(file, len, max_bytes)
 }
 
 /// Like [`tail`], but of the file's first `end` bytes (what it held when
 /// measured), so a follower can go on exactly where the tail stopped.
 pub fn tail_until(path: &Path, end: u64, max_bytes: u64) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
+    tail_of(safe_file::open_read(path).ok()?, end, max_bytes)
+}
+
+fn tail_of(mut file: std::fs::File, end: u64, max_bytes: u64) -> Option<String> {
     let start = end.saturating_sub(max_bytes);
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut bytes = Vec::with_capacity((end - start) as usize);

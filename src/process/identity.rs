@@ -130,6 +130,7 @@ mod tests {
             ppid: 1,
             pgrp: pid,
             session: pid,
+            kernel_thread: false,
         }
     }
 

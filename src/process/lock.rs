@@ -3,7 +3,8 @@
 //! with the process, so a monitor killed -9 never leaves one held.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,12 +29,29 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    OpenOptions::new()
+    // Never through a symlink, never blocking on a FIFO planted in its place.
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)
+        .map_err(|e| match super::safe_file::kind_at(path) {
+            Some(kind) if kind != super::safe_file::FileKind::Regular => std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is {}, not a lock file", path.display(), kind.describe()),
+            ),
+            _ => e,
+        })?;
+    let kind = super::safe_file::FileKind::of(file.metadata()?.file_type());
+    if kind != super::safe_file::FileKind::Regular {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is {}, not a lock file", path.display(), kind.describe()),
+        ));
+    }
+    Ok(file)
 }
 
 /// Takes the lock if nobody holds it; `Ok(None)` when somebody does.
@@ -76,9 +94,8 @@ impl FileLock {
 
 /// What the holder of a lock wrote into it (empty when unknown).
 pub fn read_holder(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f.read_to_string(&mut text);
-    }
-    text.trim().to_string()
+    // A FIFO planted in the lock's place must not hang the message.
+    super::safe_file::read_capped(path, 4096)
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .unwrap_or_default()
 }

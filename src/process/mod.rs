@@ -9,6 +9,8 @@ pub mod identity;
 pub mod lock;
 pub mod pidfile;
 pub mod procinfo;
+pub mod proof;
+pub mod safe_file;
 pub mod spawn;
 pub mod stop;
 

@@ -5,6 +5,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::safe_file::{self, FileKind, SafeFileError};
+
 /// The largest PID file we read; anything longer is not a PID.
 const MAX_PID_FILE_BYTES: u64 = 64;
 
@@ -70,21 +72,36 @@ fn shorten(s: &str) -> String {
 }
 
 /// Reads a PID file. I/O errors other than absence count as invalid content
-/// so that one unreadable file never stops the check of other streams.
+/// so that one unreadable file never stops the check of other streams. The
+/// file is opened without following a symlink and without blocking: a FIFO,
+/// socket, device or symlink in its place, or a `pids/` directory that is a
+/// symlink, is invalid and named as what it is.
 pub fn read(path: &Path, pid_max: u64) -> PidFile {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PidFile::Missing,
-        Err(e) => {
-            return PidFile::Invalid {
-                reason: format!("cannot read it: {e}"),
-                fingerprint: Fingerprint {
-                    content: String::new(),
-                    mtime: SystemTime::UNIX_EPOCH,
-                    inode: 0,
-                },
-            }
+    let unreadable = |reason: String, inode: u64| PidFile::Invalid {
+        reason,
+        fingerprint: Fingerprint {
+            content: String::new(),
+            mtime: SystemTime::UNIX_EPOCH,
+            inode,
+        },
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        match safe_file::real_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.is_missing() => return PidFile::Missing,
+            Err(e) => return unreadable(e.to_string(), 0),
         }
+    }
+    let file = match safe_file::open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.is_missing() => return PidFile::Missing,
+        Err(e @ SafeFileError::NotRegular { .. }) => {
+            let inode = std::fs::symlink_metadata(path)
+                .map(|m| inode_of(&m))
+                .unwrap_or(0);
+            return unreadable(e.to_string(), inode);
+        }
+        Err(e) => return unreadable(format!("cannot read it: {e}"), 0),
     };
     let meta = file.metadata().ok();
     let mtime = meta
@@ -135,12 +152,32 @@ fn inode_of(_meta: &std::fs::Metadata) -> u64 {
 
 /// Removes the PID file only if it is still the file that was judged: a
 /// worker started meanwhile by another monitor rewrites it, and its fresh
-/// file must survive.
+/// file must survive. Only a regular file in a real `pids/` directory is
+/// ever removed: a FIFO, socket, device or symlink in its place (or a
+/// symlinked directory) is left alone and reported as an error.
 pub fn remove_if_unchanged(
     path: &Path,
     judged: &Fingerprint,
     pid_max: u64,
 ) -> std::io::Result<bool> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        match safe_file::real_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.is_missing() => return Ok(false),
+            Err(e) => return Err(e.into_io()),
+        }
+    }
+    match safe_file::kind_at(path) {
+        None => return Ok(false),
+        Some(FileKind::Regular) => {}
+        Some(kind) => {
+            return Err(SafeFileError::NotRegular {
+                path: path.to_path_buf(),
+                kind,
+            }
+            .into_io())
+        }
+    }
     let now = read(path, pid_max);
     let same = match &now {
         PidFile::Missing => return Ok(false),

@@ -18,6 +18,8 @@ pub struct ProcFacts {
     pub ppid: i32,
     pub pgrp: i32,
     pub session: i32,
+    /// A kernel thread (PF_KTHREAD, or PID 2 and its children): never a worker.
+    pub kernel_thread: bool,
 }
 
 impl ProcFacts {
@@ -45,6 +47,11 @@ pub fn current_uid() -> u32 {
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
+
+    /// The kernel's flag for its own threads (include/linux/sched.h).
+    const PF_KTHREAD: u32 = 0x0020_0000;
+    /// kthreadd, the parent of every kernel thread.
+    const KTHREADD: i32 = 2;
 
     /// Boot time (ms since the epoch) and clock ticks per second. The boot
     /// time comes from /proc/uptime, which has fractions of a second: the
@@ -83,6 +90,7 @@ mod imp {
             ppid: stat.ppid,
             pgrp: stat.pgrp,
             session: stat.session,
+            kernel_thread: stat.flags & PF_KTHREAD != 0 || pid == KTHREADD || stat.ppid == KTHREADD,
         })
     }
 
@@ -136,6 +144,7 @@ mod imp {
             ppid,
             pgrp,
             session: pgrp,
+            kernel_thread: pid == 0,
         })
     }
 

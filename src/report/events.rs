@@ -3,11 +3,12 @@
 //! operator command), for scripts and `logs --events`. Each line is one
 //! append write; the file is rotated to `events.jsonl.1` past a size bound.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::process::safe_file;
 
 /// Rotate past this size (bytes).
 pub const MAX_EVENT_LOG_BYTES: u64 = 8 * 1024 * 1024;
@@ -72,16 +73,17 @@ impl EventLog {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > MAX_EVENT_LOG_BYTES) {
+        // symlink_metadata: a symlink in the log's place is refused below, never rotated.
+        if std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_file() && m.len() > MAX_EVENT_LOG_BYTES)
+        {
             let rotated = PathBuf::from(format!("{}.1", self.path.display()));
             std::fs::rename(&self.path, rotated)?;
         }
         let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
         line.push('\n');
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?
+        safe_file::open_append(&self.path)
+            .map_err(|e| e.into_io())?
             .write_all(line.as_bytes())
     }
 }

@@ -8,13 +8,15 @@
 //! is reported once on stderr and the check goes on.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use colored::Colorize;
+
+use crate::process::safe_file::{self, SafeFileError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -114,22 +116,20 @@ impl Logger {
         if guard.is_none() {
             match open_append(path) {
                 Ok(f) => *guard = Some(f),
-                Err(e) => return self.report_file_error(path, &e),
+                Err(e) => return self.report_file_error(&e),
             }
         }
         if let Some(file) = guard.as_mut() {
             if let Err(e) = file.write_all(line.as_bytes()) {
-                self.report_file_error(path, &e);
+                self.report_file_error(&format!("cannot write {}: {e}", path.display()));
             }
         }
     }
 
-    fn report_file_error(&self, path: &Path, e: &std::io::Error) {
+    /// Says once, on stderr, that monitor.log is not written; the check goes on.
+    fn report_file_error(&self, message: &str) {
         if !self.file_failed.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "monitor-workers: error: cannot write {}: {e}; continuing without it",
-                path.display()
-            );
+            eprintln!("monitor-workers: warning: {message}; continuing without it");
         }
     }
 }
@@ -154,11 +154,19 @@ pub fn stdout_color() -> bool {
     color
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
+/// Opens monitor.log for appending: never through a symlink (the file or
+/// `logs/` itself), and never a FIFO or device, which could block the check.
+/// The error names the path once.
+fn open_append(path: &Path) -> Result<File, String> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    safe_file::open_append(path).map_err(|e| match e {
+        SafeFileError::Io { source, .. } => format!("cannot write {}: {source}", path.display()),
+        refused @ SafeFileError::NotRegular { .. } => format!("cannot write to it: {refused}"),
+        refused => format!("cannot write {}: {refused}", path.display()),
+    })
 }
 
 /// Local time, ISO 8601 with microseconds, no offset: Python's `datetime.now().isoformat()`.

@@ -1,0 +1,859 @@
+//! Proof that a live process is stream S's worker of this project, not just
+//! a process of ours that a PID file happens to name. A process is S's
+//! worker only if
+//! (a) its environment carries the tag every spawn sets
+//!     (`MONITOR_WORKERS_STREAM=S`, `MONITOR_WORKERS_PROJECT=<root>`,
+//!     `MONITOR_WORKERS_SPAWN=<nonce>`), or
+//! (b) its command line is a worker wrapper (`worker-wrapper.sh S <pid-file>
+//!     <log-dir> <work-dir> ...`, wherever the wrapper lives) whose PID-file
+//!     argument is this project's PID file for S — how the original
+//!     orchestrator's untagged workers look, or
+//! (c) it is in the session of a spawn the monitor recorded, bound to the
+//!     session leader's PID and start time.
+//! Anything else is "not our worker", with a reason. A tag naming another
+//! stream or project settles the question against S, whatever else holds.
+//!
+//! Matching environment and argv bytes is pure and table-tested. Reading
+//! `/proc/PID/environ` and `cmdline` can block on a process in
+//! uninterruptible sleep, so it happens on a helper thread with a time
+//! bound, and what was read is cached per (PID, start time).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::procinfo::{self, ProcFacts};
+
+/// The stream a worker was spawned for.
+pub const STREAM_VAR: &str = "MONITOR_WORKERS_STREAM";
+/// The project root the spawning monitor watched.
+pub const PROJECT_VAR: &str = "MONITOR_WORKERS_PROJECT";
+/// A random nonce, one per spawn.
+pub const SPAWN_VAR: &str = "MONITOR_WORKERS_SPAWN";
+/// The three tag variables (a monitor drops them from its own environment).
+pub const TAG_VARS: [&str; 3] = [STREAM_VAR, PROJECT_VAR, SPAWN_VAR];
+
+/// The file name every worker wrapper has, wherever it is installed.
+pub const WRAPPER_NAME: &str = "worker-wrapper.sh";
+
+/// How long reading one process's environment and command line may take.
+const READ_BOUND: Duration = Duration::from_millis(300);
+/// Readers still blocked past their bound; beyond this many, no new ones are
+/// started (the process counts as unreadable) so threads cannot pile up.
+const MAX_STUCK_READERS: usize = 8;
+/// Cached evidence entries before the cache is cleared.
+const MAX_CACHED: usize = 8192;
+
+/// The project whose workers are proven: its root (as the tag carries it)
+/// and its `pids/` directory (as wrapper arguments name it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub root: PathBuf,
+    pub pids_dir: PathBuf,
+}
+
+impl Project {
+    pub fn of(layout: &crate::layout::Layout) -> Project {
+        Project {
+            root: layout.project_root.clone(),
+            pids_dir: layout.pids_dir(),
+        }
+    }
+
+    pub fn pid_file(&self, stream: &str) -> PathBuf {
+        self.pids_dir.join(format!("{stream}.pid"))
+    }
+}
+
+/// A spawn the monitor recorded: the session it created is led by this
+/// process, pinned to its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnSession {
+    pub leader: i32,
+    pub leader_start_ticks: u64,
+}
+
+/// How a process was proven to be the stream's worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    /// It carries the stream's tag; `spawn` is the spawn's nonce.
+    Tag { spawn: String },
+    /// Its command line is the stream's worker wrapper.
+    Wrapper,
+    /// It is in the session of a recorded spawn.
+    Session { leader: i32 },
+}
+
+/// Why a live process is not the stream's worker (one line for the log).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PID {pid} is not a worker of {stream}: {why}")]
+pub struct NotOurs {
+    pub pid: i32,
+    pub stream: String,
+    pub why: String,
+}
+
+// ----- pure matching ---------------------------------------------------------
+
+/// The tag variables found in an environment block (NUL-separated
+/// `KEY=value` entries). The first occurrence counts, as for `getenv`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tag {
+    pub stream: Option<Vec<u8>>,
+    pub project: Option<Vec<u8>>,
+    pub spawn: Option<Vec<u8>>,
+}
+
+impl Tag {
+    pub fn from_environ(block: &[u8]) -> Tag {
+        let mut tag = Tag::default();
+        for entry in block.split(|b| *b == 0) {
+            let Some(eq) = entry.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            let (key, value) = (&entry[..eq], entry[eq + 1..].to_vec());
+            let slot = match key {
+                k if k == STREAM_VAR.as_bytes() => &mut tag.stream,
+                k if k == PROJECT_VAR.as_bytes() => &mut tag.project,
+                k if k == SPAWN_VAR.as_bytes() => &mut tag.spawn,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        tag
+    }
+
+    /// No tag variable at all (an untagged process).
+    pub fn is_absent(&self) -> bool {
+        self.stream.is_none() && self.project.is_none() && self.spawn.is_none()
+    }
+}
+
+/// What a tag says about stream `stream` of the project at `root`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagSays {
+    /// No tag.
+    Absent,
+    /// Complete, and it names this stream of this project.
+    Ours { spawn: String },
+    /// It names something else (or is incomplete): the reason.
+    Other(String),
+}
+
+/// Judges a tag against the stream and the project root. `same_root`
+/// decides whether the tag's project is ours (byte equality, or the same
+/// directory through another spelling).
+pub fn tag_says(tag: &Tag, stream: &str, same_root: impl Fn(&Path) -> bool) -> TagSays {
+    if tag.is_absent() {
+        return TagSays::Absent;
+    }
+    let text = |v: &Option<Vec<u8>>| {
+        v.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let (Some(tag_stream), Some(project), Some(spawn)) =
+        (text(&tag.stream), &tag.project, text(&tag.spawn))
+    else {
+        return TagSays::Other("its tag is incomplete".into());
+    };
+    if spawn.is_empty() {
+        return TagSays::Other("its tag has no spawn nonce".into());
+    }
+    if tag_stream != stream {
+        return TagSays::Other(format!("its tag names stream {tag_stream}"));
+    }
+    let project = Path::new(OsStr::from_bytes(project));
+    if !same_root(project) {
+        return TagSays::Other(format!("its tag names project {}", project.display()));
+    }
+    TagSays::Ours { spawn }
+}
+
+/// The first arguments of a worker wrapper's command line, if it is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrapperArgs {
+    pub stream: String,
+    pub pid_file: PathBuf,
+}
+
+/// Shells a wrapper script may run under (through its `#!` line or by hand).
+fn is_shell(arg: &[u8]) -> bool {
+    let name = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
+    matches!(
+        name,
+        b"bash" | b"sh" | b"dash" | b"zsh" | b"ksh" | b"busybox" | b"env"
+    )
+}
+
+/// Reads a command line (`/proc/PID/cmdline` split on NUL) as a worker
+/// wrapper call: `[shell [-opts]] …/worker-wrapper.sh S <pid-file> <log-dir>
+/// <work-dir> …`. Anything else is `None`.
+pub fn wrapper_args(argv: &[Vec<u8>]) -> Option<WrapperArgs> {
+    let mut i = 0;
+    while i < argv.len() && i < 4 {
+        let arg = &argv[i];
+        let base = arg.rsplit(|b| *b == b'/').next().unwrap_or(arg);
+        if base == WRAPPER_NAME.as_bytes() {
+            break;
+        }
+        let skippable = (i == 0 && is_shell(arg)) || (i > 0 && arg.first() == Some(&b'-'));
+        if !skippable {
+            return None;
+        }
+        i += 1;
+    }
+    let rest = argv.get(i + 1..)?;
+    if rest.len() < 4 {
+        return None;
+    }
+    Some(WrapperArgs {
+        stream: String::from_utf8(rest[0].clone()).ok()?,
+        pid_file: PathBuf::from(OsStr::from_bytes(&rest[1])),
+    })
+}
+
+/// A path with `.` and repeated separators dropped and `..` applied
+/// lexically (for comparing paths written by different programs).
+pub fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Splits a command line block into its arguments (a trailing NUL ends the
+/// last one; an empty block has none).
+pub fn split_cmdline(block: &[u8]) -> Vec<Vec<u8>> {
+    let trimmed = block.strip_suffix(&[0]).unwrap_or(block);
+    if trimmed.is_empty() {
+        return Vec::new();
+    }
+    trimmed.split(|b| *b == 0).map(<[u8]>::to_vec).collect()
+}
+
+// ----- reading /proc with a bound -------------------------------------------
+
+/// What a process's /proc entries showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// `None`: the environment could not be read (EACCES, gone, too slow).
+    pub environ: Option<Tag>,
+    pub argv: Vec<Vec<u8>>,
+}
+
+static STUCK: AtomicUsize = AtomicUsize::new(0);
+
+type Cache = Mutex<HashMap<(i32, u64), Arc<Evidence>>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn read_proc(pid: i32) -> (Option<Tag>, Vec<Vec<u8>>) {
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))
+        .ok()
+        .map(|b| Tag::from_environ(&b));
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| split_cmdline(&b))
+        .unwrap_or_default();
+    (environ, argv)
+}
+
+/// The environment tag and command line of the process `facts` describes,
+/// read within [`READ_BOUND`] and cached per (PID, start time). A process
+/// too slow to read shows nothing (and is not cached, so a later look may
+/// read it).
+pub fn evidence(facts: &ProcFacts) -> Arc<Evidence> {
+    let key = (facts.pid, facts.start_ticks);
+    if let Some(found) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let nothing = || {
+        Arc::new(Evidence {
+            environ: None,
+            argv: Vec::new(),
+        })
+    };
+    if STUCK.load(Ordering::SeqCst) >= MAX_STUCK_READERS {
+        return nothing();
+    }
+    let pid = facts.pid;
+    let (send, receive) = std::sync::mpsc::channel();
+    let reader = std::thread::Builder::new()
+        .name("proof-reader".into())
+        .spawn(move || {
+            let read = read_proc(pid);
+            if send.send(read).is_err() {
+                // The asker gave up on us: we were counted as stuck.
+                STUCK.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    if reader.is_err() {
+        return nothing();
+    }
+    let (environ, argv) = match receive.recv_timeout(READ_BOUND) {
+        Ok(read) => read,
+        Err(_) => {
+            STUCK.fetch_add(1, Ordering::SeqCst);
+            drop(receive);
+            return nothing();
+        }
+    };
+    // The PID may have been reused while we read: keep only a consistent look.
+    let same = procinfo::inspect(pid).is_some_and(|f| f.start_ticks == facts.start_ticks);
+    let evidence = Arc::new(Evidence { environ, argv });
+    if same {
+        let mut cached = cache().lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() >= MAX_CACHED {
+            cached.clear();
+        }
+        cached.insert(key, evidence.clone());
+        evidence
+    } else {
+        nothing()
+    }
+}
+
+/// Whether two spellings name the same directory (lexically equal, or
+/// equal once symlinks in them are resolved).
+pub fn same_dir(a: &Path, b: &Path) -> bool {
+    if lexical(a) == lexical(b) {
+        return true;
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Whether `named` (a wrapper's PID-file argument) is `expected`: same file
+/// name in the same directory.
+pub fn same_pid_file(named: &Path, expected: &Path) -> bool {
+    if !named.is_absolute() {
+        return false;
+    }
+    let (named, expected) = (lexical(named), lexical(expected));
+    if named == expected {
+        return true;
+    }
+    named.file_name() == expected.file_name()
+        && match (named.parent(), expected.parent()) {
+            (Some(a), Some(b)) => same_dir(a, b),
+            _ => false,
+        }
+}
+
+/// The judgement on evidence already read: pure apart from resolving
+/// path spellings and looking at the recorded session's leader.
+pub fn judge_evidence(
+    project: &Project,
+    stream: &str,
+    facts: &ProcFacts,
+    evidence: &Evidence,
+    recorded: Option<&SpawnSession>,
+) -> Result<Proof, NotOurs> {
+    let not_ours = |why: String| NotOurs {
+        pid: facts.pid,
+        stream: stream.to_string(),
+        why,
+    };
+    let tag = evidence.environ.as_ref();
+    match tag.map(|t| tag_says(t, stream, |root| same_dir(root, &project.root))) {
+        Some(TagSays::Ours { spawn }) => return Ok(Proof::Tag { spawn }),
+        Some(TagSays::Other(why)) => return Err(not_ours(why)),
+        Some(TagSays::Absent) | None => {}
+    }
+    let wrapper = wrapper_args(&evidence.argv);
+    if let Some(args) = &wrapper {
+        if args.stream == stream && same_pid_file(&args.pid_file, &project.pid_file(stream)) {
+            return Ok(Proof::Wrapper);
+        }
+    }
+    if let Some(spawn) = recorded {
+        let leader_same = procinfo::inspect(spawn.leader)
+            .is_some_and(|l| l.start_ticks == spawn.leader_start_ticks && !l.is_zombie());
+        if facts.session == spawn.leader && leader_same {
+            return Ok(Proof::Session {
+                leader: spawn.leader,
+            });
+        }
+    }
+    let tag_part = match tag {
+        Some(_) => "no tag",
+        None => "its environment is unreadable",
+    };
+    let argv_part = match wrapper {
+        Some(args) if args.stream != stream => {
+            format!("it is the worker wrapper of stream {}", args.stream)
+        }
+        Some(args) => format!(
+            "it is a worker wrapper for another PID file ({})",
+            args.pid_file.display()
+        ),
+        None => "its command line does not name it".to_string(),
+    };
+    Err(not_ours(format!("{tag_part}, and {argv_part}")))
+}
+
+/// Proves that the live process `facts` is `stream`'s worker of `project`.
+pub fn prove(
+    project: &Project,
+    stream: &str,
+    facts: &ProcFacts,
+    recorded: Option<&SpawnSession>,
+) -> Result<Proof, NotOurs> {
+    judge_evidence(project, stream, facts, &evidence(facts), recorded)
+}
+
+/// Whether the live process carries `stream`'s tag (any spawn) or is in the
+/// recorded session: what a descendant of a worker needs to be signalled.
+pub fn tagged_or_in_session(
+    project: &Project,
+    stream: &str,
+    facts: &ProcFacts,
+    recorded: Option<&SpawnSession>,
+) -> bool {
+    matches!(
+        prove(project, stream, facts, recorded),
+        Ok(Proof::Tag { .. } | Proof::Session { .. })
+    )
+}
+
+/// A fresh random nonce for one spawn (128 bits from the kernel; the time
+/// and PID when /dev/urandom cannot be read).
+pub fn new_nonce() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = (now ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Drops the tag variables this process inherited (a worker that runs
+/// `monitor-workers` must not make the monitor look like its worker).
+/// Called once at start-up, before any thread is started.
+pub fn drop_inherited_tag() {
+    for var in TAG_VARS {
+        if std::env::var_os(var).is_some() {
+            // Start-up, main thread, before any other thread exists: no
+            // concurrent reader of the environment.
+            std::env::remove_var(var);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(entries: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in entries {
+            out.extend_from_slice(e.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    fn argv(args: &[&str]) -> Vec<Vec<u8>> {
+        args.iter().map(|a| a.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn tags_from_environment_blocks() {
+        let root = "/p/proj";
+        let same = |p: &Path| p == Path::new(root);
+        let cases: Vec<(&str, Vec<u8>, &str, Result<&str, &str>)> = vec![
+            (
+                "complete",
+                env(&[
+                    "A=1",
+                    "MONITOR_WORKERS_STREAM=api",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                    "MONITOR_WORKERS_SPAWN=ab12",
+                ]),
+                "api",
+                Ok("ab12"),
+            ),
+            (
+                "no tag",
+                env(&["PATH=/bin", "HOME=/h"]),
+                "api",
+                Err("absent"),
+            ),
+            ("empty block", Vec::new(), "api", Err("absent")),
+            (
+                "other stream",
+                env(&[
+                    "MONITOR_WORKERS_STREAM=web",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                    "MONITOR_WORKERS_SPAWN=1",
+                ]),
+                "api",
+                Err("names stream web"),
+            ),
+            (
+                "other project",
+                env(&[
+                    "MONITOR_WORKERS_STREAM=api",
+                    "MONITOR_WORKERS_PROJECT=/q/other",
+                    "MONITOR_WORKERS_SPAWN=1",
+                ]),
+                "api",
+                Err("names project /q/other"),
+            ),
+            (
+                "no nonce",
+                env(&[
+                    "MONITOR_WORKERS_STREAM=api",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                ]),
+                "api",
+                Err("incomplete"),
+            ),
+            (
+                "empty nonce",
+                env(&[
+                    "MONITOR_WORKERS_STREAM=api",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                    "MONITOR_WORKERS_SPAWN=",
+                ]),
+                "api",
+                Err("no spawn nonce"),
+            ),
+            (
+                "first occurrence wins",
+                env(&[
+                    "MONITOR_WORKERS_STREAM=web",
+                    "MONITOR_WORKERS_STREAM=api",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                    "MONITOR_WORKERS_SPAWN=1",
+                ]),
+                "api",
+                Err("names stream web"),
+            ),
+            (
+                "prefix of a name is not the name",
+                env(&["MONITOR_WORKERS_STREAMX=api", "XMONITOR_WORKERS_STREAM=api"]),
+                "api",
+                Err("absent"),
+            ),
+            (
+                "stream is a prefix",
+                env(&[
+                    "MONITOR_WORKERS_STREAM=api2",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                    "MONITOR_WORKERS_SPAWN=1",
+                ]),
+                "api",
+                Err("names stream api2"),
+            ),
+            (
+                "entry without '=' and binary junk",
+                env(&[
+                    "garbage",
+                    "\u{1}\u{2}",
+                    "MONITOR_WORKERS_STREAM=api",
+                    "MONITOR_WORKERS_PROJECT=/p/proj",
+                    "MONITOR_WORKERS_SPAWN=9",
+                ]),
+                "api",
+                Ok("9"),
+            ),
+        ];
+        for (name, block, stream, want) in cases {
+            let says = tag_says(&Tag::from_environ(&block), stream, same);
+            match (want, &says) {
+                (Ok(nonce), TagSays::Ours { spawn }) => assert_eq!(spawn, nonce, "{name}"),
+                (Err("absent"), TagSays::Absent) => {}
+                (Err(fragment), TagSays::Other(why)) => {
+                    assert!(why.contains(fragment), "{name}: {why}")
+                }
+                _ => panic!("{name}: unexpected {says:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wrapper_command_lines() {
+        let cases: Vec<(&str, Vec<Vec<u8>>, Option<(&str, &str)>)> = vec![
+            (
+                "through the shebang",
+                argv(&[
+                    "bash",
+                    "/p/.claude/orchestrator/worker-wrapper.sh",
+                    "api",
+                    "/p/pids/api.pid",
+                    "/p/logs",
+                    "/p/wt",
+                    "init",
+                    "prompt",
+                ]),
+                Some(("api", "/p/pids/api.pid")),
+            ),
+            (
+                "executed directly",
+                argv(&[
+                    "/opt/kit/worker-wrapper.sh",
+                    "main",
+                    "/p/pids/main.pid",
+                    "/l",
+                    "/w",
+                    "i",
+                    "p",
+                ]),
+                Some(("main", "/p/pids/main.pid")),
+            ),
+            (
+                "shell with options",
+                argv(&[
+                    "/bin/bash",
+                    "-x",
+                    "worker-wrapper.sh",
+                    "api",
+                    "/p/pids/api.pid",
+                    "/l",
+                    "/w",
+                ]),
+                Some(("api", "/p/pids/api.pid")),
+            ),
+            (
+                "env then shell",
+                argv(&[
+                    "/usr/bin/env",
+                    "bash",
+                    "worker-wrapper.sh",
+                    "api",
+                    "/x.pid",
+                    "/l",
+                    "/w",
+                ]),
+                None,
+            ),
+            (
+                "too few arguments",
+                argv(&["bash", "worker-wrapper.sh", "api", "/x.pid", "/l"]),
+                None,
+            ),
+            (
+                "another script",
+                argv(&["bash", "/p/other.sh", "api", "/x.pid", "/l", "/w"]),
+                None,
+            ),
+            (
+                "wrapper name inside another name",
+                argv(&[
+                    "bash",
+                    "/p/my-worker-wrapper.sh",
+                    "api",
+                    "/x.pid",
+                    "/l",
+                    "/w",
+                ]),
+                None,
+            ),
+            (
+                "wrapper named late in the arguments",
+                argv(&[
+                    "python3",
+                    "x.py",
+                    "worker-wrapper.sh",
+                    "api",
+                    "/x.pid",
+                    "/l",
+                    "/w",
+                ]),
+                None,
+            ),
+            ("sleep", argv(&["sleep", "600"]), None),
+            ("empty", Vec::new(), None),
+        ];
+        for (name, args, want) in cases {
+            let got = wrapper_args(&args);
+            let want = want.map(|(s, p)| WrapperArgs {
+                stream: s.to_string(),
+                pid_file: PathBuf::from(p),
+            });
+            assert_eq!(got, want, "{name}");
+        }
+        assert_eq!(split_cmdline(b"a\0b\0"), argv(&["a", "b"]));
+        assert_eq!(split_cmdline(b""), Vec::<Vec<u8>>::new());
+        assert_eq!(split_cmdline(b"a\0\0b\0"), argv(&["a", "", "b"]));
+    }
+
+    #[test]
+    fn pid_file_spellings() {
+        let cases = [
+            ("/p/pids/api.pid", "/p/pids/api.pid", true),
+            ("/p//pids/./api.pid", "/p/pids/api.pid", true),
+            ("/p/x/../pids/api.pid", "/p/pids/api.pid", true),
+            ("/p/pids/web.pid", "/p/pids/api.pid", false),
+            ("/q/pids/api.pid", "/p/pids/api.pid", false),
+            ("pids/api.pid", "/p/pids/api.pid", false),
+        ];
+        for (named, expected, same) in cases {
+            assert_eq!(
+                same_pid_file(Path::new(named), Path::new(expected)),
+                same,
+                "{named} vs {expected}"
+            );
+        }
+    }
+
+    fn facts(pid: i32, session: i32) -> ProcFacts {
+        ProcFacts {
+            pid,
+            state: 'S',
+            start_ticks: 1,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            uid: 1000,
+            ppid: 1,
+            pgrp: pid,
+            session,
+            kernel_thread: false,
+        }
+    }
+
+    #[test]
+    fn judgement_on_evidence() {
+        let project = Project {
+            root: PathBuf::from("/nonexistent/proj"),
+            pids_dir: PathBuf::from("/nonexistent/proj/.claude/orchestrator/pids"),
+        };
+        let pid_file = "/nonexistent/proj/.claude/orchestrator/pids/api.pid";
+        let tagged = |stream: &str| {
+            Some(Tag::from_environ(&env(&[
+                &format!("MONITOR_WORKERS_STREAM={stream}"),
+                "MONITOR_WORKERS_PROJECT=/nonexistent/proj",
+                "MONITOR_WORKERS_SPAWN=n1",
+            ])))
+        };
+        let wrapper = |stream: &str, file: &str| {
+            argv(&[
+                "bash",
+                "/anywhere/worker-wrapper.sh",
+                stream,
+                file,
+                "/l",
+                "/w",
+                "i",
+                "p",
+            ])
+        };
+        let cases: Vec<(&str, Evidence, &str, Result<Proof, &str>)> = vec![
+            ("tagged", Evidence { environ: tagged("api"), argv: argv(&["claude"]) }, "api", Ok(Proof::Tag { spawn: "n1".into() })),
+            (
+                "tag of another stream beats a wrapper argv",
+                Evidence { environ: tagged("web"), argv: wrapper("api", pid_file) },
+                "api",
+                Err("its tag names stream web"),
+            ),
+            ("legacy wrapper", Evidence { environ: Some(Tag::default()), argv: wrapper("api", pid_file) }, "api", Ok(Proof::Wrapper)),
+            (
+                "legacy wrapper, environment unreadable",
+                Evidence { environ: None, argv: wrapper("api", pid_file) },
+                "api",
+                Ok(Proof::Wrapper),
+            ),
+            (
+                "wrapper of another stream (copied PID file)",
+                Evidence { environ: Some(Tag::default()), argv: wrapper("web", "/nonexistent/proj/.claude/orchestrator/pids/web.pid") },
+                "api",
+                Err("it is the worker wrapper of stream web"),
+            ),
+            (
+                "wrapper for another project's PID file",
+                Evidence { environ: Some(Tag::default()), argv: wrapper("api", "/elsewhere/pids/api.pid") },
+                "api",
+                Err("another PID file"),
+            ),
+            (
+                "stranger",
+                Evidence { environ: Some(Tag::default()), argv: argv(&["sleep", "60"]) },
+                "api",
+                Err("PID 4242 is not a worker of api: no tag, and its command line does not name it"),
+            ),
+            (
+                "stranger, environment unreadable",
+                Evidence { environ: None, argv: argv(&["sleep", "60"]) },
+                "api",
+                Err("its environment is unreadable, and its command line does not name it"),
+            ),
+        ];
+        for (name, evidence, stream, want) in cases {
+            let got = judge_evidence(&project, stream, &facts(4242, 4242), &evidence, None);
+            match (want, got) {
+                (Ok(proof), Ok(got)) => assert_eq!(proof, got, "{name}"),
+                (Err(fragment), Err(e)) => {
+                    assert!(e.to_string().contains(fragment), "{name}: {e}")
+                }
+                (want, got) => panic!("{name}: wanted {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_recorded_session_proves_its_members_while_its_leader_lives() {
+        let project = Project {
+            root: PathBuf::from("/nonexistent"),
+            pids_dir: PathBuf::from("/nonexistent/pids"),
+        };
+        let me = procinfo::inspect(std::process::id() as i32).unwrap();
+        let untagged = Evidence {
+            environ: Some(Tag::default()),
+            argv: argv(&["claude"]),
+        };
+        let member = facts(77_777, me.pid);
+        let live = SpawnSession {
+            leader: me.pid,
+            leader_start_ticks: me.start_ticks,
+        };
+        let reused = SpawnSession {
+            leader: me.pid,
+            leader_start_ticks: me.start_ticks + 1,
+        };
+        assert_eq!(
+            judge_evidence(&project, "api", &member, &untagged, Some(&live)),
+            Ok(Proof::Session { leader: me.pid })
+        );
+        assert!(judge_evidence(&project, "api", &member, &untagged, Some(&reused)).is_err());
+        let outsider = facts(77_777, me.pid + 1);
+        assert!(judge_evidence(&project, "api", &outsider, &untagged, Some(&live)).is_err());
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let a = new_nonce();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_nonce());
+    }
+
+    #[test]
+    fn this_process_is_read_and_cached() {
+        let me = procinfo::inspect(std::process::id() as i32).unwrap();
+        let first = evidence(&me);
+        assert!(first.environ.is_some());
+        assert!(!first.argv.is_empty());
+        assert!(Arc::ptr_eq(&first, &evidence(&me)), "not cached");
+    }
+}
