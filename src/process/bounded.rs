@@ -1,8 +1,10 @@
 //! Helper commands run with a time limit (probe commands, the `docker` CLI,
 //! the notify hook): stdin fed and closed, output collected, the command
-//! killed when it is late, so no caller can hang on one.
+//! killed when it is late, so no caller can hang on one. They get the
+//! descriptor limit the monitor started with, not one it raised.
 
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,10 @@ pub fn run_bounded(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // SAFETY: getrlimit/setrlimit only, async-signal-safe between fork and exec.
+    unsafe {
+        command.pre_exec(super::restore_descriptor_limit);
+    }
     let mut child = command.spawn().map_err(BoundedError::Spawn)?;
     if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
         // A command that does not read its stdin is fine.

@@ -1,14 +1,18 @@
-//! Is the process a PID file names still our worker? A pure judgement over
-//! the PID file, the kernel's facts and what the monitor remembered: zombies,
-//! vanished processes, reused PIDs and other users' processes are all "not
-//! running", and only a `Running` verdict ever leads to a signal.
+//! Is the process a PID file names still our worker? [`judge`] is a pure
+//! judgement over the PID file, the kernel's facts and what the monitor
+//! remembered: zombies, vanished processes, reused PIDs and other users'
+//! processes are all "not running". [`judge_proven`] adds the identity proof
+//! of [`super::proof`]: a live process that is not proven to be the
+//! stream's worker is not running either. Only a `Running` verdict ever
+//! leads to a signal.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::pidfile::PidFile;
-use super::procinfo::ProcFacts;
+use super::procinfo::{self, ProcFacts};
+use super::proof::{self, Project, SpawnSession};
 
 /// How far a worker's start may trail its PID file's last write before the
 /// PID counts as reused (btime is whole seconds; clocks drift a little).
@@ -96,6 +100,90 @@ pub fn judge(
     Liveness::Running {
         pid,
         start_ticks: facts.start_ticks,
+    }
+}
+
+/// [`judge`], then the identity proof: a process that passes the kernel's
+/// checks but is not proven to be `stream`'s worker (tag, wrapper command
+/// line, or the session of `recorded`) is stale, with the proof's reason.
+pub fn judge_proven(
+    pid_file: &PidFile,
+    facts: Option<&ProcFacts>,
+    our_uid: u32,
+    remembered: Option<&Remembered>,
+    project: &Project,
+    stream: &str,
+    recorded: Option<&SpawnSession>,
+) -> Liveness {
+    let judged = judge(pid_file, facts, our_uid, remembered);
+    match (&judged, facts) {
+        (Liveness::Running { .. }, Some(f)) => match proof::prove(project, stream, f, recorded) {
+            Ok(_) => judged,
+            Err(not_ours) => Liveness::Stale {
+                reason: not_ours.to_string(),
+            },
+        },
+        _ => judged,
+    }
+}
+
+/// [`judge_proven`], falling back to the worker the monitor remembers when
+/// the PID file no longer names it: that process is the stream's worker only
+/// if it is still the same process (PID and start time), ours, alive, and
+/// proven again now — a remembered identity is never trusted on its own.
+pub fn judge_proven_with_memory(
+    pid_file: &PidFile,
+    facts: Option<&ProcFacts>,
+    our_uid: u32,
+    remembered: Option<&Remembered>,
+    project: &Project,
+    stream: &str,
+) -> Liveness {
+    let recorded = remembered.and_then(|r| SpawnSession::of_remembered(r, project, stream));
+    let judged = judge_proven(
+        pid_file,
+        facts,
+        our_uid,
+        remembered,
+        project,
+        stream,
+        recorded.as_ref(),
+    );
+    if judged.is_running() {
+        return judged;
+    }
+    let Some(r) = remembered else {
+        return judged;
+    };
+    match procinfo::inspect(r.pid) {
+        Some(f)
+            if !f.is_zombie()
+                && f.uid == our_uid
+                && f.start_ticks == r.start_ticks
+                && proof::prove(project, stream, &f, recorded.as_ref()).is_ok() =>
+        {
+            Liveness::Running {
+                pid: r.pid,
+                start_ticks: r.start_ticks,
+            }
+        }
+        _ => judged,
+    }
+}
+
+impl SpawnSession {
+    /// The session a remembered worker leads (the wrapper a monitor spawns
+    /// calls setsid), if it is still the same process, still leads its
+    /// session, and is proven again now by its tag or its wrapper command
+    /// line: a remembered PID alone never vouches for anything.
+    pub fn of_remembered(r: &Remembered, project: &Project, stream: &str) -> Option<SpawnSession> {
+        let leader = procinfo::inspect(r.pid)
+            .filter(|f| f.start_ticks == r.start_ticks && f.session == f.pid && !f.is_zombie())?;
+        proof::prove(project, stream, &leader, None).ok()?;
+        Some(SpawnSession {
+            leader: leader.pid,
+            leader_start_ticks: leader.start_ticks,
+        })
     }
 }
 

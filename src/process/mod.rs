@@ -31,24 +31,53 @@ pub fn detach(
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
+            // Never through a symlink, never blocking on a FIFO.
+            let file = safe_file::open_append(path).map_err(|e| e.into_io())?;
             (Stdio::from(file.try_clone()?), Stdio::from(file))
         }
         None => (Stdio::null(), Stdio::null()),
     };
     command.stdin(Stdio::null()).stdout(out).stderr(err);
-    // SAFETY: setsid and fcntl are async-signal-safe; nothing else runs
+    // SAFETY: setsid, fcntl and setrlimit are async-signal-safe; nothing else runs
     // between fork and exec.
     unsafe {
         command.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            cloexec_inherited_fds()
+            cloexec_inherited_fds()?;
+            restore_descriptor_limit()
         });
     }
     Ok(())
+}
+
+/// The soft and hard RLIMIT_NOFILE this process started with.
+static ORIGINAL_NOFILE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Remembers the descriptor limit the monitor started with, before anything
+/// raises it (the daemon lifts it to watch a pidfd per worker). Called once
+/// at start-up.
+pub fn remember_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, Resource};
+    if let Ok(limits) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = ORIGINAL_NOFILE.set(limits);
+    }
+}
+
+/// Gives a child, between fork and exec, the descriptor limit the monitor
+/// started with, if the monitor raised it since (async-signal-safe: two
+/// syscalls). Workers must not inherit a limit meant for the monitor.
+pub fn restore_descriptor_limit() -> std::io::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Some(&(soft, hard)) = ORIGINAL_NOFILE.get() else {
+        return Ok(());
+    };
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(now) if now != (soft, hard) && soft <= now.1 => {
+            // Only the soft limit comes back: the hard one may not be raised again.
+            setrlimit(Resource::RLIMIT_NOFILE, soft, now.1).map_err(std::io::Error::from)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Marks every descriptor above stderr close-on-exec. Called between fork

@@ -1,7 +1,10 @@
 //! Starting a worker through `worker-wrapper.sh`: every argument its own argv
-//! entry (never a shell string), a new session, no inherited stdio, then a
-//! bounded poll for the PID file to name a live process. A wrapper that never
-//! writes its PID file is stopped again, so no unaccounted worker remains.
+//! entry (never a shell string), a new session, no inherited stdio, the
+//! identity tag in its environment (stream, project, a fresh nonce), the
+//! descriptor limit the monitor started with, then a bounded poll for the
+//! PID file to name the spawned process (or one in its session). A wrapper
+//! that never writes its PID file is stopped again, so no unaccounted worker
+//! remains.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -9,7 +12,8 @@ use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use super::identity::{judge, Liveness};
-use super::{pidfile, procinfo};
+use super::proof::{self, SpawnSession};
+use super::{pidfile, procinfo, safe_file};
 
 /// The six arguments of the wrapper interface.
 #[derive(Debug, Clone)]
@@ -29,6 +33,10 @@ pub struct Started {
     pub pid: i32,
     pub start_ticks: u64,
     pub child: Child,
+    /// The nonce of this spawn's tag (`MONITOR_WORKERS_SPAWN`).
+    pub nonce: String,
+    /// The session the spawn created, led by the wrapper child.
+    pub session: SpawnSession,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,8 @@ pub enum SpawnError {
     ExitedEarly { status: String },
     #[error("the wrapper wrote no PID file naming a live worker within {0:?}; it was stopped")]
     NoPidFile(Duration),
+    #[error("{0}")]
+    PidsDir(String),
 }
 
 fn check_wrapper(path: &Path) -> Result<(), SpawnError> {
@@ -80,13 +90,41 @@ pub fn describe_status(status: ExitStatus) -> String {
 }
 
 /// Spawns the wrapper and waits (bounded) until the PID file names a live
-/// process of ours.
+/// process of ours. The tag's project root is derived from the PID file's
+/// place (`<root>/.claude/orchestrator/pids/`); callers that know the
+/// project use [`spawn_worker_in`].
 pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, SpawnError> {
+    let orch = call.pid_file.parent().and_then(Path::parent);
+    let root = orch
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .or(orch)
+        .unwrap_or(Path::new("/"));
+    spawn_worker_in(call, wait, root)
+}
+
+/// Spawns the wrapper for a worker of the project at `project_root`, tagged
+/// with the stream, the project and a fresh nonce, and waits (bounded) until
+/// the PID file names the spawned child or a process in its session that
+/// started after it: a PID file left by anyone else is never taken for the
+/// new worker.
+pub fn spawn_worker_in(
+    call: &WrapperCall,
+    wait: Duration,
+    project_root: &Path,
+) -> Result<Started, SpawnError> {
     check_wrapper(&call.wrapper)?;
+    if let Some(dir) = call.pid_file.parent() {
+        match safe_file::real_dir(dir) {
+            Err(e) if !e.is_missing() => return Err(SpawnError::PidsDir(e.to_string())),
+            _ => {}
+        }
+    }
     std::fs::create_dir_all(&call.work_dir).map_err(|source| SpawnError::WorkDir {
         path: call.work_dir.clone(),
         source,
     })?;
+    let nonce = proof::new_nonce();
     let mut command = Command::new(&call.wrapper);
     command
         .arg(&call.stream)
@@ -95,6 +133,9 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
         .arg(&call.work_dir)
         .arg(&call.initiative_id)
         .arg(&call.prompt)
+        .env(proof::STREAM_VAR, &call.stream)
+        .env(proof::PROJECT_VAR, project_root)
+        .env(proof::SPAWN_VAR, &nonce)
         .current_dir(&call.work_dir);
     super::detach(&mut command, None).map_err(|source| SpawnError::Exec {
         path: call.wrapper.clone(),
@@ -104,19 +145,29 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
         path: call.wrapper.clone(),
         source,
     })?;
+    let leader = child.id() as i32;
+    let leader_start = procinfo::inspect(leader).map(|f| f.start_ticks);
     let our_uid = procinfo::current_uid();
     let deadline = Instant::now() + wait;
     loop {
         let file = pidfile::read(&call.pid_file, procinfo::pid_max());
-        if let pidfile::PidFile::Pid { pid, .. } = &file {
+        if let (pidfile::PidFile::Pid { pid, .. }, Some(leader_start)) = (&file, leader_start) {
             let facts = procinfo::inspect(*pid);
-            if let Liveness::Running { pid, start_ticks } =
-                judge(&file, facts.as_ref(), our_uid, None)
+            let ours = facts.as_ref().is_some_and(|f| {
+                (f.pid == leader || f.session == leader) && f.start_ticks >= leader_start
+            });
+            if let (true, Liveness::Running { pid, start_ticks }) =
+                (ours, judge(&file, facts.as_ref(), our_uid, None))
             {
                 return Ok(Started {
                     pid,
                     start_ticks,
                     child,
+                    nonce,
+                    session: SpawnSession {
+                        leader,
+                        leader_start_ticks: leader_start,
+                    },
                 });
             }
         }
