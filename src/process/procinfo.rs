@@ -53,6 +53,17 @@ mod imp {
     /// kthreadd, the parent of every kernel thread.
     const KTHREADD: i32 = 2;
 
+    /// Whether PID 2 is the kernel's kthreadd (in a PID namespace it may be
+    /// an ordinary process, whose children are no kernel threads).
+    fn kthreadd_is_kernel() -> bool {
+        static KERNEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            procfs::process::Process::new(KTHREADD)
+                .and_then(|p| p.stat())
+                .is_ok_and(|s| s.flags & PF_KTHREAD != 0)
+        })
+    }
+
     /// Boot time (ms since the epoch) and clock ticks per second. The boot
     /// time comes from /proc/uptime, which has fractions of a second: the
     /// whole-second `btime` of /proc/stat can be off by up to a second, too
@@ -90,7 +101,8 @@ mod imp {
             ppid: stat.ppid,
             pgrp: stat.pgrp,
             session: stat.session,
-            kernel_thread: stat.flags & PF_KTHREAD != 0 || pid == KTHREADD || stat.ppid == KTHREADD,
+            kernel_thread: stat.flags & PF_KTHREAD != 0
+                || ((pid == KTHREADD || stat.ppid == KTHREADD) && kthreadd_is_kernel()),
         })
     }
 
