@@ -449,16 +449,35 @@ pub fn new_nonce() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Drops the tag variables this process inherited (a worker that runs
-/// `monitor-workers` must not make the monitor look like its worker).
+/// Sheds the tag variables this process inherited: a worker that runs
+/// `monitor-workers` must not make the monitor (or a daemon it starts) look
+/// like that worker. Removing them from our own view is not enough, since
+/// `/proc/PID/environ` keeps showing the environment a process was started
+/// with: the monitor starts itself again (same PID, same arguments) without
+/// them. If that fails, it goes on with them removed from its own view.
 /// Called once at start-up, before any thread is started.
-pub fn drop_inherited_tag() {
+pub fn shed_inherited_tag() {
+    if TAG_VARS.iter().all(|v| std::env::var_os(v).is_none()) {
+        return;
+    }
     for var in TAG_VARS {
-        if std::env::var_os(var).is_some() {
-            // Start-up, main thread, before any other thread exists: no
-            // concurrent reader of the environment.
-            std::env::remove_var(var);
+        // Start-up, main thread, before any other thread exists: no
+        // concurrent reader of the environment.
+        std::env::remove_var(var);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        use std::os::unix::process::CommandExt;
+        let mut args = std::env::args_os();
+        let mut again = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            again.arg0(arg0);
         }
+        again.args(args);
+        for var in TAG_VARS {
+            again.env_remove(var);
+        }
+        // Only returns on failure.
+        let _ = again.exec();
     }
 }
 

@@ -9,6 +9,7 @@ mod daemon;
 mod discovery;
 mod dropin;
 mod helpers;
+mod identity;
 mod install;
 mod operator;
 mod operator_record;
