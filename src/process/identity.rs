@@ -127,6 +127,43 @@ pub fn judge_proven(
     }
 }
 
+/// The liveness of a stream's worker: [`judge`], then `prove` on the
+/// process the PID file names; when that fails, the worker the monitor
+/// remembers, if `inspect` shows it is still the same process (PID and start
+/// time), ours and alive, and `prove` accepts it again now — a PID file
+/// overwritten or removed under a live worker must never lead to a second
+/// worker beside it, and a remembered identity never vouches for itself.
+pub fn judge_with(
+    pid_file: &PidFile,
+    facts: Option<&ProcFacts>,
+    our_uid: u32,
+    remembered: Option<&Remembered>,
+    inspect: &dyn Fn(i32) -> Option<ProcFacts>,
+    prove: &dyn Fn(&ProcFacts) -> Result<(), String>,
+) -> Liveness {
+    let judged = match (judge(pid_file, facts, our_uid, remembered), facts) {
+        (running @ Liveness::Running { .. }, Some(f)) => match prove(f) {
+            Ok(()) => return running,
+            Err(reason) => Liveness::Stale { reason },
+        },
+        (other, _) => other,
+    };
+    match remembered.and_then(|r| Some((r, inspect(r.pid)?))) {
+        Some((r, f))
+            if !f.is_zombie()
+                && f.uid == our_uid
+                && f.start_ticks == r.start_ticks
+                && prove(&f).is_ok() =>
+        {
+            Liveness::Running {
+                pid: r.pid,
+                start_ticks: r.start_ticks,
+            }
+        }
+        _ => judged,
+    }
+}
+
 /// [`judge_proven`], falling back to the worker the monitor remembers when
 /// the PID file no longer names it: that process is the stream's worker only
 /// if it is still the same process (PID and start time), ours, alive, and
@@ -140,35 +177,19 @@ pub fn judge_proven_with_memory(
     stream: &str,
 ) -> Liveness {
     let recorded = remembered.and_then(|r| SpawnSession::of_remembered(r, project, stream));
-    let judged = judge_proven(
+    let prove = |f: &ProcFacts| {
+        proof::prove(project, stream, f, recorded.as_ref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    judge_with(
         pid_file,
         facts,
         our_uid,
         remembered,
-        project,
-        stream,
-        recorded.as_ref(),
-    );
-    if judged.is_running() {
-        return judged;
-    }
-    let Some(r) = remembered else {
-        return judged;
-    };
-    match procinfo::inspect(r.pid) {
-        Some(f)
-            if !f.is_zombie()
-                && f.uid == our_uid
-                && f.start_ticks == r.start_ticks
-                && proof::prove(project, stream, &f, recorded.as_ref()).is_ok() =>
-        {
-            Liveness::Running {
-                pid: r.pid,
-                start_ticks: r.start_ticks,
-            }
-        }
-        _ => judged,
-    }
+        &procinfo::inspect,
+        &prove,
+    )
 }
 
 impl SpawnSession {

@@ -25,6 +25,17 @@ pub struct WrapperCall {
     pub work_dir: PathBuf,
     pub initiative_id: String,
     pub prompt: String,
+    /// The identity tag the worker gets; `None`: one is made up (the
+    /// project root taken from the PID file's place, a fresh nonce).
+    pub tag: Option<SpawnTag>,
+}
+
+/// What a spawned worker carries in its environment to prove it is ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnTag {
+    pub project_root: PathBuf,
+    /// This spawn's nonce (the restart journal names it).
+    pub nonce: String,
 }
 
 /// A started worker: the PID from its PID file and the wrapper child process.
@@ -89,30 +100,26 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Spawns the wrapper and waits (bounded) until the PID file names a live
-/// process of ours. The tag's project root is derived from the PID file's
-/// place (`<root>/.claude/orchestrator/pids/`); callers that know the
-/// project use [`spawn_worker_in`].
+/// Spawns the wrapper, tagged with the stream, the project and the spawn's
+/// nonce (from `call.tag`, or made up: the project root taken from the PID
+/// file's place `<root>/.claude/orchestrator/pids/`, a fresh nonce), and
+/// waits (bounded) until the PID file names the spawned child or a process
+/// in its session that started after it: a PID file left by anyone else is
+/// never taken for the new worker.
 pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, SpawnError> {
-    let orch = call.pid_file.parent().and_then(Path::parent);
-    let root = orch
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .or(orch)
-        .unwrap_or(Path::new("/"));
-    spawn_worker_in(call, wait, root)
-}
-
-/// Spawns the wrapper for a worker of the project at `project_root`, tagged
-/// with the stream, the project and a fresh nonce, and waits (bounded) until
-/// the PID file names the spawned child or a process in its session that
-/// started after it: a PID file left by anyone else is never taken for the
-/// new worker.
-pub fn spawn_worker_in(
-    call: &WrapperCall,
-    wait: Duration,
-    project_root: &Path,
-) -> Result<Started, SpawnError> {
+    let tag = call.tag.clone().unwrap_or_else(|| {
+        let orch = call.pid_file.parent().and_then(Path::parent);
+        let root = orch
+            .and_then(Path::parent)
+            .and_then(Path::parent)
+            .or(orch)
+            .unwrap_or(Path::new("/"));
+        SpawnTag {
+            project_root: root.to_path_buf(),
+            nonce: proof::new_nonce(),
+        }
+    });
+    let project_root = tag.project_root.as_path();
     check_wrapper(&call.wrapper)?;
     if let Some(dir) = call.pid_file.parent() {
         match safe_file::real_dir(dir) {
@@ -124,7 +131,7 @@ pub fn spawn_worker_in(
         path: call.work_dir.clone(),
         source,
     })?;
-    let nonce = proof::new_nonce();
+    let nonce = tag.nonce;
     let mut command = Command::new(&call.wrapper);
     command
         .arg(&call.stream)

@@ -12,8 +12,9 @@ use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
 use crate::logtail;
 use crate::probe::{self, checks, CheckSpec, ProbeSet, ProbeSpec, ProbeVerdict};
-use crate::process::identity::{judge, Liveness, Remembered};
+use crate::process::identity::{self, judge, Liveness, Remembered};
 use crate::process::pidfile::{self, PidFile};
+use crate::process::proof::Project;
 use crate::process::{docker, procinfo};
 use crate::state::StateStore;
 use crate::store::{self, Initiative, StoreError};
@@ -179,6 +180,7 @@ fn observe_streams(
         .collect();
     let our_uid = procinfo::current_uid();
     let pid_max = procinfo::pid_max();
+    let project = Project::of(layout);
     let config = probe_mode.config();
     let now = now_ms();
     let mut observed: Vec<Observed> = views
@@ -191,8 +193,14 @@ fn observe_streams(
             };
             let known_stream = known.streams.get(view.id.as_str());
             let seen = known_stream.and_then(|s| s.worker.as_ref());
-            let liveness =
-                judge_with_memory(&pid_file, facts.as_ref(), our_uid, seen, &procinfo::inspect);
+            let liveness = identity::judge_proven_with_memory(
+                &pid_file,
+                facts.as_ref(),
+                our_uid,
+                seen,
+                &project,
+                view.id.as_str(),
+            );
             let policy = stream_policy(config, view.id.as_str());
             let probe_specs = config.stream_probes(view.id.as_str());
             let probes = match (&liveness, &facts) {
@@ -410,6 +418,32 @@ pub fn recheck_with(
         procinfo::current_uid(),
         remembered.as_ref(),
         inspect,
+    );
+    (pid_file, liveness)
+}
+
+/// A stream's PID file read again and judged with the identity proof
+/// (`prove`), the remembered worker proven again too (see
+/// [`identity::judge_with`]).
+pub fn recheck_proven(
+    layout: &Layout,
+    id: &StreamId,
+    remembered: Option<&Remembered>,
+    inspect: &dyn Fn(i32) -> Option<procinfo::ProcFacts>,
+    prove: &dyn Fn(&procinfo::ProcFacts) -> Result<(), String>,
+) -> (PidFile, Liveness) {
+    let pid_file = pidfile::read(&layout.pid_file(id), procinfo::pid_max());
+    let facts = match &pid_file {
+        PidFile::Pid { pid, .. } => inspect(*pid),
+        _ => None,
+    };
+    let liveness = identity::judge_with(
+        &pid_file,
+        facts.as_ref(),
+        procinfo::current_uid(),
+        remembered,
+        inspect,
+        prove,
     );
     (pid_file, liveness)
 }

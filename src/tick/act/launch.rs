@@ -4,7 +4,6 @@
 //! before the spawn and its outcome recorded after; and the self-heal
 //! attempt record each restart leaves for the operator.
 
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,7 +13,8 @@ use crate::files::{replace_atomically, Durability};
 use crate::logtail;
 use crate::process::docker;
 use crate::process::identity::Remembered;
-use crate::process::spawn::WrapperCall;
+use crate::process::proof;
+use crate::process::spawn::{SpawnTag, WrapperCall};
 use crate::prompt::{self, PromptFacts};
 use crate::report::log::Level;
 use crate::selfheal;
@@ -32,14 +32,6 @@ pub(super) struct Attempt<'a> {
     pub reason: &'a str,
     pub signature: &'a selfheal::signature::Signature,
     pub tail: &'a str,
-}
-
-/// A fresh random nonce naming one spawn.
-fn nonce() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
 }
 
 impl Actor<'_> {
@@ -65,8 +57,9 @@ impl Actor<'_> {
         } else {
             "Component"
         };
+        let intent_nonce = proof::new_nonce();
         let intent = SpawnIntent {
-            nonce: nonce(),
+            nonce: intent_nonce.clone(),
             at_ms: now_ms(),
             monitor_pid: std::process::id(),
         };
@@ -76,7 +69,7 @@ impl Actor<'_> {
             ));
             return None;
         }
-        let result = self.start(obs, retry_context);
+        let result = self.start(obs, retry_context, &intent_nonce);
         let outcome = match &result {
             Ok(started) => Ok(Remembered {
                 pid: started.pid,
@@ -132,15 +125,21 @@ impl Actor<'_> {
     }
 
     /// Starts the component the way its kind is started.
+    /// A worker is tagged with `nonce`, the spawn's name in the journal.
     fn start(
         &mut self,
         obs: &Observed,
         retry_context: Option<String>,
+        nonce: &str,
     ) -> Result<Launched, ActError> {
         let id = &obs.view.id;
         match &obs.kind {
             ComponentKind::Worker => {
-                let call = self.wrapper_call(obs, retry_context);
+                let mut call = self.wrapper_call(obs, retry_context);
+                call.tag = Some(SpawnTag {
+                    project_root: self.layout.project_root.clone(),
+                    nonce: nonce.to_string(),
+                });
                 self.processes
                     .spawn_worker(&call, self.settings.spawn_wait)
                     .map_err(|source| ActError::Spawn {
@@ -186,7 +185,7 @@ impl Actor<'_> {
     pub(super) fn start_owned(&mut self, obs: &Observed) -> Option<Launched> {
         let id = &obs.view.id;
         let logger = self.recorder.logger;
-        let started = match self.start(obs, None) {
+        let started = match self.start(obs, None, &proof::new_nonce()) {
             Ok(s) => s,
             Err(e) => {
                 logger.action(
@@ -260,6 +259,7 @@ impl Actor<'_> {
             work_dir,
             initiative_id: self.initiative.id.clone(),
             prompt,
+            tag: None,
         }
     }
 

@@ -13,6 +13,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod tests_support;
 
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use crate::clock::now_ms;
 use crate::component::ComponentKind;
 use crate::layout::{Layout, StreamId};
 use crate::logtail;
-use crate::process::identity::Liveness;
+use crate::process::identity::{Liveness, Remembered};
 use crate::process::procinfo::ProcFacts;
+use crate::process::proof::{self, Project, SpawnSession};
 use crate::process::spawn::{SpawnError, WrapperCall};
 use crate::process::stop::{StopOutcome, StopRefused};
 use crate::process::{lock, procinfo};
@@ -40,11 +42,21 @@ use super::{Recorder, TickSettings, Watched};
 
 pub use stop::{remove_if_stale, stop_owned_components, stop_running};
 
+/// Whose worker a process must be proven to be: a stream of a project.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOf<'a> {
+    pub project: &'a Project,
+    /// `<orch>/state`, where a running daemon of the project is named.
+    pub state_dir: &'a Path,
+    pub stream: &'a str,
+}
+
 /// What act needs of the operating system's processes.
 pub trait Processes {
     /// Starts a worker through its wrapper and waits (bounded) for it.
     fn spawn_worker(&self, call: &WrapperCall, wait: Duration) -> Result<Launched, SpawnError>;
-    /// Stops a worker gracefully (TERM, grace, KILL), pinned to its start.
+    /// Stops a process component gracefully (TERM, grace, KILL), pinned to
+    /// its start; the never-signal rules hold.
     fn stop(
         &self,
         pid: i32,
@@ -52,8 +64,28 @@ pub trait Processes {
         grace: Duration,
         note: &mut dyn FnMut(String),
     ) -> Result<StopOutcome, StopRefused>;
+    /// Stops a stream's worker gracefully, proving it (and each process
+    /// signalled beside it) right before the signals.
+    fn stop_worker(
+        &self,
+        who: &WorkerOf<'_>,
+        pid: i32,
+        start_ticks: u64,
+        grace: Duration,
+        note: &mut dyn FnMut(String),
+    ) -> Result<StopOutcome, StopRefused>;
     /// The kernel's facts about a PID.
     fn inspect(&self, pid: i32) -> Option<ProcFacts>;
+    /// Whether a live process is the stream's worker (`Err`: why not).
+    fn prove(
+        &self,
+        who: &WorkerOf<'_>,
+        facts: &ProcFacts,
+        recorded: Option<&SpawnSession>,
+    ) -> Result<(), String>;
+    /// The session a remembered worker leads, if it is still that worker.
+    fn recorded_session(&self, who: &WorkerOf<'_>, remembered: &Remembered)
+        -> Option<SpawnSession>;
 }
 
 /// The real processes of this machine.
@@ -78,8 +110,54 @@ impl Processes for RealProcesses {
     ) -> Result<StopOutcome, StopRefused> {
         crate::process::stop::stop_worker(pid, Some(start_ticks), grace, note)
     }
+    fn stop_worker(
+        &self,
+        who: &WorkerOf<'_>,
+        pid: i32,
+        start_ticks: u64,
+        grace: Duration,
+        note: &mut dyn FnMut(String),
+    ) -> Result<StopOutcome, StopRefused> {
+        let recorded = procinfo::inspect(pid)
+            .filter(|f| f.start_ticks == start_ticks)
+            .and_then(|f| {
+                let remembered = Remembered {
+                    pid,
+                    start_ticks: f.start_ticks,
+                    pid_file_mtime: 0,
+                };
+                self.recorded_session(who, &remembered)
+            });
+        crate::process::stop::stop_proven(
+            who.project,
+            who.state_dir,
+            who.stream,
+            pid,
+            Some(start_ticks),
+            recorded.as_ref(),
+            grace,
+            note,
+        )
+    }
     fn inspect(&self, pid: i32) -> Option<ProcFacts> {
         procinfo::inspect(pid)
+    }
+    fn prove(
+        &self,
+        who: &WorkerOf<'_>,
+        facts: &ProcFacts,
+        recorded: Option<&SpawnSession>,
+    ) -> Result<(), String> {
+        proof::prove(who.project, who.stream, facts, recorded)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn recorded_session(
+        &self,
+        who: &WorkerOf<'_>,
+        remembered: &Remembered,
+    ) -> Option<SpawnSession> {
+        SpawnSession::of_remembered(remembered, who.project, who.stream)
     }
 }
 
@@ -174,6 +252,9 @@ pub struct Actor<'a> {
     pub(super) initiative: &'a Initiative,
     pub(super) processes: &'a dyn Processes,
     template: Option<String>,
+    /// Whose workers this actor proves (this project).
+    project: Project,
+    state_dir: PathBuf,
 }
 
 impl<'a> Actor<'a> {
@@ -210,7 +291,20 @@ impl<'a> Actor<'a> {
             initiative,
             processes,
             template: None,
+            project: Project::of(layout),
+            state_dir: layout.state_dir(),
         }
+    }
+
+    /// Whose worker a process of stream `id` must be; `None` for the
+    /// daemon's own components (judged by their PID file and start time).
+    pub fn worker_of<'s>(&'s self, id: &'s StreamId) -> Option<WorkerOf<'s>> {
+        let component = id.as_str().starts_with(crate::component::COMPONENT_PREFIX);
+        (!component).then_some(WorkerOf {
+            project: &self.project,
+            state_dir: &self.state_dir,
+            stream: id.as_str(),
+        })
     }
 
     /// Holds the stream's spawn lock, waiting at most as long as another
@@ -227,11 +321,17 @@ impl<'a> Actor<'a> {
         }
     }
 
-    /// A stream's PID file read again and judged (under its lock).
+    /// A stream's PID file read again and judged (under its lock): a
+    /// worker is proven again, a remembered one too.
     pub fn recheck(&self, id: &StreamId) -> (crate::process::pidfile::PidFile, Liveness) {
-        observe::recheck_with(self.layout, self.store, id, &|pid| {
-            self.processes.inspect(pid)
-        })
+        let inspect = |pid| self.processes.inspect(pid);
+        let Some(who) = self.worker_of(id) else {
+            return observe::recheck_with(self.layout, self.store, id, &inspect);
+        };
+        let remembered = self.store.stream(id).and_then(|s| s.worker);
+        let recorded = remembered.and_then(|r| self.processes.recorded_session(&who, &r));
+        let prove = |f: &ProcFacts| self.processes.prove(&who, f, recorded.as_ref());
+        observe::recheck_proven(self.layout, id, remembered.as_ref(), &inspect, &prove)
     }
 
     /// Restarts a failing stream if policy still allows once its lock is
@@ -409,11 +509,13 @@ impl<'a> Actor<'a> {
         remove_if_stale(self.layout, self.recorder, id, &pid_file, &liveness);
     }
 
-    /// Stops a running worker gracefully, logging every signal.
+    /// Stops a running worker gracefully, logging every signal; a
+    /// stream's worker is proven again right before.
     pub fn stop(&self, id: &StreamId, pid: i32, start_ticks: u64) -> Result<(), ActError> {
         stop_running(
             self.recorder,
             self.processes,
+            self.worker_of(id).as_ref(),
             id,
             pid,
             start_ticks,

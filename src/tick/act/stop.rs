@@ -16,7 +16,7 @@ use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::Event;
 use crate::supervise::plan::{self, Changes};
 
-use super::{ActError, Processes, Recorder};
+use super::{ActError, Processes, Recorder, WorkerOf};
 use crate::tick::observe::recheck;
 use crate::tick::TickSettings;
 
@@ -25,6 +25,7 @@ use crate::tick::TickSettings;
 pub fn stop_running(
     recorder: &Recorder<'_>,
     processes: &dyn Processes,
+    worker_of: Option<&WorkerOf<'_>>,
     id: &StreamId,
     pid: i32,
     start_ticks: u64,
@@ -32,12 +33,15 @@ pub fn stop_running(
 ) -> Result<(), ActError> {
     let logger = recorder.logger;
     let mut notes = Vec::new();
-    let outcome = processes
-        .stop(pid, start_ticks, grace, &mut |n| notes.push(n))
-        .map_err(|source| ActError::StopRefused {
-            stream: id.clone(),
-            source,
-        })?;
+    let mut note = |n| notes.push(n);
+    let outcome = match worker_of {
+        Some(who) => processes.stop_worker(who, pid, start_ticks, grace, &mut note),
+        None => processes.stop(pid, start_ticks, grace, &mut note),
+    }
+    .map_err(|source| ActError::StopRefused {
+        stream: id.clone(),
+        source,
+    })?;
     for n in &notes {
         logger.info(&format!("Worker {id}: {n}"));
     }
@@ -126,6 +130,7 @@ pub fn stop_owned_components(
             let stopped = stop_running(
                 recorder,
                 &super::RealProcesses,
+                None,
                 &c.id,
                 pid,
                 start_ticks,

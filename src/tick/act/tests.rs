@@ -25,6 +25,8 @@ struct FakeProcesses {
     stopped: RefCell<Vec<i32>>,
     /// The PID the next spawn writes into its PID file; None: it fails.
     next_pid: Option<i32>,
+    /// Live processes that are no stream's worker (fail the proof).
+    strangers: RefCell<Vec<i32>>,
 }
 
 impl FakeProcesses {
@@ -40,6 +42,7 @@ impl FakeProcesses {
                 ppid: 1,
                 pgrp: pid,
                 session: pid,
+                kernel_thread: false,
             },
         );
     }
@@ -72,8 +75,43 @@ impl Processes for FakeProcesses {
         note(format!("SIGTERM to {pid}"));
         Ok(StopOutcome::Terminated)
     }
+    fn stop_worker(
+        &self,
+        who: &WorkerOf<'_>,
+        pid: i32,
+        start_ticks: u64,
+        grace: Duration,
+        note: &mut dyn FnMut(String),
+    ) -> Result<StopOutcome, StopRefused> {
+        let facts = self.inspect(pid).expect("stopping a live process");
+        self.prove(who, &facts, None)
+            .map_err(StopRefused::NotProven)?;
+        self.stop(pid, start_ticks, grace, note)
+    }
     fn inspect(&self, pid: i32) -> Option<ProcFacts> {
         self.table.borrow().get(&pid).cloned()
+    }
+    fn prove(
+        &self,
+        who: &WorkerOf<'_>,
+        facts: &ProcFacts,
+        _recorded: Option<&SpawnSession>,
+    ) -> Result<(), String> {
+        if self.strangers.borrow().contains(&facts.pid) {
+            Err(format!(
+                "PID {} is not a worker of {}: no tag, and its command line does not name it",
+                facts.pid, who.stream
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    fn recorded_session(
+        &self,
+        _who: &WorkerOf<'_>,
+        _remembered: &Remembered,
+    ) -> Option<SpawnSession> {
+        None
     }
 }
 
@@ -360,4 +398,52 @@ fn a_stale_pid_file_is_removed_and_a_live_one_kept() {
     assert!(p.layout.pid_file(&id("B")).exists());
     assert_eq!(acted.running.len(), 1);
     assert!(fake.stopped.borrow().is_empty() && fake.spawned.borrow().is_empty());
+}
+
+#[test]
+fn a_stranger_named_by_a_pid_file_is_never_stopped_and_its_file_goes() {
+    let p = Project::new();
+    let fake = FakeProcesses {
+        next_pid: Some(600),
+        ..FakeProcesses::default()
+    };
+    fake.live(700);
+    fake.strangers.borrow_mut().push(700);
+    std::fs::write(p.layout.pid_file(&id("A")), "700\n").unwrap();
+    p.store()
+        .update_stream(&id("A"), |st, _| {
+            st.lifecycle = Lifecycle::Unhealthy {
+                reason: "log idle".into(),
+                since_ms: 0,
+            }
+        })
+        .unwrap();
+    // Observed as running (the snapshot was taken by an older judgement):
+    // under the lock it is proven again, and it is not A's worker.
+    let stuck = observed(
+        "A",
+        Verdict::Unhealthy {
+            pid: 700,
+            reason: "log idle".into(),
+        },
+        Liveness::Running {
+            pid: 700,
+            start_ticks: 7000,
+        },
+    );
+    p.run(&fake, &snapshot(vec![stuck]), &order("A", 3));
+    assert!(fake.stopped.borrow().is_empty(), "the stranger was stopped");
+    assert!(fake.table.borrow().contains_key(&700));
+    assert!(
+        p.log().contains("PID 700 is not a worker of A"),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        fake.spawned.borrow().len(),
+        1,
+        "A gets a worker of its own: {}",
+        p.log()
+    );
+    assert_eq!(p.store().stream(&id("A")).unwrap().worker.unwrap().pid, 600);
 }
