@@ -179,6 +179,8 @@ fn refusal(f: &ProcFacts, our_uid: u32, protected: &Protected) -> Option<StopRef
 struct Targets {
     group: Option<i32>,
     all: Vec<Target>,
+    /// Descendants left alone: not proven to be the worker's.
+    spared: Vec<i32>,
 }
 
 /// The worker, its group (if it leads one) and every descendant that may
@@ -211,6 +213,7 @@ fn collect_targets(leader: &ProcFacts, our_uid: u32, authority: &Authority<'_>) 
             chosen.insert(pin(f));
         }
     }
+    let mut spared = Vec::new();
     let mut queue = vec![leader.pid];
     let mut seen = BTreeSet::from([leader.pid]);
     while let Some(parent) = queue.pop() {
@@ -222,6 +225,8 @@ fn collect_targets(leader: &ProcFacts, our_uid: u32, authority: &Authority<'_>) 
             let in_group = whole_group && f.pgrp == leader.pid;
             if allowed(f) && (in_group || (authority.member)(f)) {
                 chosen.insert(pin(f));
+            } else if !f.is_zombie() && !chosen.contains(&pin(f)) {
+                spared.push(f.pid);
             }
             queue.push(*child);
         }
@@ -229,6 +234,7 @@ fn collect_targets(leader: &ProcFacts, our_uid: u32, authority: &Authority<'_>) 
     Targets {
         group: whole_group.then_some(leader.pid),
         all: chosen.into_iter().collect(),
+        spared,
     }
 }
 
@@ -316,6 +322,13 @@ pub fn stop_with(
     }
     (authority.leader)(&leader).map_err(StopRefused::NotProven)?;
     let targets = collect_targets(&leader, our_uid, authority);
+    if !targets.spared.is_empty() {
+        note(format!(
+            "Left {} descendant(s) alone, not proven to be the worker's (no tag, not in its session): {}",
+            targets.spared.len(),
+            join(&targets.spared)
+        ));
+    }
     if targets.all.is_empty() {
         return Ok(StopOutcome::AlreadyGone);
     }

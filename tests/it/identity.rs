@@ -442,3 +442,41 @@ fn spawned_workers_are_tagged_and_the_monitor_sheds_an_inherited_tag() {
     p.signal_ours(daemon, nix::sys::signal::Signal::SIGTERM);
     p.wait_exit(daemon, SOON).expect("the daemon stops");
 }
+
+/// A descendant of a legacy (untagged) worker that left its group and its
+/// session carries no proof: the stop leaves it alone and says so.
+#[test]
+fn an_untagged_escaped_descendant_of_a_legacy_worker_is_left_alone() {
+    let p = TestProject::new();
+    p.stream("api", &["completed", "pending"], &[]);
+    let escapee_file = p.root.join("escapee.pid");
+    p.set_env("ESCAPEE_PID_FILE", escapee_file.to_str().unwrap());
+    p.install_claude_script(
+        "setsid sleep 60 </dev/null >/dev/null 2>&1 &\n\
+         echo $! > \"$ESCAPEE_PID_FILE\"\n\
+         exec sleep 60\n",
+    );
+    let wrapper = p.spawn_worker_process("api");
+    assert!(wait_for(
+        || fs::read_to_string(&escapee_file).is_ok_and(|t| t.ends_with('\n')),
+        SOON
+    ));
+    let escapee: u32 = fs::read_to_string(&escapee_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(wait_for(|| proc_session(escapee) == Some(escapee), SOON));
+
+    run_bounded(&p, &["stop", "api", "--grace", "1"], BOUND)
+        .expect_code(0)
+        .no_panic();
+    assert!(wait_for(|| !is_alive(wrapper), SOON), "the worker survived");
+    assert!(is_alive(escapee), "the unproven descendant was signalled");
+    let log = p.monitor_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Left 1 descendant(s) alone") && l.contains(&escapee.to_string())),
+        "{log}"
+    );
+}

@@ -389,7 +389,8 @@ fn stop_stream_escalates_to_sigkill_after_the_grace_and_keeps_it_stopped() {
 }
 
 /// SPEC 3.2: a descendant that left the worker's group and session is found
-/// through the parent chain and stopped too.
+/// through the parent chain and stopped too, since it carries the stream's
+/// tag (as everything a worker the monitor spawned does).
 #[test]
 fn stop_stream_reaches_a_descendant_in_its_own_session() {
     let p = TestProject::new();
@@ -402,7 +403,15 @@ fn stop_stream_reaches_a_descendant_in_its_own_session() {
          echo $! > \"$ESCAPEE_PID_FILE\"\n\
          exec sleep 60\n",
     );
-    let wrapper = p.spawn_worker_process("api");
+    let project = p.proj.display().to_string();
+    let wrapper = p.spawn_worker_with(
+        "api",
+        &[
+            ("MONITOR_WORKERS_STREAM", "api"),
+            ("MONITOR_WORKERS_PROJECT", &project),
+            ("MONITOR_WORKERS_SPAWN", "0123456789abcdef"),
+        ],
+    );
     assert!(wait_for(
         || fs::read_to_string(&escapee_file).is_ok_and(|t| t.ends_with('\n')),
         SOON
