@@ -259,13 +259,15 @@ mod tests {
                 inode: 1,
             },
         };
-        let cases: Vec<(
-            &str,
+        /// Name, PID file, process, remembered worker, expected stale reason.
+        type Case = (
+            &'static str,
             PidFile,
             Option<ProcFacts>,
             Option<Remembered>,
-            Option<&str>,
-        )> = vec![
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("no file", PidFile::Missing, None, None, Some("none")),
             ("invalid file", invalid, None, None, Some("invalid")),
             (

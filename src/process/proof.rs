@@ -502,7 +502,14 @@ mod tests {
     fn tags_from_environment_blocks() {
         let root = "/p/proj";
         let same = |p: &Path| p == Path::new(root);
-        let cases: Vec<(&str, Vec<u8>, &str, Result<&str, &str>)> = vec![
+        /// Name, environment block, stream, expected nonce or reason.
+        type Case = (
+            &'static str,
+            Vec<u8>,
+            &'static str,
+            Result<&'static str, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "complete",
                 env(&[
@@ -615,7 +622,13 @@ mod tests {
 
     #[test]
     fn wrapper_command_lines() {
-        let cases: Vec<(&str, Vec<Vec<u8>>, Option<(&str, &str)>)> = vec![
+        /// Name, command line, expected stream and PID-file argument.
+        type Case = (
+            &'static str,
+            Vec<Vec<u8>>,
+            Option<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "through the shebang",
                 argv(&[
