@@ -480,3 +480,65 @@ fn an_untagged_escaped_descendant_of_a_legacy_worker_is_left_alone() {
         "{log}"
     );
 }
+
+/// The soft and hard "Max open files" of a process.
+fn open_files_limit(pid: u32) -> Option<(String, String)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    Some((fields.next()?.to_string(), fields.next()?.to_string()))
+}
+
+/// The daemon lifts its own descriptor limit (a pidfd per worker); the
+/// workers it starts get the limit the daemon was given.
+#[test]
+fn workers_get_the_descriptor_limit_the_monitor_was_given() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard <= 256 {
+        eprintln!("skipped: the hard limit ({hard}) leaves no room to raise");
+        return;
+    }
+    let p = TestProject::new();
+    p.dead_stream("api");
+    let mut cmd = p.monitor_std();
+    cmd.args(["--daemon", "--auto-restart", "--interval", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, 256, hard).map_err(std::io::Error::from)
+        });
+    }
+    let daemon = p.spawn(cmd);
+    assert!(
+        wait_for(|| p.read_pid_file("api").is_some_and(is_alive), SOON),
+        "the daemon started no worker\n{}",
+        p.monitor_log()
+    );
+    let worker = p.read_pid_file("api").unwrap();
+    let hard = hard.to_string();
+    assert_eq!(open_files_limit(daemon), Some((hard.clone(), hard.clone())));
+    assert_eq!(open_files_limit(worker), Some(("256".to_string(), hard)));
+    p.signal_ours(daemon, nix::sys::signal::Signal::SIGTERM);
+    p.wait_exit(daemon, SOON).expect("the daemon stops");
+}
+
+/// `reset STREAM` forgets the worker the monitor remembered: the next look
+/// proves whatever runs afresh.
+#[test]
+fn reset_forgets_the_remembered_worker() {
+    let p = TestProject::new();
+    p.stream("api", &["completed", "pending"], &[]);
+    let worker = p.spawn_worker_process("api");
+    p.run(&[]).expect_code(0);
+    assert_eq!(p.state_json()["streams"]["api"]["worker"]["pid"], worker);
+    p.run(&["reset", "api"]).expect_code(0);
+    assert!(
+        p.state_json()["streams"]["api"]["worker"].is_null(),
+        "{}",
+        p.state_json()
+    );
+}
