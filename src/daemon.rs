@@ -207,10 +207,11 @@ impl Heartbeat {
     }
 }
 
-/// The daemon's record, if a daemon wrote one.
+/// The daemon's record, if a daemon wrote one (a FIFO or symlink in its
+/// place is no record: never waited on, never followed).
 pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
-    let text = std::fs::read_to_string(layout.daemon_record()).ok()?;
-    serde_json::from_str(&text).ok()
+    let bytes = crate::process::safe_file::read_capped(&layout.daemon_record(), 1 << 16).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Sleeps until the interval is over, a watched worker dies or a signal

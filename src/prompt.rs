@@ -16,9 +16,13 @@ pub struct PromptFacts<'a> {
     pub work_dir: &'a Path,
 }
 
-/// The project's template if it has one, else the built-in one.
+/// The project's template if it has one, else the built-in one (a FIFO or
+/// symlink in its place is not read: a restart never waits on it).
 pub fn load_template(override_path: &Path) -> String {
-    std::fs::read_to_string(override_path).unwrap_or_else(|_| DEFAULT_TEMPLATE.to_string())
+    crate::process::safe_file::read_capped(override_path, 1 << 20)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string())
 }
 
 pub fn render(template: &str, facts: &PromptFacts<'_>) -> String {

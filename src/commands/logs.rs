@@ -243,7 +243,7 @@ fn follow(
             if len == f.offset {
                 continue;
             }
-            let Ok(mut file) = std::fs::File::open(&f.path) else {
+            let Ok(mut file) = crate::process::safe_file::open_read(&f.path) else {
                 continue;
             };
             if file.seek(SeekFrom::Start(f.offset)).is_err() {

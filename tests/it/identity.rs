@@ -172,6 +172,29 @@ fn a_fifo_as_pid_file_never_blocks_a_check_or_status() {
     }
 }
 
+/// FIFOs where the daemon record, the prompt override and the config
+/// belong: `status` and a restart finish, with the built-in prompt.
+#[test]
+fn fifos_in_place_of_the_daemon_record_and_the_prompt_never_block() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    fs::create_dir_all(p.orch.join("state")).unwrap();
+    mkfifo(&p.orch.join("state/daemon.json"));
+    mkfifo(&p.orch.join("worker-prompt.md"));
+    run_bounded(&p, &["status"], BOUND)
+        .expect_code(0)
+        .no_panic();
+    let r = run_bounded(&p, &["--auto-restart"], BOUND);
+    r.expect_code(1)
+        .stdout_has("Restarting worker api (attempt 1/")
+        .no_panic();
+    assert!(restarted_pid(&r.stdout, "api").is_some(), "{}", r.stdout);
+    mkfifo(&p.orch.join("monitor.toml"));
+    let r = run_bounded(&p, &["status"], BOUND);
+    r.no_panic();
+    assert!(r.stderr.contains("FIFO"), "{}", r.stderr);
+}
+
 /// A FIFO as monitor.log: one warning on stderr, and the check goes on.
 #[test]
 fn a_fifo_as_monitor_log_gives_one_warning_and_the_check_goes_on() {
