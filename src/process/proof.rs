@@ -273,6 +273,80 @@ fn read_proc(pid: i32) -> (Option<Tag>, Vec<Vec<u8>>) {
     (environ, argv)
 }
 
+type Read = (Option<Tag>, Vec<Vec<u8>>);
+type Request = (i32, std::sync::mpsc::Sender<Read>);
+
+/// The helper thread that reads /proc for proofs, kept between reads (a
+/// thread per read costs more than the read). One that gets stuck on a
+/// process is abandoned (`abandoned` set) and a fresh one started.
+struct Reader {
+    requests: std::sync::mpsc::Sender<Request>,
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn reader() -> &'static Mutex<Option<Reader>> {
+    static READER: OnceLock<Mutex<Option<Reader>>> = OnceLock::new();
+    READER.get_or_init(|| Mutex::new(None))
+}
+
+fn start_reader() -> Option<Reader> {
+    let (requests, incoming) = std::sync::mpsc::channel::<Request>();
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = abandoned.clone();
+    std::thread::Builder::new()
+        .name("proof-reader".into())
+        .spawn(move || {
+            for (pid, reply) in incoming {
+                let _ = reply.send(read_proc(pid));
+            }
+            // No more requests: if we were given up on, we are no longer stuck.
+            if flag.load(Ordering::SeqCst) {
+                STUCK.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+        .ok()?;
+    Some(Reader {
+        requests,
+        abandoned,
+    })
+}
+
+/// Reads a process's environment and command line on the helper thread,
+/// waiting at most [`READ_BOUND`]; `None` when too slow (or when too many
+/// helpers are already stuck).
+fn read_bounded(pid: i32) -> Option<Read> {
+    let (reply, answer) = std::sync::mpsc::channel();
+    let abandoned = {
+        let mut slot = reader().lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            if STUCK.load(Ordering::SeqCst) >= MAX_STUCK_READERS {
+                return None;
+            }
+            *slot = start_reader();
+        }
+        let current = slot.as_ref()?;
+        current.requests.send((pid, reply)).ok()?;
+        current.abandoned.clone()
+    };
+    match answer.recv_timeout(READ_BOUND) {
+        Ok(read) => Some(read),
+        Err(_) => {
+            let mut slot = reader().lock().unwrap_or_else(|p| p.into_inner());
+            // Give the stuck helper up (once), so the next read gets a fresh one.
+            if !abandoned.swap(true, Ordering::SeqCst) {
+                STUCK.fetch_add(1, Ordering::SeqCst);
+                if slot
+                    .as_ref()
+                    .is_some_and(|r| Arc::ptr_eq(&r.abandoned, &abandoned))
+                {
+                    *slot = None;
+                }
+            }
+            None
+        }
+    }
+}
+
 /// The environment tag and command line of the process `facts` describes,
 /// read within [`READ_BOUND`] and cached per (PID, start time). A process
 /// too slow to read shows nothing (and is not cached, so a later look may
@@ -288,44 +362,21 @@ pub fn evidence(facts: &ProcFacts) -> Arc<Evidence> {
             argv: Vec::new(),
         })
     };
-    if STUCK.load(Ordering::SeqCst) >= MAX_STUCK_READERS {
+    let Some((environ, argv)) = read_bounded(facts.pid) else {
         return nothing();
-    }
-    let pid = facts.pid;
-    let (send, receive) = std::sync::mpsc::channel();
-    let reader = std::thread::Builder::new()
-        .name("proof-reader".into())
-        .spawn(move || {
-            let read = read_proc(pid);
-            if send.send(read).is_err() {
-                // The asker gave up on us: we were counted as stuck.
-                STUCK.fetch_sub(1, Ordering::SeqCst);
-            }
-        });
-    if reader.is_err() {
-        return nothing();
-    }
-    let (environ, argv) = match receive.recv_timeout(READ_BOUND) {
-        Ok(read) => read,
-        Err(_) => {
-            STUCK.fetch_add(1, Ordering::SeqCst);
-            drop(receive);
-            return nothing();
-        }
     };
     // The PID may have been reused while we read: keep only a consistent look.
-    let same = procinfo::inspect(pid).is_some_and(|f| f.start_ticks == facts.start_ticks);
-    let evidence = Arc::new(Evidence { environ, argv });
-    if same {
-        let mut cached = cache().lock().unwrap_or_else(|p| p.into_inner());
-        if cached.len() >= MAX_CACHED {
-            cached.clear();
-        }
-        cached.insert(key, evidence.clone());
-        evidence
-    } else {
-        nothing()
+    let same = procinfo::inspect(facts.pid).is_some_and(|f| f.start_ticks == facts.start_ticks);
+    if !same {
+        return nothing();
     }
+    let evidence = Arc::new(Evidence { environ, argv });
+    let mut cached = cache().lock().unwrap_or_else(|p| p.into_inner());
+    if cached.len() >= MAX_CACHED {
+        cached.clear();
+    }
+    cached.insert(key, evidence.clone());
+    evidence
 }
 
 /// Whether two spellings name the same directory (lexically equal, or
