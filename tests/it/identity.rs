@@ -565,3 +565,32 @@ fn reset_forgets_the_remembered_worker() {
         p.state_json()
     );
 }
+
+/// A PID file naming the project's running daemon: no command signals it.
+#[test]
+fn a_pid_file_naming_the_daemon_is_never_signalled() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    let d = p.spawn_daemon(&["--daemon", "--interval", "60"]);
+    assert!(
+        wait_for(|| p.daemon_record()["pid"] == d.pid, SOON),
+        "the daemon never started: {}",
+        d.stderr_text()
+    );
+    for args in [
+        vec!["stop", "api", "--grace", "1"],
+        vec!["stop", "--all", "--grace", "1"],
+        vec!["resume", "api"],
+        vec!["restart", "api", "--grace", "1"],
+    ] {
+        p.write_pid_file("api", &format!("{}\n", d.pid));
+        run_bounded(&p, &args, Duration::from_secs(40)).no_panic();
+        assert!(is_alive(d.pid), "the daemon died after {args:?}");
+        assert_eq!(
+            p.daemon_record()["pid"],
+            d.pid,
+            "the daemon went after {args:?}"
+        );
+    }
+    p.stop_daemon(&d);
+}
