@@ -256,6 +256,24 @@ pub fn stop_worker(
     stop_with(pid, expected_start, grace, note, &authority)
 }
 
+/// Stops a process the monitor started itself without a tag (a component),
+/// under the never-signal rules, a daemon of the project (named in
+/// `state_dir`) included.
+pub fn stop_component(
+    state_dir: &Path,
+    pid: i32,
+    expected_start: Option<u64>,
+    grace: Duration,
+    note: &mut dyn FnMut(String),
+) -> Result<StopOutcome, StopRefused> {
+    let authority = Authority {
+        protected: Protected::gather(&project_daemons(state_dir)),
+        leader: &|_| Ok(()),
+        member: &|_| true,
+    };
+    stop_with(pid, expected_start, grace, note, &authority)
+}
+
 /// Stops `stream`'s worker `pid` of `project` only if it is proven to be
 /// that worker now (tag, wrapper command line, or the session of
 /// `recorded`); descendants are signalled only if they carry the stream's

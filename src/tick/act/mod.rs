@@ -51,14 +51,24 @@ pub struct WorkerOf<'a> {
     pub stream: &'a str,
 }
 
+/// What a stop must respect: a stream's worker is proven; a component is
+/// judged by its PID file and start time.
+#[derive(Debug, Clone, Copy)]
+pub enum StopScope<'a> {
+    Worker(WorkerOf<'a>),
+    Component { state_dir: &'a Path },
+}
+
 /// What act needs of the operating system's processes.
 pub trait Processes {
     /// Starts a worker through its wrapper and waits (bounded) for it.
     fn spawn_worker(&self, call: &WrapperCall, wait: Duration) -> Result<Launched, SpawnError>;
     /// Stops a process component gracefully (TERM, grace, KILL), pinned to
-    /// its start; the never-signal rules hold.
+    /// its start; the never-signal rules hold (a daemon of the project named
+    /// in `state_dir` included).
     fn stop(
         &self,
+        state_dir: &Path,
         pid: i32,
         start_ticks: u64,
         grace: Duration,
@@ -103,12 +113,13 @@ impl Processes for RealProcesses {
     }
     fn stop(
         &self,
+        state_dir: &Path,
         pid: i32,
         start_ticks: u64,
         grace: Duration,
         note: &mut dyn FnMut(String),
     ) -> Result<StopOutcome, StopRefused> {
-        crate::process::stop::stop_worker(pid, Some(start_ticks), grace, note)
+        crate::process::stop::stop_component(state_dir, pid, Some(start_ticks), grace, note)
     }
     fn stop_worker(
         &self,
@@ -512,10 +523,16 @@ impl<'a> Actor<'a> {
     /// Stops a running worker gracefully, logging every signal; a
     /// stream's worker is proven again right before.
     pub fn stop(&self, id: &StreamId, pid: i32, start_ticks: u64) -> Result<(), ActError> {
+        let scope = match self.worker_of(id) {
+            Some(who) => StopScope::Worker(who),
+            None => StopScope::Component {
+                state_dir: &self.state_dir,
+            },
+        };
         stop_running(
             self.recorder,
             self.processes,
-            self.worker_of(id).as_ref(),
+            &scope,
             id,
             pid,
             start_ticks,

@@ -16,7 +16,7 @@ use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::Event;
 use crate::supervise::plan::{self, Changes};
 
-use super::{ActError, Processes, Recorder, WorkerOf};
+use super::{ActError, Processes, Recorder, StopScope};
 use crate::tick::observe::recheck;
 use crate::tick::TickSettings;
 
@@ -25,7 +25,7 @@ use crate::tick::TickSettings;
 pub fn stop_running(
     recorder: &Recorder<'_>,
     processes: &dyn Processes,
-    worker_of: Option<&WorkerOf<'_>>,
+    scope: &StopScope<'_>,
     id: &StreamId,
     pid: i32,
     start_ticks: u64,
@@ -34,9 +34,11 @@ pub fn stop_running(
     let logger = recorder.logger;
     let mut notes = Vec::new();
     let mut note = |n| notes.push(n);
-    let outcome = match worker_of {
-        Some(who) => processes.stop_worker(who, pid, start_ticks, grace, &mut note),
-        None => processes.stop(pid, start_ticks, grace, &mut note),
+    let outcome = match scope {
+        StopScope::Worker(who) => processes.stop_worker(who, pid, start_ticks, grace, &mut note),
+        StopScope::Component { state_dir } => {
+            processes.stop(state_dir, pid, start_ticks, grace, &mut note)
+        }
     }
     .map_err(|source| ActError::StopRefused {
         stream: id.clone(),
@@ -127,10 +129,13 @@ pub fn stop_owned_components(
         }
         let (pid_file, liveness) = recheck(layout, store, &c.id);
         if let Liveness::Running { pid, start_ticks } = liveness {
+            let state_dir = layout.state_dir();
             let stopped = stop_running(
                 recorder,
                 &super::RealProcesses,
-                None,
+                &StopScope::Component {
+                    state_dir: &state_dir,
+                },
                 &c.id,
                 pid,
                 start_ticks,

@@ -65,6 +65,7 @@ impl Processes for FakeProcesses {
     }
     fn stop(
         &self,
+        _state_dir: &std::path::Path,
         pid: i32,
         _start_ticks: u64,
         _grace: Duration,
@@ -86,7 +87,7 @@ impl Processes for FakeProcesses {
         let facts = self.inspect(pid).expect("stopping a live process");
         self.prove(who, &facts, None)
             .map_err(StopRefused::NotProven)?;
-        self.stop(pid, start_ticks, grace, note)
+        self.stop(who.state_dir, pid, start_ticks, grace, note)
     }
     fn inspect(&self, pid: i32) -> Option<ProcFacts> {
         self.table.borrow().get(&pid).cloned()
