@@ -484,6 +484,31 @@ pub fn tagged_or_in_session(
     )
 }
 
+/// The live process that leads spawn `nonce` of `stream` (its session
+/// leader, else the oldest carrying the nonce): what a monitor killed in the
+/// middle of a restart left running. One scan of every process of ours,
+/// made only when the restart journal holds an unfinished spawn.
+pub fn find_spawn(project: &Project, stream: &str, nonce: &str) -> Option<ProcFacts> {
+    let uid = procinfo::current_uid();
+    let mut carriers: Vec<ProcFacts> = procinfo::all_pids()
+        .into_iter()
+        .filter_map(procinfo::inspect)
+        .filter(|f| f.uid == uid && !f.is_zombie())
+        .filter(|f| {
+            let evidence = evidence(f);
+            evidence.environ.as_ref().is_some_and(|tag| {
+                tag.spawn.as_deref() == Some(nonce.as_bytes())
+                    && tag_says(tag, stream, |root| same_dir(root, &project.root))
+                        == (TagSays::Ours {
+                            spawn: nonce.to_string(),
+                        })
+            })
+        })
+        .collect();
+    carriers.sort_by_key(|f| (f.pid != f.session, f.start_ticks));
+    carriers.into_iter().next()
+}
+
 /// A fresh random nonce for one spawn (128 bits from the kernel; the time
 /// and PID when /dev/urandom cannot be read).
 pub fn new_nonce() -> String {

@@ -2,6 +2,7 @@
 //! zombies, real SQLite files in the real schemas, a fake `claude` on PATH.
 //! One test binary; the modules group the tests by theme.
 
+mod adopt;
 mod bad_input;
 mod chaos;
 mod check;

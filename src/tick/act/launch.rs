@@ -10,12 +10,14 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::component::{self, ComponentKind};
 use crate::files::{replace_atomically, Durability};
+use crate::layout::StreamId;
 use crate::logtail;
 use crate::process::docker;
 use crate::process::identity::Remembered;
 use crate::process::proof;
 use crate::process::spawn::{SpawnTag, WrapperCall};
 use crate::prompt::{self, PromptFacts};
+use crate::report::events::EventRecord;
 use crate::report::log::Level;
 use crate::selfheal;
 use crate::supervise::assess::Verdict;
@@ -23,7 +25,7 @@ use crate::supervise::lifecycle::Event;
 use crate::supervise::model::SpawnIntent;
 use crate::supervise::plan::{self, Changes};
 
-use super::{ActError, Actor, Launched, Observed};
+use super::{ActError, Actor, Launched, Observed, Watched};
 
 /// One self-heal attempt, as recorded for the operator.
 pub(super) struct Attempt<'a> {
@@ -122,6 +124,63 @@ impl Actor<'_> {
                 None
             }
         }
+    }
+
+    /// A restart that a monitor killed mid-spawn left unfinished in the
+    /// journal (the stream's spawn lock, held now, is the proof that nobody
+    /// is still at it): the worker it started, found by its spawn nonce, is
+    /// adopted instead of starting a second one beside it.
+    pub(super) fn adopt_interrupted(&self, id: &StreamId) -> Option<Watched> {
+        let intent = self.store.stream(id)?.spawn_intent?;
+        let logger = self.recorder.logger;
+        let project = proof::Project::of(self.layout);
+        let Some(found) = proof::find_spawn(&project, id.as_str(), &intent.nonce) else {
+            logger.info(&format!(
+                "An interrupted restart of {id} (by monitor PID {}) left no worker",
+                intent.monitor_pid
+            ));
+            let _ = self.store.update_stream(id, |st, _| st.spawn_intent = None);
+            return None;
+        };
+        let now = now_ms();
+        let mut changes = Changes::default();
+        let recorded = self.store.update_stream(id, |st, _| {
+            changes = Changes::default();
+            st.spawn_intent = None;
+            st.last_error = None;
+            st.worker = Some(Remembered {
+                pid: found.pid,
+                start_ticks: found.start_ticks,
+                pid_file_mtime: now / 1000,
+            });
+            let up = Event::Observed(Verdict::StartingUp { pid: found.pid });
+            let _ = plan::apply_event(st, id, up, now, &mut changes);
+        });
+        if let Err(e) = recorded {
+            logger.error(&format!("Cannot record the adoption of {id}'s worker: {e}"));
+            return None;
+        }
+        self.recorder.changes(&changes);
+        logger.action(
+            Level::Warning,
+            &format!(
+                "Worker {id} (PID {}) of a restart interrupted by monitor PID {} adopted; not starting another",
+                found.pid, intent.monitor_pid
+            ),
+        );
+        self.recorder.event(EventRecord {
+            pid: Some(found.pid),
+            reason: Some(format!(
+                "restart by monitor PID {} was interrupted",
+                intent.monitor_pid
+            )),
+            ..EventRecord::new("adopted", Some(id.as_str()))
+        });
+        Some(Watched {
+            stream: id.clone(),
+            pid: found.pid,
+            start_ticks: found.start_ticks,
+        })
     }
 
     /// Starts the component the way its kind is started.

@@ -372,6 +372,10 @@ impl<'a> Actor<'a> {
         };
         if stuck.is_none() {
             remove_if_stale(self.layout, self.recorder, id, &pid_file, &liveness);
+            if let Some(adopted) = self.adopt_interrupted(id) {
+                acted.running.push(adopted);
+                return;
+            }
         }
         let reason = match &obs.verdict {
             Verdict::Dead { reason } | Verdict::Unhealthy { reason, .. } => reason.clone(),
