@@ -9,7 +9,8 @@
 //! Invariants, checked every ~100 ms throughout:
 //! - never two live workers (group-leading wrappers) for one stream;
 //! - the sentinels, live processes that are not workers (some named by PID
-//!   files as reused PIDs), are never signalled: alive and not stopped;
+//!   files as reused PIDs, some in freshly written PID files), are never
+//!   signalled: alive and not stopped;
 //! - the state file always loads (`state::parse`), nothing is moved aside as
 //!   corrupt, and `status --json` exits 0;
 //! - the low-budget stream never gets more restarts than its budget, across
@@ -151,9 +152,10 @@ enum Fault {
     LockDb,
     KillDaemon,
     OneShot,
+    Foreign,
 }
 
-const FAULTS: [(Fault, u64); 8] = [
+const FAULTS: [(Fault, u64); 9] = [
     (Fault::KillWorker, 30),
     (Fault::StopWorker, 10),
     (Fault::Zombie, 8),
@@ -162,6 +164,7 @@ const FAULTS: [(Fault, u64); 8] = [
     (Fault::LockDb, 6),
     (Fault::KillDaemon, 5),
     (Fault::OneShot, 8),
+    (Fault::Foreign, 6),
 ];
 
 /// Reads monitor.log as it grows.
@@ -457,6 +460,13 @@ impl Chaos<'_> {
             Fault::Garbage => {
                 self.leave_pid_file(stream, |chaos| (chaos.rng.pick(&GARBAGE).to_string(), None))
             }
+            // A stranger's PID in a freshly written PID file (a `cp` or `touch`
+            // after the stranger started): only proof of identity tells it is
+            // no worker.
+            Fault::Foreign => self.leave_pid_file(stream, |chaos| {
+                let sentinel = chaos.sentinel();
+                (format!("{sentinel}\n"), None)
+            }),
             Fault::LockDb => {
                 if self.db_lock.is_some() {
                     return;
