@@ -165,5 +165,9 @@ pub fn read_streams(
             s
         })
         .collect();
-    Ok(StreamsRead { streams, warnings })
+    Ok(StreamsRead {
+        streams,
+        warnings,
+        tc: None,
+    })
 }

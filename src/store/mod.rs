@@ -9,6 +9,7 @@ pub mod recovery;
 mod tc;
 
 pub use legacy::{read_active_initiative, read_streams};
+pub use tc::{streams_of_tasks, TcProject, TcStream};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,9 @@ pub struct StreamsRead {
     pub streams: Vec<StreamRecord>,
     /// Data problems that affect single tasks (bad metadata and the like).
     pub warnings: Vec<String>,
+    /// What only the tc schema knows (aliases, labels, worktrees, readiness);
+    /// `None` for the legacy schema.
+    pub tc: Option<TcProject>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +95,16 @@ pub enum StoreError {
     Busy { path: PathBuf, waited_ms: u128 },
     #[error("database {path}: {reason}")]
     Query { path: PathBuf, reason: String },
+    #[error(
+        "the tc database {tc} does not exist{legacy}; create it with `tc init` in {root} \
+         (or pass --tasks-db)"
+    )]
+    TcMissing {
+        tc: PathBuf,
+        root: PathBuf,
+        /// ", nor does <legacy tasks.db>" when that is missing too.
+        legacy: String,
+    },
 }
 
 /// A column as text, whatever SQLite stored there (ids may be numbers);
@@ -323,11 +337,22 @@ pub fn read_project(
     let (initiative, streams) = match source.schema {
         SchemaKind::Tc => tc::read(&source.tasks_db, &layout.workspace_id, busy_timeout)?,
         SchemaKind::Legacy => {
-            let Some(initiative) = read_active_initiative(&layout.memory_db, busy_timeout)? else {
-                return Ok(None);
-            };
-            let streams = read_streams(&source.tasks_db, &initiative.id, busy_timeout)?;
-            (initiative, streams)
+            let legacy =
+                read_active_initiative(&layout.memory_db, busy_timeout).and_then(|initiative| {
+                    match initiative {
+                        None => Ok(None),
+                        Some(i) => read_streams(&source.tasks_db, &i.id, busy_timeout)
+                            .map(|streams| Some((i, streams))),
+                    }
+                });
+            match legacy {
+                Ok(Some(read)) => read,
+                Ok(None) => return Ok(None),
+                Err(StoreError::Missing { path }) => {
+                    return Err(missing_database(layout, path));
+                }
+                Err(other) => return Err(other),
+            }
         }
     };
     Ok(Some(ProjectRead {
@@ -335,6 +360,28 @@ pub fn read_project(
         streams,
         source,
     }))
+}
+
+/// A missing legacy database, said in the words of the project at hand: a
+/// project that looks like a tc project (it has `.copilot/` or `.worktrees/`),
+/// or has no legacy task database either, is told about the tc database and
+/// `tc init`; a legacy project keeps the plain message.
+fn missing_database(layout: &crate::layout::Layout, path: PathBuf) -> StoreError {
+    let root = &layout.project_root;
+    let looks_tc = root.join(".copilot").is_dir() || root.join(".worktrees").is_dir();
+    let legacy_tasks_missing = !layout.tasks_db.exists();
+    if layout.tasks_db_given || !(looks_tc || legacy_tasks_missing) {
+        return StoreError::Missing { path };
+    }
+    StoreError::TcMissing {
+        tc: tc_tasks_db(layout),
+        root: root.clone(),
+        legacy: if legacy_tasks_missing {
+            format!(", nor does {}", layout.tasks_db.display())
+        } else {
+            String::new()
+        },
+    }
 }
 
 #[cfg(test)]
