@@ -75,6 +75,14 @@ pub struct WorkerSection {
     pub restart_policy: Option<RestartKind>,
     pub max_restarts: Option<u32>,
     pub grace: Option<f64>,
+    /// How the worker is started: "wrapper" (legacy), "claude-bg" (a Claude
+    /// Code background session, the default in a tc project) or "tc-worker".
+    pub launcher: Option<crate::workers::launch::LauncherKind>,
+    /// The command that stops a Claude session, `{id}` standing for its id;
+    /// without it the monitor never stops a session.
+    pub session_stop: Option<Vec<String>>,
+    /// `--max-budget-usd` of the tc-worker launcher.
+    pub max_budget_usd: Option<f64>,
     /// Probes, `[[workers.probe]]`; a stream listing its own replaces these.
     #[serde(default, rename = "probe")]
     pub probes: Vec<ProbeSection>,
@@ -230,6 +238,10 @@ fn validate(config: &ConfigFile, text: &str) -> Result<(), String> {
             locate(text, "on_give_up")
         ));
     }
+    validate_launch(&config.workers, "[workers]", text)?;
+    for (id, section) in &config.streams {
+        validate_launch(section, &format!("[streams.{id}]"), text)?;
+    }
     let mut sections: Vec<(String, &[ProbeSection])> =
         vec![("[workers]".into(), &config.workers.probes)];
     for (id, section) in &config.streams {
@@ -296,6 +308,27 @@ fn validate(config: &ConfigFile, text: &str) -> Result<(), String> {
                     ));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// The launcher settings of `[workers]` or a `[streams.<id>]`.
+fn validate_launch(section: &WorkerSection, place: &str, text: &str) -> Result<(), String> {
+    if let Some(command) = &section.session_stop {
+        if command.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(format!(
+                "{}{place} session_stop needs [\"program\", \"{{id}}\", ...]",
+                locate(text, "session_stop")
+            ));
+        }
+    }
+    if let Some(budget) = section.max_budget_usd {
+        if !(budget > 0.0 && budget.is_finite()) {
+            return Err(format!(
+                "{}{place} max_budget_usd must be a positive number of dollars",
+                locate(text, "max_budget_usd")
+            ));
         }
     }
     Ok(())
@@ -404,6 +437,36 @@ container = "agent-runner"
     }
 
     #[test]
+    fn launcher_settings_parse_and_override_per_stream() {
+        use crate::workers::launch::LauncherKind;
+        let c = parse(
+            r#"
+[workers]
+launcher = "claude-bg"
+session_stop = ["claude", "stop", "{id}"]
+max_budget_usd = 3.0
+
+[streams.s7]
+launcher = "tc-worker"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.stream_setting("s7", |w| w.launcher),
+            Some(LauncherKind::TcWorker)
+        );
+        assert_eq!(
+            c.stream_setting("s8", |w| w.launcher),
+            Some(LauncherKind::ClaudeBg)
+        );
+        assert_eq!(c.stream_setting("s7", |w| w.max_budget_usd), Some(3.0));
+        assert_eq!(
+            c.stream_setting("s7", |w| w.session_stop.clone()).unwrap(),
+            ["claude", "stop", "{id}"]
+        );
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_line() {
         let cases = [
             ("[monitor]\nbogus = 1\n", "line 2", "bogus"),
@@ -418,6 +481,9 @@ container = "agent-runner"
             ("[[component]]\nname = \"../x\"\ntype = \"docker\"\ncontainer = \"c\"\n", "line 2", "not usable"),
             ("[streams.\"../evil\"]\nmax_restarts = 1\n", "line 1", "not a valid stream id"),
             ("[monitor]\ninterval = 5\ninterval = 6\n", "line 3", "duplicate"),
+            ("[workers]\nlauncher = \"ssh\"\n", "line 2", "ssh"),
+            ("[workers]\nsession_stop = []\n", "line 2", "session_stop needs"),
+            ("[streams.s1]\nmax_budget_usd = -1.0\n", "line 2", "max_budget_usd must be"),
         ];
         for (text, line, fragment) in cases {
             let err = parse(text).unwrap_err();

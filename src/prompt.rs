@@ -1,10 +1,40 @@
 //! The prompt a restarted worker gets: `templates/worker-prompt.md` (compiled
 //! in) unless the project has its own `<ORCH>/worker-prompt.md`, with the
-//! stream's facts filled into its `{{placeholders}}`.
+//! stream's facts filled into its `{{placeholders}}`. A tc project's worker
+//! gets upstream's dispatch text instead (`templates/tc-worker-prompt.md`,
+//! overridable by `<ORCH>/tc-worker-prompt.md`): "Work on stream <id>. Run:
+//! tc task list --stream <id> --json", which is also how a session started
+//! by anyone names its stream. A retry context follows either.
 
 use std::path::Path;
 
 pub const DEFAULT_TEMPLATE: &str = include_str!("../templates/worker-prompt.md");
+
+/// Upstream's dispatch text, the prompt of a tc stream's worker.
+pub const TC_DISPATCH_TEMPLATE: &str = include_str!("../templates/tc-worker-prompt.md");
+
+/// The file name of a project's own tc dispatch template, in `<ORCH>`.
+pub const TC_DISPATCH_OVERRIDE: &str = "tc-worker-prompt.md";
+
+/// A tc stream's prompt: the dispatch template with the stream's id (and
+/// name) filled in, then the retry context of a restart, if any.
+pub fn tc_dispatch(
+    template: &str,
+    stream_id: &str,
+    stream_name: &str,
+    retry_context: Option<&str>,
+) -> String {
+    let mut prompt = template
+        .replace("{{stream_id}}", stream_id)
+        .replace("{{stream_name}}", stream_name)
+        .trim_end()
+        .to_string();
+    if let Some(context) = retry_context {
+        prompt.push_str("\n\n");
+        prompt.push_str(context);
+    }
+    prompt
+}
 
 /// What the template can mention.
 #[derive(Debug, Clone)]
@@ -42,6 +72,27 @@ pub fn render(template: &str, facts: &PromptFacts<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tc_dispatch_is_upstreams_text_plus_the_retry_context() {
+        assert_eq!(
+            tc_dispatch(TC_DISPATCH_TEMPLATE, "3", "backend", None),
+            "Work on stream 3. Run: tc task list --stream 3 --json"
+        );
+        let retried = tc_dispatch(
+            TC_DISPATCH_TEMPLATE,
+            "3",
+            "backend",
+            Some("Attempt 2: crashed."),
+        );
+        assert!(retried.starts_with("Work on stream 3. Run:"));
+        assert!(retried.ends_with("\n\nAttempt 2: crashed."));
+        assert_eq!(
+            crate::workers::claude_session::streams_named_by_intent(&retried),
+            ["3"],
+            "the session's intent names its stream"
+        );
+    }
 
     #[test]
     fn fills_every_placeholder() {
