@@ -259,6 +259,8 @@ pub struct ListSettings {
     /// Add finished background sessions (`--all`).
     pub all: bool,
     pub timeout: Duration,
+    /// Variables to set for `claude` (none in production).
+    pub env: Vec<(String, String)>,
 }
 
 impl ListSettings {
@@ -269,6 +271,7 @@ impl ListSettings {
             jobs_dir: jobs_dir(&config_dir()?),
             all,
             timeout: AGENTS_TIMEOUT,
+            env: Vec::new(),
         })
     }
 }
@@ -290,7 +293,10 @@ pub struct SessionsRead {
 pub fn read_sessions(settings: &ListSettings) -> SessionsRead {
     let jobs = read_jobs(&settings.jobs_dir);
     let mut command = Command::new(&settings.program);
-    command.arg("agents").arg("--json");
+    command
+        .arg("agents")
+        .arg("--json")
+        .envs(settings.env.iter().map(|(k, v)| (k, v)));
     if settings.all {
         command.arg("--all");
     }
@@ -650,6 +656,7 @@ mod tests {
             jobs_dir: jobs.to_path_buf(),
             all: false,
             timeout: Duration::from_secs(5),
+            env: Vec::new(),
         }
     }
 

@@ -93,6 +93,15 @@ fn without_monitor_env(command: &mut Command) {
     }
 }
 
+/// Adds variables, never one of the monitor's own.
+fn add_env(command: &mut Command, env: &[(String, String)]) {
+    command.envs(
+        env.iter()
+            .filter(|(k, _)| !k.starts_with("MONITOR_WORKERS_"))
+            .map(|(k, v)| (k, v)),
+    );
+}
+
 fn append_log(path: &Path) -> Result<std::fs::File, LaunchError> {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -164,6 +173,9 @@ pub struct BgDispatch<'a> {
     pub timeout: Duration,
     /// How long to watch for the job folder afterwards.
     pub wait: Duration,
+    /// Variables to set for `claude` (none in production: it must use the
+    /// config dir the monitor watches, which is its own default).
+    pub env: &'a [(String, String)],
 }
 
 /// The job folders present now.
@@ -201,6 +213,7 @@ pub fn dispatch_claude_bg(d: &BgDispatch<'_>) -> Result<String, LaunchError> {
         .arg("--agent")
         .arg("me")
         .arg(d.prompt);
+    add_env(&mut command, d.env);
     let mut child = command.spawn().map_err(|source| LaunchError::Exec {
         program: program.clone(),
         source,
@@ -261,6 +274,8 @@ pub struct TcWorkerCall<'a> {
     pub max_budget_usd: Option<f64>,
     /// The stream's log: the worker's output, appended.
     pub log: &'a Path,
+    /// Variables to set for `tc` (none in production).
+    pub env: &'a [(String, String)],
 }
 
 /// The argv after the program: `worker <task> [--max-budget-usd N]`.
@@ -277,6 +292,7 @@ pub fn tc_worker_args(task_id: i64, max_budget_usd: Option<f64>) -> Vec<String> 
 pub fn spawn_tc_worker(call: &TcWorkerCall<'_>) -> Result<Child, LaunchError> {
     let mut command = detached(call.program, call.work_dir, call.log)?;
     command.args(tc_worker_args(call.task_id, call.max_budget_usd));
+    add_env(&mut command, call.env);
     command.spawn().map_err(|source| LaunchError::Exec {
         program: call.program.to_string_lossy().into_owned(),
         source,

@@ -20,3 +20,4 @@ mod recovery;
 mod state_compat;
 mod supervise;
 mod tc_schema;
+mod tc_sessions;
