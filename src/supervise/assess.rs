@@ -29,6 +29,15 @@ pub enum Verdict {
     NoTasks,
     /// Should be running and is not.
     Dead { reason: String },
+    /// tc: every open task is `blocked`; no worker can move it on, so none
+    /// is (re)started.
+    Blocked,
+    /// tc: a task is ready to hand out and no worker ever ran; started only
+    /// when asked (`--start-ready`).
+    Ready,
+    /// tc: whether a worker is alive cannot be told (its listing could not
+    /// be read); never restarted.
+    CannotTell { why: String },
 }
 
 impl Verdict {
@@ -42,6 +51,9 @@ impl Verdict {
             Verdict::NeverStarted => "not started",
             Verdict::NoTasks => "no tasks",
             Verdict::Dead { .. } => "dead",
+            Verdict::Blocked => "blocked",
+            Verdict::Ready => "ready",
+            Verdict::CannotTell { .. } => "unknown",
         }
     }
 }

@@ -280,7 +280,14 @@ impl Event {
                 Verdict::Dead { .. } => EventKind::SeenDead,
                 Verdict::Complete => EventKind::SeenComplete,
                 Verdict::WaitingOnDeps { .. } => EventKind::SeenWaiting,
-                Verdict::NeverStarted | Verdict::NoTasks => EventKind::SeenNotStarted,
+                // Nothing to restart: blocked and ready tc streams wait for a
+                // person (or --start-ready), and one whose workers cannot be
+                // told is never restarted.
+                Verdict::NeverStarted
+                | Verdict::NoTasks
+                | Verdict::Blocked
+                | Verdict::Ready
+                | Verdict::CannotTell { .. } => EventKind::SeenNotStarted,
             },
             Event::RestartBegun { .. } => EventKind::RestartBegun,
             Event::Spawned { .. } => EventKind::Spawned,

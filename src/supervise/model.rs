@@ -97,6 +97,10 @@ pub struct StreamState {
     /// it is recorded as done): what a monitor killed mid-spawn leaves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spawn_intent: Option<SpawnIntent>,
+    /// tc projects: the job id of the Claude session the monitor last
+    /// dispatched for the stream (how it recognises its own session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_job: Option<String>,
 }
 
 /// Why a stream stopped being restarted until an operator `reset`.

@@ -164,7 +164,8 @@ impl Job {
         !self.state.as_deref().is_some_and(is_finished_word)
     }
 
-    fn session(&self) -> Session {
+    /// The job as a session (for matching).
+    pub fn session(&self) -> Session {
         Session {
             id: Some(self.id.clone()),
             name: self.name.clone(),

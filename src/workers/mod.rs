@@ -11,8 +11,11 @@
 //! signals: its `pid` may belong to the Claude daemon that hosts it, so no
 //! worker of this module is ever signalled by the monitor.
 
+pub mod assess;
 pub mod claude_session;
+pub mod dispatch;
 pub mod launch;
+pub mod observe;
 pub mod tc_worker;
 pub mod worktree;
 
