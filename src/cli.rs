@@ -70,6 +70,10 @@ pub struct CheckArgs {
     /// longer than --older-than back to pending (writes the task database)
     #[arg(long, global = true)]
     pub recover_tasks: bool,
+    /// tc projects: also start streams that have a task ready and no worker
+    /// (once the branches of their dependencies are merged into HEAD)
+    #[arg(long, global = true)]
+    pub start_ready: bool,
     /// Task recovery: seconds a task must have been in_progress without an update
     #[arg(long, global = true, value_name = "SECS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]

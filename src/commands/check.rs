@@ -98,6 +98,7 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
         grace: Duration::from_secs_f64(file.grace.unwrap_or(10.0)),
         config: config.clone(),
         own_components: args.daemon,
+        start_ready: args.start_ready,
         on_give_up: args.on_give_up.clone().or_else(|| file.on_give_up.clone()),
         statsd,
         recover_tasks: if args.recover_tasks {
@@ -146,10 +147,14 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
             for hook in report.hooks {
                 let _ = hook.join();
             }
-            Ok(if healthy {
-                Outcome::Healthy
-            } else {
+            // Dead or stuck is a finding; a tc stream whose workers cannot be
+            // told means this check could not do its job for it.
+            Ok(if !healthy {
                 Outcome::DeadFound
+            } else if !report.cannot_tell.is_empty() {
+                Outcome::CouldNotRun
+            } else {
+                Outcome::Healthy
             })
         }
         Err(e) => {

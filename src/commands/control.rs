@@ -93,10 +93,21 @@ pub fn stop(cli: &Cli, raw: Option<&str>, all: bool, grace: Duration) -> Result<
         &ctx.store,
         &recorder,
         &snapshot.initiative,
-    );
+    )
+    .with_tc(snapshot.tc.as_ref());
     let mut failures = Vec::new();
     for id in &ids {
-        match operator::stop(&actor, id, &by) {
+        let stopped = operator::stop(&actor, id, &by);
+        // A tc stream's session is stopped only through session_stop.
+        let session = match operator::stop_session(&actor, &snapshot, id, &by) {
+            Ok(session) => session,
+            Err(e) => {
+                failures.push(format!("{id} ({})", e.detail()));
+                continue;
+            }
+        };
+        match stopped {
+            Ok(Stopped::NothingRan) if session.is_some() => {}
             Ok(Stopped::NothingRan) if raw.is_some() => operator::note(
                 &recorder,
                 id,
@@ -136,7 +147,8 @@ pub fn restart(cli: &Cli, raw: &str, grace: Duration) -> Result<Outcome, Failure
         &ctx.store,
         &recorder,
         &snapshot.initiative,
-    );
+    )
+    .with_tc(snapshot.tc.as_ref());
     operator::restart(&mut actor, &snapshot, &id).map_err(failed)?;
     Ok(Outcome::Healthy)
 }

@@ -100,6 +100,12 @@ pub fn discover(paths: &PathArgs) -> Result<Layout, Failure> {
         .map_err(|e| Failure::CouldNotRun(e.to_string()))
 }
 
+/// The stream a tc project calls `raw` (its id, name or metadata streamId).
+pub fn resolve_tc_name(snapshot: &Snapshot, raw: &str) -> Option<StreamId> {
+    let id = snapshot.tc.as_ref()?.project.resolve(raw)?;
+    StreamId::parse(id).ok()
+}
+
 /// What every operator command needs: where things are and how to record.
 pub struct Context {
     pub layout: Layout,
@@ -149,10 +155,14 @@ impl Context {
     /// A stream id the operator named: valid, and known to the database or
     /// the state file.
     pub fn known_stream(&self, cli: &Cli, raw: &str) -> Result<StreamId, Failure> {
+        let snapshot = self.snapshot(cli);
+        // A tc stream may be named by its id, its name or a metadata streamId.
+        if let Some(id) = snapshot.as_ref().ok().and_then(|s| resolve_tc_name(s, raw)) {
+            return Ok(id);
+        }
         let id = StreamId::parse(raw)
             .map_err(|why| Failure::Usage(format!("invalid stream id {raw:?}: {why}")))?;
         let in_state = self.store.read_only().0.streams.contains_key(id.as_str());
-        let snapshot = self.snapshot(cli);
         let in_db = snapshot
             .as_ref()
             .is_ok_and(|s| s.streams.iter().any(|o| o.view.id == id));

@@ -15,13 +15,6 @@ use crate::{Failure, Outcome};
 use super::Context;
 
 pub fn run(cli: &Cli, raw_streams: &[String], dry_run: bool) -> Result<Outcome, Failure> {
-    let named: Vec<StreamId> = raw_streams
-        .iter()
-        .map(|raw| {
-            StreamId::parse(raw)
-                .map_err(|why| Failure::Usage(format!("invalid stream id {raw:?}: {why}")))
-        })
-        .collect::<Result<_, _>>()?;
     let ctx = Context::new(cli)?;
     let settings = &ctx.resolved.tick;
     let older_than = Duration::from_secs(cli.check.older_than);
@@ -36,6 +29,15 @@ pub fn run(cli: &Cli, raw_streams: &[String], dry_run: bool) -> Result<Outcome, 
         }
         Err(e) => return Err(Failure::CouldNotRun(e.to_string())),
     };
+    // A tc stream may be named by its id, its name or a metadata streamId.
+    let named: Vec<StreamId> = raw_streams
+        .iter()
+        .map(|raw| match super::resolve_tc_name(&snapshot, raw) {
+            Some(id) => Ok(id),
+            None => StreamId::parse(raw)
+                .map_err(|why| Failure::Usage(format!("invalid stream id {raw:?}: {why}"))),
+        })
+        .collect::<Result<_, _>>()?;
     let unknown: Vec<&StreamId> = named
         .iter()
         .filter(|id| !snapshot.streams.iter().any(|o| &o.view.id == *id))

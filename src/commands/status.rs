@@ -15,6 +15,7 @@ use crate::cli::Cli;
 use crate::clock::now_ms;
 use crate::daemon::read_daemon_record;
 use crate::process::procinfo;
+use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::{Kind, Lifecycle};
 use crate::supervise::plan::{self, PlanSettings};
 use crate::tick::observe::observation;
@@ -79,6 +80,15 @@ pub struct StreamStatus {
     pub next_restart_ms: Option<u64>,
     pub tasks: crate::store::Progress,
     pub dependencies: Vec<String>,
+    /// tc projects: the stream's numeric id in the tc database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tc_id: Option<i64>,
+    /// tc projects: the stream's work dir (its git worktree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// tc projects: the live workers seen (sessions, tc workers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -131,6 +141,16 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
             streams: Vec::new(),
         });
     };
+    // A tc stream may be named by its name or metadata streamId too.
+    let resolved = only.map(|wanted| {
+        snapshot
+            .tc
+            .as_ref()
+            .and_then(|tc| tc.project.resolve(wanted))
+            .unwrap_or(wanted)
+            .to_string()
+    });
+    let only = resolved.as_deref();
     if let Some(wanted) = only {
         if !snapshot
             .streams
@@ -192,12 +212,31 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 })
                 .collect();
             let p = o.view.progress;
+            let tc = snapshot.tc.as_ref().and_then(|tc| tc.stream(&o.view.id));
+            // A tc stream's verdict says more than its lifecycle about why
+            // nothing runs: blocked, ready, unknown, dead.
+            let tc_health = tc.and_then(|_| match &o.verdict {
+                Verdict::Blocked => Some("blocked"),
+                Verdict::Ready => Some("ready"),
+                Verdict::CannotTell { .. } => Some("unknown"),
+                Verdict::Dead { .. } if st.lifecycle.kind() != Kind::GaveUp => Some("dead"),
+                _ => None,
+            });
+            let reason = match &o.verdict {
+                Verdict::CannotTell { why } if tc.is_some() => Some(why.clone()),
+                Verdict::Dead { reason } if tc.is_some() && reason_missing(&st) => {
+                    Some(reason.clone())
+                }
+                _ => reason,
+            };
             StreamStatus {
                 id: o.view.id.to_string(),
                 name: o.view.name.clone(),
                 state: st.lifecycle.kind().name().to_string(),
                 health: if not_ready.is_some() {
                     "not_ready".to_string()
+                } else if let Some(h) = tc_health {
+                    h.to_string()
                 } else {
                     health(st.lifecycle.kind()).to_string()
                 },
@@ -219,6 +258,15 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 },
                 tasks: p,
                 dependencies: o.view.dependencies.iter().map(|d| d.to_string()).collect(),
+                tc_id: tc.and_then(|(facts, _)| facts.id.parse().ok()),
+                worktree: tc.map(|(_, seen)| seen.work_dir.display().to_string()),
+                workers: tc.map(|(_, seen)| {
+                    seen.workers
+                        .live
+                        .iter()
+                        .map(|w| format!("{} {}", w.source.describe(), w.id))
+                        .collect()
+                }),
             }
         })
         .collect();
@@ -235,6 +283,33 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
         daemon,
         streams,
     })
+}
+
+fn reason_missing(st: &crate::supervise::model::StreamState) -> bool {
+    st.lifecycle.reason().is_none() && st.last_error.is_none()
+}
+
+/// The exit code of `status` in a tc project: 1 when a stream is dead,
+/// stuck or gave up, 3 when one cannot be told, else 0 (healthy, complete,
+/// waiting, blocked, ready, paused, stopped). A legacy project's status
+/// always exits 0, as it always did.
+pub fn outcome(report: &StatusReport) -> Outcome {
+    if report.schema != crate::store::SchemaKind::Tc {
+        return Outcome::Healthy;
+    }
+    let has = |h: &[&str]| {
+        report
+            .streams
+            .iter()
+            .any(|s| h.contains(&s.health.as_str()))
+    };
+    if has(&["dead", "unhealthy", "gave_up"]) {
+        Outcome::DeadFound
+    } else if has(&["unknown"]) {
+        Outcome::CouldNotRun
+    } else {
+        Outcome::Healthy
+    }
 }
 
 fn daemon_status(ctx: &Context) -> DaemonStatus {
@@ -293,8 +368,8 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         }
         match health {
             "healthy" | "complete" => text.green().to_string(),
-            "unhealthy" | "gave_up" | "hung" => text.red().to_string(),
-            "waiting" | "paused" | "stopped" | "starting" | "not_ready" => {
+            "unhealthy" | "gave_up" | "hung" | "dead" | "unknown" => text.red().to_string(),
+            "waiting" | "paused" | "stopped" | "starting" | "not_ready" | "blocked" | "ready" => {
                 text.yellow().to_string()
             }
             _ => text,
@@ -334,8 +409,22 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         .max()
         .unwrap_or(6)
         .max(6);
+    // tc streams are numbers: their names say what they are.
+    let names = report.schema == crate::store::SchemaKind::Tc;
+    let name_width = report
+        .streams
+        .iter()
+        .map(|s| s.name.width())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 32);
+    let name_head = if names {
+        format!("{}  ", pad("NAME", name_width))
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "{:<id_width$}  {:<14} {:<16} {:>8}  {:>9}  {:>8}  TASKS\n",
+        "{:<id_width$}  {name_head}{:<14} {:<16} {:>8}  {:>9}  {:>8}  TASKS\n",
         "STREAM", "HEALTH", "STATE", "PID", "UPTIME", "RESTARTS"
     ));
     for s in &report.streams {
@@ -349,6 +438,10 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
             "paused" => "‖ paused",
             "stopped" => "■ stopped",
             "starting" => "… starting",
+            "dead" => "✗ dead",
+            "blocked" => "‖ blocked",
+            "ready" => "… ready",
+            "unknown" => "? unknown",
             _ => "- not started",
         };
         let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
@@ -368,8 +461,14 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
                 String::new()
             },
         );
+        let name = if names {
+            let shown: String = s.name.chars().take(32).collect();
+            format!("{}  ", pad(&shown, name_width))
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{}  {} {:<16} {:>8}  {:>9}  {:>8}  {}\n",
+            "{}  {name}{} {:<16} {:>8}  {:>9}  {:>8}  {}\n",
             pad(&s.id, id_width),
             paint(pad(mark, 14), &s.health),
             s.state,
@@ -381,7 +480,7 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         let show_reason = verbose
             || matches!(
                 s.health.as_str(),
-                "unhealthy" | "gave_up" | "paused" | "stopped" | "not_ready"
+                "unhealthy" | "gave_up" | "paused" | "stopped" | "not_ready" | "dead" | "unknown"
             );
         if let Some(reason) = s.reason.as_ref().filter(|_| show_reason) {
             out.push_str(&format!("{:id_width$}  reason: {reason}\n", ""));
@@ -407,6 +506,12 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
                     "",
                     s.dependencies.join(", ")
                 ));
+            }
+            if let Some(worktree) = &s.worktree {
+                out.push_str(&format!("{:id_width$}  worktree: {worktree}\n", ""));
+            }
+            for worker in s.workers.iter().flatten() {
+                out.push_str(&format!("{:id_width$}  worker: {worker}\n", ""));
             }
             out.push_str(&format!(
                 "{:id_width$}  budget used: {} (without progress)\n",
@@ -448,11 +553,12 @@ pub fn run(
         let report = collect(cli, &ctx, stream)?;
         let text = serde_json::to_string_pretty(&report).expect("status serialises");
         super::emit(&format!("{text}\n"));
-        return Ok(Outcome::Healthy);
+        return Ok(outcome(&report));
     }
     if !watch {
-        super::emit(&render_text(&collect(cli, &ctx, stream)?, verbose, color));
-        return Ok(Outcome::Healthy);
+        let report = collect(cli, &ctx, stream)?;
+        super::emit(&render_text(&report, verbose, color));
+        return Ok(outcome(&report));
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -509,6 +615,9 @@ mod tests {
                 cancelled: 0,
             },
             dependencies: Vec::new(),
+            tc_id: None,
+            worktree: None,
+            workers: None,
         }
     }
 

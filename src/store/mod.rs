@@ -374,7 +374,7 @@ fn missing_database(layout: &crate::layout::Layout, path: PathBuf) -> StoreError
         return StoreError::Missing { path };
     }
     StoreError::TcMissing {
-        tc: tc_tasks_db(layout),
+        tc: layout.tc_tasks_db(),
         root: root.clone(),
         legacy: if legacy_tasks_missing {
             format!(", nor does {}", layout.tasks_db.display())

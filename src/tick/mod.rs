@@ -25,7 +25,7 @@ use crate::store::StoreError;
 use crate::supervise::model::{GiveUp, State};
 use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
 
-pub use observe::{take_snapshot, Observed, ProbeMode, Snapshot};
+pub use observe::{take_snapshot, Observed, ProbeMode, Snapshot, TcSnapshot};
 pub use record::Recorder;
 
 /// How a tick behaves.
@@ -50,6 +50,9 @@ pub struct TickSettings {
     /// `--recover-tasks`: after each tick, put tasks of dead or given-up
     /// streams left `in_progress` longer than this back to `pending`.
     pub recover_tasks: Option<Duration>,
+    /// `--start-ready`: tc streams with a task ready and no worker are
+    /// started (once their dependencies' branches are merged).
+    pub start_ready: bool,
 }
 
 /// What outlives one tick in the daemon: messages already said, so a data
@@ -81,6 +84,8 @@ pub struct TickReport {
     pub dead: Vec<StreamId>,
     /// Running but failing a liveness probe (stuck).
     pub unhealthy: Vec<StreamId>,
+    /// tc streams whose workers cannot be told (exit 3 when nothing worse).
+    pub cannot_tell: Vec<StreamId>,
     pub running: Vec<Watched>,
     /// Wrappers this tick spawned (the daemon reaps them).
     pub spawned: Vec<(StreamId, Child)>,
@@ -117,7 +122,8 @@ pub fn run_tick(
     let recorder = Recorder::new(layout, logger);
     let decided = decide(&snapshot, &known, store, settings, &recorder);
     record::announce(&recorder, memory, settings, &snapshot, &decided);
-    let mut actor = act::Actor::new(layout, settings, store, &recorder, &snapshot.initiative);
+    let mut actor = act::Actor::new(layout, settings, store, &recorder, &snapshot.initiative)
+        .with_tc(snapshot.tc.as_ref());
     let acted = act::carry_out(&mut actor, &snapshot, &decided.plan);
     if let Some(older_than) = settings.recover_tasks {
         let scope = recover::Scope {
@@ -139,6 +145,7 @@ pub fn run_tick(
     Ok(TickReport {
         dead: snapshot.dead(),
         unhealthy: snapshot.unhealthy(),
+        cannot_tell: snapshot.cannot_tell(),
         running: acted.running,
         spawned: acted.spawned,
         next_due_ms: record::next_wake(&snapshot, &final_state, &decided.plan),

@@ -24,6 +24,8 @@ use crate::supervise::model::State;
 use crate::supervise::plan::Observation;
 use crate::supervise::policy::PolicyOverride;
 use crate::supervise::streams::{self, StreamView};
+use crate::workers;
+use crate::workers::observe::{TcObservation, TcStreamObs};
 
 /// One stream as observed in this tick.
 #[derive(Debug)]
@@ -55,6 +57,26 @@ pub struct Snapshot {
     pub warnings: Vec<String>,
     /// The task database read and its schema.
     pub source: store::TaskSource,
+    /// A tc project: what the tc schema and the worker sources said.
+    pub tc: Option<TcSnapshot>,
+}
+
+/// What a tc project's snapshot adds: the tc facts of every stream and what
+/// the worker sources (sessions, tc workers) saw.
+#[derive(Debug, Clone, Default)]
+pub struct TcSnapshot {
+    pub project: store::TcProject,
+    pub observed: TcObservation,
+}
+
+impl TcSnapshot {
+    /// The tc facts and the observation of one stream.
+    pub fn stream(&self, id: &StreamId) -> Option<(&store::TcStream, &TcStreamObs)> {
+        Some((
+            self.project.streams.get(id.as_str())?,
+            self.observed.streams.get(id.as_str())?,
+        ))
+    }
 }
 
 /// What to do about probes while observing.
@@ -72,6 +94,29 @@ impl Snapshot {
         self.streams
             .iter()
             .filter(|o| matches!(o.verdict, Verdict::Dead { .. }))
+            .map(|o| o.view.id.clone())
+            .collect()
+    }
+
+    /// Streams of a tc project whose workers cannot be told (never restarted).
+    pub fn cannot_tell(&self) -> Vec<StreamId> {
+        self.with_verdict(|v| matches!(v, Verdict::CannotTell { .. }))
+    }
+
+    /// Streams of a tc project with a task ready and no worker.
+    pub fn ready(&self) -> Vec<StreamId> {
+        self.with_verdict(|v| matches!(v, Verdict::Ready))
+    }
+
+    /// Streams of a tc project whose open tasks are all blocked.
+    pub fn blocked(&self) -> Vec<StreamId> {
+        self.with_verdict(|v| matches!(v, Verdict::Blocked))
+    }
+
+    fn with_verdict(&self, pick: impl Fn(&Verdict) -> bool) -> Vec<StreamId> {
+        self.streams
+            .iter()
+            .filter(|o| pick(&o.verdict))
             .map(|o| o.view.id.clone())
             .collect()
     }
@@ -118,13 +163,55 @@ pub fn take_snapshot(
     let mut warnings = read.warnings;
     let (views, more) = streams::resolve(read.streams);
     warnings.extend(more);
-    let streams = observe_streams(layout, &initiative, views, known, probes);
+    // A tc project's workers are sessions and tc worker processes: every
+    // source is asked once, before the streams are judged.
+    let tc = read.tc.map(|project| {
+        let observed = workers::observe::observe(
+            layout,
+            &project,
+            &views,
+            known,
+            probes.config(),
+            &source.tasks_db,
+            busy_timeout,
+            &workers::observe::SourceSettings::from_env(),
+        );
+        TcSnapshot { project, observed }
+    });
+    if let Some(tc) = &tc {
+        warnings.extend(tc.observed.warnings.iter().cloned());
+    }
+    let mut streams = observe_streams(layout, &initiative, views, known, probes);
+    if let Some(tc) = &tc {
+        judge_tc(&mut streams, tc);
+    }
     Ok(Some(Snapshot {
         initiative,
         streams,
         warnings,
         source,
+        tc,
     }))
+}
+
+/// A tc stream whose PID file names no running worker (the wrapper
+/// launcher's) is judged by the tc rules: sessions and tc workers count as
+/// workers, blocked streams are left alone, unknown ones are never restarted.
+fn judge_tc(streams: &mut [Observed], tc: &TcSnapshot) {
+    for o in streams
+        .iter_mut()
+        .filter(|o| o.kind == ComponentKind::Worker)
+    {
+        if o.liveness.is_running() {
+            continue;
+        }
+        if let Some((_, seen)) = tc.stream(&o.view.id) {
+            o.verdict = seen.verdict.clone();
+            if !matches!(o.verdict, Verdict::Dead { .. }) {
+                o.exit_code = None;
+            }
+        }
+    }
 }
 
 pub fn observation(o: &Observed) -> Observation {

@@ -119,6 +119,63 @@ pub fn stop(actor: &Actor<'_>, id: &StreamId, by: &str) -> Result<Stopped, ActEr
     stopped.map(|()| Stopped::Worker { pid })
 }
 
+/// How long the operator's `session_stop` command may take.
+const SESSION_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Stops the live Claude sessions of a tc stream, only through the
+/// operator's `session_stop` command (a session's PID may be the Claude
+/// daemon's: it is never signalled). `Ok(None)`: no live session. Without a
+/// `session_stop` the session is left running and that is the error.
+pub fn stop_session(
+    actor: &Actor<'_>,
+    snapshot: &Snapshot,
+    id: &StreamId,
+    by: &str,
+) -> Result<Option<String>, ActError> {
+    let Some((_, seen)) = snapshot.tc.as_ref().and_then(|tc| tc.stream(id)) else {
+        return Ok(None);
+    };
+    let sessions: Vec<&str> = seen
+        .workers
+        .live
+        .iter()
+        .filter(|w| w.source == crate::workers::SourceKind::ClaudeSession)
+        .map(|w| w.id.as_str())
+        .collect();
+    let Some(first) = sessions.first() else {
+        return Ok(None);
+    };
+    let Some(command) = actor
+        .settings
+        .config
+        .stream_setting(id.as_str(), |w| w.session_stop.clone())
+    else {
+        return Err(ActError::Component {
+            stream: id.clone(),
+            reason: format!(
+                "stuck; no session_stop configured: session {first} is left running \
+                 (set [workers] session_stop in monitor.toml to let the monitor stop sessions)"
+            ),
+        });
+    };
+    for job in &sessions {
+        note(
+            actor.recorder,
+            id,
+            "stop_requested",
+            by,
+            &format!("Stopping worker {id} (session {job}) for {by} through session_stop"),
+        );
+        crate::workers::launch::stop_session(&command, job, SESSION_STOP_TIMEOUT).map_err(
+            |reason| ActError::Component {
+                stream: id.clone(),
+                reason: format!("session_stop of session {job} failed: {reason}"),
+            },
+        )?;
+    }
+    Ok(Some(sessions.join(", ")))
+}
+
 /// `restart STREAM`: under the stream's lock, stop the worker gracefully if
 /// it runs, forgive the stream, and start it afresh. Returns the new PID.
 pub fn restart(actor: &mut Actor<'_>, snapshot: &Snapshot, id: &StreamId) -> Result<i32, ActError> {
@@ -146,6 +203,8 @@ pub fn restart(actor: &mut Actor<'_>, snapshot: &Snapshot, id: &StreamId) -> Res
     }
     remove_if_stale(actor.layout, recorder, id, &pid_file, &liveness);
     let by = operator();
+    // A tc stream's live session goes first, or nothing starts beside it.
+    stop_session(actor, snapshot, id, &by)?;
     let now = now_ms();
     apply_with(
         actor.store,

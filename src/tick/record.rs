@@ -113,9 +113,20 @@ pub fn announce(
             unhealthy.join(", ")
         ));
     }
-    if dead.is_empty() && unhealthy.is_empty() {
+    // A tc stream that cannot be told, or has work ready and nobody on it,
+    // is not "healthy": say what it is instead.
+    let unattended = tc_lines(settings, snapshot);
+    if dead.is_empty() && unhealthy.is_empty() && unattended.is_empty() {
         logger.success("All workers healthy");
-    } else if !dead.is_empty() {
+    }
+    for line in unattended {
+        logger.warning(&line);
+    }
+    for id in snapshot.blocked() {
+        let line = format!("Stream {id} is blocked: every open task is blocked; not restarting");
+        memory.once(logger, Level::Info, Kind::Report, line);
+    }
+    if !dead.is_empty() {
         let names: Vec<&str> = dead.iter().map(StreamId::as_str).collect();
         logger.warning(&format!(
             "Found {} dead worker(s): {}",
@@ -172,6 +183,43 @@ pub fn announce(
             memory.once(logger, level, Kind::Report, line);
         }
     }
+}
+
+/// The lines for tc streams nobody attends: those whose workers cannot be
+/// told, and those with a task ready and no worker.
+fn tc_lines(settings: &TickSettings, snapshot: &Snapshot) -> Vec<String> {
+    let mut lines = Vec::new();
+    let unknown: Vec<(String, String)> = snapshot
+        .streams
+        .iter()
+        .filter_map(|o| match &o.verdict {
+            Verdict::CannotTell { why } => Some((o.view.id.to_string(), why.clone())),
+            _ => None,
+        })
+        .collect();
+    if let Some((_, why)) = unknown.first() {
+        let ids: Vec<&str> = unknown.iter().map(|(id, _)| id.as_str()).collect();
+        lines.push(format!(
+            "Cannot tell whether {} worker(s) are alive: {} ({why}); not restarting them",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
+    let ready = snapshot.ready();
+    if !ready.is_empty() {
+        let ids: Vec<&str> = ready.iter().map(StreamId::as_str).collect();
+        let what = if settings.start_ready {
+            "starting them once their dependencies' branches are merged"
+        } else {
+            "start them with --start-ready"
+        };
+        lines.push(format!(
+            "{} stream(s) ready with no worker: {}; {what}",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
+    lines
 }
 
 /// The give-up line of a stream given up earlier (a state file from before

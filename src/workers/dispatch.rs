@@ -51,6 +51,8 @@ pub struct Request<'a> {
     /// How long the wrapper launcher waits for its PID file, and the
     /// claude-bg launcher for its job file.
     pub wait: Duration,
+    /// The wrapper launcher's identity tag (its worker is the monitor's own).
+    pub tag: Option<crate::process::spawn::SpawnTag>,
 }
 
 /// The tc dispatch prompt of a stream (the project's template if it has one).
@@ -125,6 +127,7 @@ pub fn dispatch(req: &Request<'_>) -> Result<Dispatched, String> {
                     work_dir,
                     initiative_id: req.initiative_id.to_string(),
                     prompt,
+                    tag: req.tag.clone(),
                 },
                 req.wait,
             )

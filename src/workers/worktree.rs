@@ -165,9 +165,22 @@ pub fn ensure(root: &Path, id: &StreamId, stored: Option<&str>) -> Result<PathBu
 }
 
 /// Whether branch `stream/<dep>` is merged into the project's HEAD
-/// (`git merge-base --is-ancestor stream/<dep> HEAD`).
+/// (`git merge-base --is-ancestor stream/<dep> HEAD`). A branch that does
+/// not exist counts as merged: upstream's merge step deletes it afterwards.
 pub fn branch_merged(root: &Path, dep: &StreamId) -> Result<bool, WorktreeError> {
     let branch = format!("stream/{}", dep.as_str());
+    let (exists, _, _) = run_git(
+        root,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{branch}"),
+        ],
+    )?;
+    if !exists {
+        return Ok(true);
+    }
     let mut command = git(root);
     command.args(["merge-base", "--is-ancestor", &branch, "HEAD"]);
     let done = run_bounded(&mut command, None, GIT_TIMEOUT).map_err(|e| WorktreeError::Git {
@@ -301,6 +314,11 @@ mod tests {
         assert!(!branch_merged(&root, &id("2")).unwrap());
         sh(&root, "git merge -q --no-ff -m merge stream/2");
         assert!(branch_merged(&root, &id("2")).unwrap());
-        assert!(branch_merged(&root, &id("9")).is_err(), "no such branch");
+        assert!(
+            branch_merged(&root, &id("9")).unwrap(),
+            "merged and deleted"
+        );
+        let err = branch_merged(&root.join("missing"), &id("1")).unwrap_err();
+        assert!(err.to_string().contains("git"), "{err}");
     }
 }

@@ -365,3 +365,396 @@ fn worktrees_are_git_worktrees_inside_the_project() {
     assert!(err.to_string().contains("is not a git repository"), "{err}");
     assert!(!plain.proj.join(".worktrees").exists());
 }
+
+// ----- the monitor on a tc project ----------------------------------------------
+
+/// Upstream's dispatch text for stream `id`.
+fn upstream_prompt(id: &str) -> String {
+    format!("Work on stream {id}. Run: tc task list --stream {id} --json")
+}
+
+impl TcProject {
+    /// A stream with one task per status given.
+    fn stream(&self, name: &str, statuses: &[&str]) -> (i64, String) {
+        let id = self.tc.stream(name, None, "active");
+        for status in statuses {
+            self.tc.task(id, status);
+        }
+        (id, id.to_string())
+    }
+
+    /// A finished session of the stream in the job files, as a session that
+    /// worked on it and ended leaves behind.
+    fn ended_session(&self, sid: &str) {
+        let job = self.jobs_dir().join(format!("done{sid:0>4}"));
+        fs::create_dir_all(&job).unwrap();
+        let body = serde_json::json!({
+            "state": "done",
+            "intent": upstream_prompt(sid),
+            "cwd": self.p.proj.display().to_string(),
+            "sessionId": format!("old-{sid}"),
+            "createdAt": "2026-01-01T00:00:00Z",
+            "updatedAt": "2026-01-01T01:00:00Z",
+        });
+        fs::write(job.join("state.json"), body.to_string()).unwrap();
+    }
+
+    /// Job ids in the job folder.
+    fn jobs(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.jobs_dir())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Starts a session as upstream's `/orchestrate start` does: from the
+    /// project root, with `--add-dir .worktrees/<id>`. Returns its job id.
+    fn upstream_dispatch(&self, sid: &str) -> String {
+        worktree::ensure(&self.p.proj, &id(sid), None).unwrap();
+        let before = self.jobs();
+        let status = self
+            .p
+            .command(self.p.bin_dir.join("claude"))
+            .args([
+                "--bg",
+                "--add-dir",
+                &format!(".worktrees/{sid}"),
+                "--agent",
+                "me",
+            ])
+            .arg(upstream_prompt(sid))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let job = self
+            .jobs()
+            .into_iter()
+            .find(|j| !before.contains(j))
+            .expect("a new job");
+        self.session_pid(&job);
+        job
+    }
+
+    fn status_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["status", "--json"];
+        all.extend_from_slice(args);
+        let r = self.p.run(&all);
+        r.no_panic();
+        serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("status --json: {r:?}"))
+    }
+}
+
+fn stream_of<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no stream {id} in {report:#}"))
+}
+
+/// A stream whose session ended with work open is dead (exit 1); with
+/// --auto-restart it is dispatched again, once, as upstream would, in its
+/// git worktree `.worktrees/<id>`; the next checks see the new session
+/// alive and start nothing more.
+#[test]
+fn a_dead_session_is_reported_and_redispatched_once_into_its_worktree() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["completed", "pending"]);
+    t.ended_session(&sid);
+    t.p.run(&[])
+        .expect_code(1)
+        .stdout_has(&format!("Found 1 dead worker(s): {sid}"))
+        .stdout_lacks("All workers healthy")
+        .no_panic();
+    assert_eq!(t.jobs().len(), 1, "a report-only check starts nothing");
+
+    let r = t.p.run(&["--auto-restart"]);
+    r.expect_code(1)
+        .stdout_has(&format!("Restarting worker {sid} (attempt 1/2)"))
+        .stdout_has(&format!("Worker {sid} restarted (session "))
+        .no_panic();
+    let jobs = t.jobs();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let new = jobs
+        .iter()
+        .find(|j| !j.starts_with("done"))
+        .unwrap()
+        .clone();
+    let work_dir = t.p.proj.join(".worktrees").join(&sid);
+    let state = t.job(&new);
+    assert_eq!(state["cwd"], work_dir.display().to_string());
+    assert!(
+        state["intent"]
+            .as_str()
+            .unwrap()
+            .starts_with(&upstream_prompt(&sid)),
+        "{state}"
+    );
+    assert!(worktree::listed(&t.p.proj).unwrap().contains(&work_dir));
+    assert!(!t.p.proj.join(".claude/worktrees").join(&sid).exists());
+    assert_eq!(
+        t.p.state_json()["streams"][&sid]["session_job"],
+        new.as_str()
+    );
+
+    for args in [&[][..], &["--auto-restart"][..]] {
+        t.p.run(args)
+            .expect_code(0)
+            .stdout_has("All workers healthy")
+            .stdout_lacks("Restarting")
+            .no_panic();
+    }
+    assert_eq!(t.jobs().len(), 2, "no second session");
+    let report = t.status_json(&[]);
+    let s = stream_of(&report, &sid);
+    assert_eq!(s["health"], "healthy", "{s:#}");
+    assert_eq!(s["tc_id"], sid.parse::<i64>().unwrap());
+    assert_eq!(s["worktree"], work_dir.display().to_string());
+    assert_eq!(s["name"], "api");
+}
+
+/// A live session someone else started (upstream's own dispatch, from the
+/// project root) is never twinned, even with an old log that once made the
+/// stream look dead.
+#[test]
+fn a_live_session_anyone_started_is_never_twinned() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["in_progress", "pending"]);
+    crate::tc_schema::tc_evidence_log(&t.p, sid.parse().unwrap());
+    let job = t.upstream_dispatch(&sid);
+    let r = t.p.run(&["--auto-restart", "--start-ready"]);
+    r.expect_code(0)
+        .stdout_has("All workers healthy")
+        .stdout_lacks("Restarting")
+        .stdout_lacks("Starting worker")
+        .no_panic();
+    assert_eq!(t.jobs(), [job.clone()]);
+    let s = t.status_json(&[]);
+    let s = stream_of(&s, &sid);
+    assert_eq!(s["health"], "healthy");
+    assert!(s["workers"][0].as_str().unwrap().contains(&job), "{s:#}");
+}
+
+/// A stream whose label dependency (metadata `dependencies` naming another
+/// stream's `streamId`) is open waits: not dead, not started; once the
+/// other stream completes, it is dead and restarted.
+#[test]
+fn a_stream_whose_label_dependency_is_open_waits() {
+    let t = TcProject::new();
+    let (schema, schema_id) = t.stream("schema", &[]);
+    let first = t.tc.task(schema, "in_progress");
+    t.tc.conn()
+        .execute(
+            "UPDATE tasks SET metadata = '{\"streamId\":\"Stream-A\"}' WHERE stream_id = ?1",
+            [schema],
+        )
+        .unwrap();
+    let (api, sid) = t.stream("api", &["pending"]);
+    t.tc
+        .conn()
+        .execute(
+            "UPDATE tasks SET metadata = '{\"streamId\":\"Stream-B\",\"dependencies\":[\"Stream-A\"]}' WHERE stream_id = ?1",
+            [api],
+        )
+        .unwrap();
+    t.ended_session(&sid);
+    let schema_job = t.upstream_dispatch(&schema_id);
+    let r = t.p.run(&["--auto-restart", "--start-ready"]);
+    r.expect_code(0)
+        .stdout_lacks("dead worker")
+        .stdout_lacks("Starting worker")
+        .no_panic();
+    let report = t.status_json(&[]);
+    assert_eq!(stream_of(&report, &sid)["health"], "waiting");
+    assert_eq!(
+        stream_of(&report, &sid)["dependencies"],
+        serde_json::json!([schema_id])
+    );
+    assert_eq!(
+        t.jobs().len(),
+        2,
+        "nothing dispatched for the waiting stream"
+    );
+
+    t.tc.set_status(first, "completed");
+    t.p.run(&["--auto-restart"])
+        .expect_code(1)
+        .stdout_has(&format!("Found 1 dead worker(s): {sid}"))
+        .stdout_has(&format!("Worker {sid} restarted (session "))
+        .no_panic();
+    let _ = schema_job;
+}
+
+/// A stream whose open tasks are all blocked is left alone: not dead, not
+/// restarted, said once; the check is healthy otherwise.
+#[test]
+fn an_all_blocked_stream_is_left_alone() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["completed", "blocked", "blocked"]);
+    t.ended_session(&sid);
+    crate::tc_schema::tc_evidence_log(&t.p, sid.parse().unwrap());
+    for _ in 0..3 {
+        t.p.run(&["--auto-restart", "--start-ready"])
+            .expect_code(0)
+            .stdout_has(&format!("Stream {sid} is blocked"))
+            .stdout_lacks("Restarting")
+            .no_panic();
+    }
+    assert_eq!(t.jobs().len(), 1);
+    let report = t.status_json(&[]);
+    assert_eq!(stream_of(&report, &sid)["health"], "blocked");
+}
+
+/// "All workers healthy" is never said while work is unattended: a stream
+/// with a task ready and no worker is named (exit 0; --start-ready starts
+/// it once); workers that cannot be told are named and exit 3.
+#[test]
+fn no_all_healthy_while_work_is_unattended() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["pending"]);
+    t.p.run(&[])
+        .expect_code(0)
+        .stdout_lacks("All workers healthy")
+        .stdout_has(&format!(
+            "1 stream(s) ready with no worker: {sid}; start them with --start-ready"
+        ))
+        .no_panic();
+    assert_eq!(stream_of(&t.status_json(&[]), &sid)["health"], "ready");
+    t.p.run(&["status"]).expect_code(0).stdout_has("… ready");
+
+    // The session listing cannot be read, and no job file says otherwise.
+    t.p.set_env("FAKE_CLAUDE_AGENTS", "empty");
+    t.p.run(&["--auto-restart"])
+        .expect_code(3)
+        .stdout_lacks("All workers healthy")
+        .stdout_has(&format!("Cannot tell whether 1 worker(s) are alive: {sid}"))
+        .no_panic();
+    t.p.run(&["status"]).expect_code(3).stdout_has("? unknown");
+
+    t.p.set_env("FAKE_CLAUDE_AGENTS", "ok");
+    t.p.run(&["--start-ready"])
+        .expect_code(0)
+        .stdout_has(&format!("Worker {sid} started (session "))
+        .no_panic();
+    t.p.run(&["--start-ready"])
+        .expect_code(0)
+        .stdout_has("All workers healthy")
+        .stdout_lacks("started (session")
+        .no_panic();
+    assert_eq!(t.jobs().len(), 1, "started once");
+}
+
+/// Every verb takes a stream's name as well as its id; the status table has
+/// a NAME column.
+#[test]
+fn streams_are_addressed_by_name() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("checkout-api", &["pending"]);
+    t.p.run(&["status"])
+        .expect_code(0)
+        .stdout_has("NAME")
+        .stdout_has("checkout-api")
+        .no_panic();
+    let report = t.status_json(&["checkout-api"]);
+    assert_eq!(report["streams"].as_array().unwrap().len(), 1);
+    assert_eq!(report["streams"][0]["id"], sid.as_str());
+    t.p.run(&["pause", "checkout-api"])
+        .expect_code(0)
+        .no_panic();
+    assert_eq!(
+        t.p.state_json()["streams"][&sid]["lifecycle"]["state"],
+        "paused"
+    );
+    t.p.run(&["resume", "checkout-api"])
+        .expect_code(0)
+        .no_panic();
+    t.p.run(&["pause", "no-such-stream"])
+        .expect_code(2)
+        .no_panic();
+}
+
+/// Stopping a stream whose session is alive goes through `session_stop`
+/// only: without one the session is left running and the operator told.
+#[test]
+fn a_session_is_stopped_only_through_session_stop() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["pending"]);
+    let job = t.upstream_dispatch(&sid);
+    let pid = t.session_pid(&job);
+    t.p.run(&["stop", &sid])
+        .expect_code(3)
+        .stderr_has("no session_stop configured")
+        .no_panic();
+    assert!(is_alive(pid), "a session is never signalled by the monitor");
+
+    let stopper = t.p.bin_dir.join("stop-session");
+    fs::write(
+        &stopper,
+        "#!/bin/sh\nkill \"$(cat \"$CLAUDE_CONFIG_DIR/jobs/$1/fake-pid\")\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        &stopper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    t.p.write_config(&format!(
+        "[workers]\nsession_stop = [\"{}\", \"{{id}}\"]\n",
+        stopper.display()
+    ));
+    t.p.run(&["stop", "api"]).expect_code(0).no_panic();
+    assert!(wait_for(|| t.job(&job)["state"] == "stopped", WAIT));
+    assert!(t.p.monitor_log().contains(&format!("(session {job}) for")));
+}
+
+/// The tc-worker launcher runs `tc worker <next ready task>` with the
+/// budget, in the stream's worktree, and the process counts as its worker.
+#[test]
+fn the_tc_worker_launcher_runs_the_next_ready_task() {
+    let t = TcProject::new();
+    let (api, sid) = t.stream("api", &["completed"]);
+    let task = t.tc.task(api, "pending");
+    let args_file = t.p.root.join("tc-args");
+    t.p.set_env("FAKE_TC_ARGS_FILE", &args_file.display().to_string());
+    t.p.write_config("[workers]\nlauncher = \"tc-worker\"\nmax_budget_usd = 3.0\n");
+    t.p.run(&["--start-ready"])
+        .expect_code(0)
+        .stdout_has(&format!("Worker {sid} started (PID: "))
+        .no_panic();
+    assert!(wait_for(|| args_file.is_file(), WAIT));
+    let work_dir = t.p.proj.join(".worktrees").join(&sid);
+    assert_eq!(
+        fs::read_to_string(&args_file).unwrap(),
+        format!(
+            "worker\n{task}\n--max-budget-usd\n3.00\ncwd={}\n--\n",
+            work_dir.display()
+        )
+    );
+    t.p.run(&["--start-ready"])
+        .expect_code(0)
+        .stdout_has("All workers healthy")
+        .no_panic();
+}
+
+/// A tc project whose database is missing is told which one and how to
+/// make it.
+#[test]
+fn a_missing_tc_database_says_which_and_how_to_create_it() {
+    let p = TestProject::bare();
+    fs::create_dir_all(p.proj.join(".copilot")).unwrap();
+    fs::remove_file(p.memory_db()).unwrap();
+    let tc_db = p.proj.join(".copilot").join("tasks.db");
+    let r = p.run(&[]);
+    r.expect_code(3)
+        .stderr_has(&tc_db.display().to_string())
+        .stderr_has("tc init")
+        .no_panic();
+    assert!(!r.stderr.contains("memory.db"), "{}", r.stderr);
+}

@@ -72,6 +72,14 @@ impl Actor<'_> {
             return None;
         }
         let result = self.start(obs, retry_context, &intent_nonce);
+        let tc_session = self.tc_stream(id).is_some().then(|| {
+            result
+                .as_ref()
+                .ok()
+                .and_then(|l| l.session.as_deref())
+                .and_then(|s| s.strip_prefix("session "))
+                .map(str::to_string)
+        });
         let outcome = match &result {
             Ok(started) => Ok(Remembered {
                 pid: started.pid,
@@ -87,16 +95,20 @@ impl Actor<'_> {
         let finished = self.store.update_stream(id, |st, _| {
             changes = Changes::default();
             plan::finish_restart(st, id, outcome.clone(), now_ms(), &mut changes);
+            if let Some(job) = &tc_session {
+                st.session_job = job.clone();
+            }
         });
         if let Err(e) = &finished {
             logger.error(&format!("Cannot record the restart of {id}: {e}"));
         }
         match result {
             Ok(started) => {
-                logger.action(
-                    Level::Success,
-                    &format!("{noun} {id} restarted (PID: {})", started.pid),
-                );
+                let what = match &started.session {
+                    Some(session) => session.clone(),
+                    None => format!("PID: {}", started.pid),
+                };
+                logger.action(Level::Success, &format!("{noun} {id} restarted ({what})"));
                 self.recorder.changes(&changes);
                 Some(started)
             }
@@ -193,6 +205,9 @@ impl Actor<'_> {
     ) -> Result<Launched, ActError> {
         let id = &obs.view.id;
         match &obs.kind {
+            ComponentKind::Worker if self.tc_stream(id).is_some() => {
+                self.start_tc(obs, retry_context.as_deref(), nonce)
+            }
             ComponentKind::Worker => {
                 let mut call = self.wrapper_call(obs, retry_context);
                 call.tag = Some(SpawnTag {
@@ -219,6 +234,7 @@ impl Actor<'_> {
                     start_ticks,
                     child: Some(child),
                     watch: true,
+                    session: None,
                 })
             }
             ComponentKind::Docker { container } => {
@@ -234,6 +250,7 @@ impl Actor<'_> {
                     start_ticks: 0,
                     child: None,
                     watch: false,
+                    session: None,
                 })
             }
         }

@@ -8,6 +8,7 @@
 
 mod launch;
 mod stop;
+mod tc;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -109,6 +110,7 @@ impl Processes for RealProcesses {
             start_ticks: started.start_ticks,
             child: Some(started.child),
             watch: true,
+            session: None,
         })
     }
     fn stop(
@@ -242,6 +244,9 @@ pub struct Launched {
     pub child: Option<Child>,
     /// Watch its PID for death (not for containers: their PID is Docker's).
     pub watch: bool,
+    /// tc: the Claude session started, as it is shown ("session <job>");
+    /// such a worker has no PID of ours.
+    pub session: Option<String>,
 }
 
 impl Launched {
@@ -266,6 +271,8 @@ pub struct Actor<'a> {
     /// Whose workers this actor proves (this project).
     project: Project,
     state_dir: PathBuf,
+    /// A tc project: its streams' tc facts and workers.
+    pub(super) tc: Option<&'a super::TcSnapshot>,
 }
 
 impl<'a> Actor<'a> {
@@ -304,6 +311,7 @@ impl<'a> Actor<'a> {
             template: None,
             project: Project::of(layout),
             state_dir: layout.state_dir(),
+            tc: None,
         }
     }
 
@@ -316,6 +324,12 @@ impl<'a> Actor<'a> {
             state_dir: &self.state_dir,
             stream: id.as_str(),
         })
+    }
+
+    /// Acts on a tc project's streams the tc way (worktrees, launchers).
+    pub fn with_tc(mut self, tc: Option<&'a super::TcSnapshot>) -> Actor<'a> {
+        self.tc = tc;
+        self
     }
 
     /// Holds the stream's spawn lock, waiting at most as long as another
@@ -371,6 +385,12 @@ impl<'a> Actor<'a> {
             _ => None,
         };
         if stuck.is_none() {
+            if let Some(worker) = self.tc_live_now(obs) {
+                logger.info(&format!(
+                    "Worker {id} is running again ({worker}), started meanwhile by someone else"
+                ));
+                return;
+            }
             remove_if_stale(self.layout, self.recorder, id, &pid_file, &liveness);
             if let Some(adopted) = self.adopt_interrupted(id) {
                 acted.running.push(adopted);
@@ -565,6 +585,8 @@ pub fn carry_out(actor: &mut Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Act
             actor.restart(obs, order, &mut acted);
         } else if plan.gives_up(id) && matches!(obs.verdict, Verdict::Unhealthy { .. }) {
             actor.stop_given_up(obs);
+        } else if obs.verdict == Verdict::Ready && actor.settings.start_ready {
+            actor.start_ready(obs, &mut acted);
         } else if actor.settings.own_components
             && obs.verdict == Verdict::NeverStarted
             && matches!(obs.kind, ComponentKind::Process { .. })

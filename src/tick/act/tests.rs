@@ -61,6 +61,7 @@ impl Processes for FakeProcesses {
             start_ticks: pid as u64 * 10,
             child: None,
             watch: true,
+            session: None,
         })
     }
     fn stop(
@@ -218,6 +219,7 @@ fn snapshot(streams: Vec<Observed>) -> Snapshot {
             schema: SchemaKind::Legacy,
             tasks_db: "tasks.db".into(),
         },
+        tc: None,
     }
 }
 

@@ -25,5 +25,6 @@ pub(crate) fn settings() -> TickSettings {
         on_give_up: None,
         statsd: None,
         recover_tasks: None,
+        start_ready: false,
     }
 }
