@@ -176,11 +176,14 @@ fn stream_json<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no stream {id} in {report:#}"))
 }
 
-/// A dead tc stream is found and restarted through the wrapper, which gets
-/// the workspace id as its initiative id (so the log names match).
+/// A dead tc stream is found and restarted through the wrapper (when the
+/// project picks that launcher), in the stream's git worktree; the wrapper
+/// gets the workspace id as its initiative id (so the log names match).
 #[test]
 fn dead_tc_stream_is_found_and_restarted() {
     let p = TestProject::new();
+    crate::tc_sessions::git_repository(&p.proj);
+    p.write_config("[workers]\nlauncher = \"wrapper\"\n");
     // A legacy stream that would be dead: the tc database must win.
     p.dead_stream("legacy-stream");
     let tc = TcDb::create(&p);
@@ -208,6 +211,12 @@ fn dead_tc_stream_is_found_and_restarted() {
     assert!(
         proc_cmdline(pid).iter().any(|a| a == TC_INIT),
         "the wrapper gets the workspace id as initiative id: {:?}",
+        proc_cmdline(pid)
+    );
+    let work_dir = p.proj.join(".worktrees").join(&id);
+    assert!(
+        proc_cmdline(pid).contains(&work_dir.display().to_string()),
+        "the worker works in the stream's git worktree: {:?}",
         proc_cmdline(pid)
     );
     assert!(
@@ -285,7 +294,10 @@ fn archived_streams_and_finished_prds_are_not_monitored() {
         .stdout_has(&format!("Found 1 dead worker(s): {live}"))
         .stdout_lacks("unknown stream")
         .no_panic();
-    let report = status_json(&p, &[]);
+    // The dead stream makes status exit 1 in a tc project.
+    let r = p.run(&["status", "--json"]);
+    r.expect_code(1).no_panic();
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let ids: Vec<&str> = report["streams"]
         .as_array()
         .unwrap()

@@ -32,14 +32,7 @@ impl TcProject {
     fn new() -> TcProject {
         let p = TestProject::new();
         let tc = TcDb::create(&p);
-        git(&p.proj, &["init", "-q", "-b", "main", "."]);
-        fs::write(
-            p.proj.join(".gitignore"),
-            ".claude/\n.copilot/\n.worktrees/\n",
-        )
-        .unwrap();
-        git(&p.proj, &["add", ".gitignore"]);
-        git(&p.proj, &["commit", "-q", "-m", "init"]);
+        git_repository(&p.proj);
         std::os::unix::fs::symlink(
             Path::new(MANIFEST).join("scripts/fake-tc"),
             p.bin_dir.join("tc"),
@@ -100,6 +93,14 @@ impl TcProject {
 
 fn config_dir(p: &TestProject) -> PathBuf {
     p.root.join("claude-config")
+}
+
+/// Makes `dir` a git repository with one commit (the monitor's folders ignored).
+pub fn git_repository(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main", "."]);
+    fs::write(dir.join(".gitignore"), ".claude/\n.copilot/\n.worktrees/\n").unwrap();
+    git(dir, &["add", ".gitignore"]);
+    git(dir, &["commit", "-q", "-m", "init"]);
 }
 
 fn git(dir: &Path, args: &[&str]) {
