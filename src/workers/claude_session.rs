@@ -411,10 +411,10 @@ fn canonical(path: &Path) -> PathBuf {
 /// Which stream a session belongs to, and by which rule.
 pub fn match_session(session: &Session, streams: &[StreamKey<'_>]) -> Option<(usize, MatchRule)> {
     let ids = [session.id.as_deref(), session.session_id.as_deref()];
-    if let Some(i) = streams.iter().position(|s| {
-        s.recorded_job
-            .is_some_and(|job| ids.iter().any(|id| *id == Some(job)))
-    }) {
+    if let Some(i) = streams
+        .iter()
+        .position(|s| s.recorded_job.is_some_and(|job| ids.contains(&Some(job))))
+    {
         return Some((i, MatchRule::Recorded));
     }
     if let Some(cwd) = session.cwd.as_deref().filter(|c| c.is_absolute()) {

@@ -536,7 +536,7 @@ fn a_live_session_anyone_started_is_never_twinned() {
         .stdout_lacks("Restarting")
         .stdout_lacks("Starting worker")
         .no_panic();
-    assert_eq!(t.jobs(), [job.clone()]);
+    assert_eq!(t.jobs(), std::slice::from_ref(&job));
     let s = t.status_json(&[]);
     let s = stream_of(&s, &sid);
     assert_eq!(s["health"], "healthy");
