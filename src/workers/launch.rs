@@ -17,10 +17,8 @@
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -102,20 +100,6 @@ fn add_env(command: &mut Command, env: &[(String, String)]) {
     );
 }
 
-fn append_log(path: &Path) -> Result<std::fs::File, LaunchError> {
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|source| LaunchError::Log {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
 /// The last non-empty line of a log, for an error message.
 fn last_line(path: &Path) -> String {
     let text = std::fs::read(path).unwrap_or_default();
@@ -128,32 +112,20 @@ fn last_line(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// A detached child: its own session, no inherited descriptors, stdin
-/// closed, output appended to `log`.
+/// A detached child (the monitor's one way: `process::detach`): its own
+/// session, stdin closed, output appended to `log`, in `work_dir`, without
+/// the monitor's own settings.
 fn detached(program: &OsStr, work_dir: &Path, log: &Path) -> Result<Command, LaunchError> {
     if !work_dir.is_dir() {
         return Err(LaunchError::NoWorkDir(work_dir.to_path_buf()));
     }
-    let out = append_log(log)?;
-    let err = out.try_clone().map_err(|source| LaunchError::Log {
+    let mut command = Command::new(program);
+    command.current_dir(work_dir);
+    without_monitor_env(&mut command);
+    crate::process::detach(&mut command, Some(log)).map_err(|source| LaunchError::Log {
         path: log.to_path_buf(),
         source,
     })?;
-    let mut command = Command::new(program);
-    command
-        .current_dir(work_dir)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-    without_monitor_env(&mut command);
-    // SAFETY: setsid and fcntl are async-signal-safe; nothing else runs
-    // between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            crate::process::cloexec_inherited_fds()
-        });
-    }
     Ok(command)
 }
 
