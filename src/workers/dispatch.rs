@@ -139,12 +139,15 @@ pub fn dispatch(req: &Request<'_>) -> Result<Dispatched, String> {
 
 /// Whether a live worker of the stream shows in the job files or /proc
 /// right now (the re-check under the stream's lock, before a dispatch).
+/// `ended` are the jobs this check's listing showed as ended: their files
+/// may still say "working" (a killed session cannot update its own).
 pub fn live_worker_now(
     layout: &Layout,
     id: &StreamId,
     aliases: &[String],
     stored_worktree: Option<&str>,
     recorded_job: Option<&str>,
+    ended: &std::collections::BTreeSet<String>,
     task_streams: impl Fn(i64) -> Option<String>,
 ) -> Option<String> {
     let root = layout
@@ -161,7 +164,11 @@ pub fn live_worker_now(
     }];
     if let Some(config) = claude_session::config_dir() {
         let jobs = claude_session::read_jobs(&claude_session::jobs_dir(&config));
-        for job in jobs.jobs.iter().filter(|j| j.is_live()) {
+        for job in jobs
+            .jobs
+            .iter()
+            .filter(|j| j.is_live() && !ended.contains(&j.id))
+        {
             if match_session(&job.session(), &key).is_some() {
                 return Some(format!("session {}", job.id));
             }

@@ -36,6 +36,10 @@ pub struct TcStreamObs {
 pub struct TcObservation {
     pub streams: BTreeMap<String, TcStreamObs>,
     pub warnings: Vec<String>,
+    /// Jobs the session listing showed as ended: a re-check under a lock,
+    /// which reads only the job files, must not take one of them (a killed
+    /// session's file still says "working") for alive.
+    pub ended_jobs: BTreeSet<String>,
 }
 
 /// How to look (the production defaults, or a test's).
@@ -143,6 +147,13 @@ pub fn observe(
                 }
             }
             out.warnings.extend(sessions.warnings());
+            out.ended_jobs = sessions
+                .read
+                .sessions
+                .iter()
+                .filter(|s| !s.live)
+                .filter_map(|s| s.id.clone())
+                .collect();
             observe_all(&mut [&mut sessions, &mut tc_workers], &keys)
         } else {
             BTreeMap::new()

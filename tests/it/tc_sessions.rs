@@ -74,10 +74,12 @@ impl TcProject {
         }
     }
 
-    /// The job's state.json as JSON.
+    /// The job's state.json as JSON (null while it is not written yet).
     fn job(&self, id: &str) -> serde_json::Value {
-        let text = fs::read_to_string(self.jobs_dir().join(id).join("state.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        fs::read_to_string(self.jobs_dir().join(id).join("state.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// The PID of a fake session (the fake keeps it beside its job file).
@@ -758,4 +760,83 @@ fn a_missing_tc_database_says_which_and_how_to_create_it() {
         .stderr_has("tc init")
         .no_panic();
     assert!(!r.stderr.contains("memory.db"), "{}", r.stderr);
+}
+
+/// `--start-ready` starts a ready stream only once the branches of the
+/// streams it depends on are merged into HEAD, as upstream's "only start a
+/// stream once its dependencies have merged".
+#[test]
+fn start_ready_waits_for_dependency_branches_to_merge() {
+    let t = TcProject::new();
+    let (schema, schema_id) = t.stream("schema", &[]);
+    let done = t.tc.task(schema, "completed");
+    let (api, sid) = t.stream("api", &[]);
+    let next = t.tc.task(api, "pending");
+    t.tc.depends(next, done);
+    // The dependency's work sits on its branch, not merged yet.
+    let wt = worktree::ensure(&t.p.proj, &id(&schema_id), None).unwrap();
+    fs::write(wt.join("schema.sql"), "CREATE TABLE t (x);\n").unwrap();
+    git(&wt, &["add", "schema.sql"]);
+    git(&wt, &["commit", "-q", "-m", "schema"]);
+
+    t.p.run(&["--start-ready"])
+        .expect_code(0)
+        .stdout_has(&format!(
+            "Stream {sid} is ready; not starting it before stream/{schema_id} is merged into HEAD"
+        ))
+        .stdout_lacks("All workers healthy")
+        .no_panic();
+    assert!(t.jobs().is_empty());
+
+    git(
+        &t.p.proj,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "merge",
+            &format!("stream/{schema_id}"),
+        ],
+    );
+    t.p.run(&["--start-ready"])
+        .expect_code(0)
+        .stdout_has(&format!("Worker {sid} started (session "))
+        .no_panic();
+    assert_eq!(t.jobs().len(), 1);
+}
+
+/// The daemon re-dispatches a session that was killed outright (its job
+/// file still says "working"), once, and keeps exactly one session alive.
+#[test]
+fn the_daemon_redispatches_a_killed_session_once() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["in_progress", "pending"]);
+    let first = t.upstream_dispatch(&sid);
+    let pid = t.session_pid(&first);
+    let d =
+        t.p.spawn_daemon(&["--daemon", "--auto-restart", "--interval", "1"]);
+    assert!(
+        t.p.wait_log("All workers healthy", WAIT),
+        "the daemon sees the session"
+    );
+
+    t.p.signal_ours(pid, nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        wait_for(|| t.jobs().len() == 2, WAIT),
+        "a new session: {:?}\n{}",
+        t.jobs(),
+        t.p.monitor_log()
+    );
+    let second = t.jobs().into_iter().find(|j| *j != first).unwrap();
+    assert!(wait_for(|| t.job(&second)["state"] == "working", WAIT));
+    // Two more checks see it running; nothing else is started.
+    let seen = t.p.count_in_log("All workers healthy");
+    assert!(wait_for(
+        || t.p.count_in_log("All workers healthy") >= seen + 2,
+        WAIT
+    ));
+    assert_eq!(t.jobs().len(), 2, "exactly one re-dispatch");
+    assert_eq!(t.p.count_in_log(&format!("Restarting worker {sid}")), 1);
+    t.p.stop_daemon(&d);
 }

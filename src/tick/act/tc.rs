@@ -32,12 +32,14 @@ impl Actor<'_> {
         let recorded = self.store.stream(&obs.view.id).and_then(|s| s.session_job);
         let tasks_db = self.tc_tasks_db();
         let busy = self.settings.busy_timeout;
+        let ended = &self.tc?.observed.ended_jobs;
         dispatch::live_worker_now(
             self.layout,
             &obs.view.id,
             &facts.aliases,
             facts.worktree_path.as_deref(),
             recorded.as_deref(),
+            ended,
             |task| {
                 store::streams_of_tasks(&tasks_db, &[task], busy)
                     .ok()?
