@@ -145,12 +145,7 @@ fn claude_bg_dispatch_is_identified_listed_and_seen_to_end() {
     let sid = stream.to_string();
     let work_dir = worktree::ensure(&t.p.proj, &id(&sid), None).unwrap();
     assert_eq!(work_dir, t.p.proj.join(".worktrees").join(&sid));
-    let prompt = monitor_workers::prompt::tc_dispatch(
-        monitor_workers::prompt::TC_DISPATCH_TEMPLATE,
-        &sid,
-        "api",
-        None,
-    );
+    let prompt = upstream_prompt(&sid);
     let mut env = t.fake_env();
     env.push(("MONITOR_WORKERS_PROJECT_ROOT".into(), "/elsewhere".into()));
     let args_file = t.p.root.join("claude-args");
