@@ -183,7 +183,7 @@ pub fn take_snapshot(
     }
     let mut streams = observe_streams(layout, &initiative, views, known, probes);
     if let Some(tc) = &tc {
-        judge_tc(&mut streams, tc);
+        judge_tc(layout, &initiative, &mut streams, tc, known, probes);
     }
     Ok(Some(Snapshot {
         initiative,
@@ -197,7 +197,17 @@ pub fn take_snapshot(
 /// A tc stream whose PID file names no running worker (the wrapper
 /// launcher's) is judged by the tc rules: sessions and tc workers count as
 /// workers, blocked streams are left alone, unknown ones are never restarted.
-fn judge_tc(streams: &mut [Observed], tc: &TcSnapshot) {
+/// A live worker seen by a source is probed like a process worker, minus
+/// the checks that need a process of ours (process, rss, cpu, min-uptime).
+fn judge_tc(
+    layout: &Layout,
+    initiative: &Initiative,
+    streams: &mut [Observed],
+    tc: &TcSnapshot,
+    known: &State,
+    probe_mode: ProbeMode<'_>,
+) {
+    let now = now_ms();
     for o in streams
         .iter_mut()
         .filter(|o| o.kind == ComponentKind::Worker)
@@ -205,12 +215,55 @@ fn judge_tc(streams: &mut [Observed], tc: &TcSnapshot) {
         if o.liveness.is_running() {
             continue;
         }
-        if let Some((_, seen)) = tc.stream(&o.view.id) {
-            o.verdict = seen.verdict.clone();
-            if !matches!(o.verdict, Verdict::Dead { .. }) {
-                o.exit_code = None;
-            }
+        let Some((_, seen)) = tc.stream(&o.view.id) else {
+            continue;
+        };
+        o.verdict = seen.verdict.clone();
+        if !matches!(o.verdict, Verdict::Dead { .. }) {
+            o.exit_code = None;
         }
+        let Some(worker) = seen.workers.live.first() else {
+            continue;
+        };
+        o.probe_specs.retain(|s| {
+            !matches!(
+                s.check,
+                CheckSpec::Process
+                    | CheckSpec::Rss { .. }
+                    | CheckSpec::Cpu { .. }
+                    | CheckSpec::MinUptime { .. }
+            )
+        });
+        if o.probe_specs.is_empty() {
+            continue;
+        }
+        // The probe records belong to this worker: a new session starts afresh.
+        let pid = worker.pid.unwrap_or(0);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&worker.id, &mut h);
+        let instance = std::hash::Hasher::finish(&h);
+        let recorded = known
+            .streams
+            .get(o.view.id.as_str())
+            .map(|s| s.probes.clone())
+            .unwrap_or_default();
+        let mut set = recorded.for_instance(pid, instance);
+        o.started_at = worker.started_at.as_deref().and_then(parse_task_time);
+        if let ProbeMode::Run(_) = probe_mode {
+            let mut target = probe_target(layout, initiative, o);
+            target.pid = 0;
+            set = checks::run_due(&o.probe_specs, &set, &target, now);
+        }
+        o.probe_verdict = probe::verdict(&o.probe_specs, &set);
+        o.probes = Some(set);
+        o.verdict = match (&o.probe_verdict.failing, o.probe_verdict.starting) {
+            (Some(reason), _) => Verdict::Unhealthy {
+                pid,
+                reason: reason.clone(),
+            },
+            (None, true) => Verdict::StartingUp { pid },
+            (None, false) => Verdict::Running { pid },
+        };
     }
 }
 

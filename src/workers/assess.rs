@@ -105,6 +105,7 @@ mod tests {
                 id: "ab12cd34".into(),
                 pid: None,
                 rule: MatchRule::Intent,
+                started_at: None,
             }],
             ..StreamWorkers::default()
         };

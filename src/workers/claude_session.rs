@@ -474,6 +474,7 @@ impl WorkerSource for ClaudeSessions {
                     id: session.label(),
                     pid: session.pid.and_then(|p| i32::try_from(p).ok()),
                     rule,
+                    started_at: session.started_at.clone(),
                 });
             } else {
                 sighting.ran = true;

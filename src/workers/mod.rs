@@ -75,6 +75,8 @@ pub struct LiveWorker {
     /// A PID to show, never to signal.
     pub pid: Option<i32>,
     pub rule: MatchRule,
+    /// When it started, as its source says (RFC 3339 or a number).
+    pub started_at: Option<String>,
 }
 
 /// What one source says about one stream.
@@ -179,6 +181,7 @@ mod tests {
             id: "x".into(),
             pid: None,
             rule: MatchRule::WorkDir,
+            started_at: None,
         }
     }
 

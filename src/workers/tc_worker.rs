@@ -127,6 +127,7 @@ impl WorkerSource for TcWorkers {
                     id: format!("pid {} (task {})", p.pid, p.task_id),
                     pid: Some(p.pid),
                     rule: MatchRule::Task,
+                    started_at: None,
                 });
         }
         out

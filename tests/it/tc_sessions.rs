@@ -835,3 +835,59 @@ fn the_daemon_redispatches_a_killed_session_once() {
     assert_eq!(t.p.count_in_log(&format!("Restarting worker {sid}")), 1);
     t.p.stop_daemon(&d);
 }
+
+/// A live session that fails a liveness probe (here: no task progress) is
+/// stuck. Without `session_stop` it is said and left running; with one it
+/// is stopped through it and dispatched again (a soft reset).
+#[test]
+fn a_stuck_session_is_soft_reset_only_through_session_stop() {
+    let t = TcProject::new();
+    let (_, sid) = t.stream("api", &["in_progress", "pending"]);
+    let first = t.upstream_dispatch(&sid);
+    let probe = "[[workers.probe]]\nrole = \"liveness\"\nperiod = 0.2\n\
+                 check = { kind = \"task-progress\", stall_secs = 1 }\nfailure_threshold = 1\n";
+    t.p.write_config(probe);
+    // The stall counts from the session's start: checks until it shows.
+    let mut last = None;
+    assert!(
+        wait_for(
+            || {
+                let r = t.p.run(&["--auto-restart"]);
+                let stuck = r.stdout.contains("stuck; no session_stop configured");
+                last = Some(r);
+                stuck
+            },
+            WAIT
+        ),
+        "{last:?}"
+    );
+    let r = last.unwrap();
+    r.expect_code(1)
+        .stdout_lacks(&format!("Worker {sid} restarted"))
+        .no_panic();
+    assert!(is_alive(t.session_pid(&first)));
+    assert_eq!(t.jobs().len(), 1);
+
+    let stopper = t.p.bin_dir.join("stop-session");
+    fs::write(
+        &stopper,
+        "#!/bin/sh\nkill \"$(cat \"$CLAUDE_CONFIG_DIR/jobs/$1/fake-pid\")\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(
+        &stopper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    t.p.write_config(&format!(
+        "[workers]\nsession_stop = [\"{}\", \"{{id}}\"]\n{probe}",
+        stopper.display()
+    ));
+    t.p.run(&["--auto-restart"])
+        .expect_code(1)
+        .stdout_has("stopping it through session_stop for a soft reset")
+        .stdout_has(&format!("Worker {sid} restarted (session "))
+        .no_panic();
+    assert!(wait_for(|| t.job(&first)["state"] == "stopped", WAIT));
+    assert_eq!(t.jobs().len(), 2);
+}

@@ -384,7 +384,15 @@ impl<'a> Actor<'a> {
             }
             _ => None,
         };
-        if stuck.is_none() {
+        // A stuck session is stopped only through session_stop.
+        let stuck_session = match stuck {
+            Some(_) => None,
+            None => match self.stuck_session(obs) {
+                Ok(found) => found,
+                Err(()) => return,
+            },
+        };
+        if stuck.is_none() && stuck_session.is_none() {
             if let Some(worker) = self.tc_live_now(obs) {
                 logger.info(&format!(
                     "Worker {id} is running again ({worker}), started meanwhile by someone else"
@@ -444,6 +452,9 @@ impl<'a> Actor<'a> {
                 if let Some((pid, start_ticks)) = stuck {
                     let _ = self.stop(id, pid, start_ticks);
                 }
+                if let Some(session) = &stuck_session {
+                    let _ = self.stop_sessions(id, session);
+                }
                 let record = launch::Attempt {
                     n: st.restarts_total + 1,
                     action: "give_up",
@@ -457,11 +468,24 @@ impl<'a> Actor<'a> {
             }
             Begin::Go { attempt } => attempt,
         };
-        let action = if stuck.is_some() {
+        let action = if stuck.is_some() || stuck_session.is_some() {
             "soft_reset"
         } else {
             "restart"
         };
+        if let Some(session) = &stuck_session {
+            logger.action(
+                Level::Warning,
+                &format!(
+                    "Worker {id} ({}) is stuck: {reason}; stopping it through session_stop for a soft reset",
+                    session.describe()
+                ),
+            );
+            if let Err(e) = self.stop_sessions(id, session) {
+                logger.error(&format!("{e}; not starting a second one"));
+                return;
+            }
+        }
         if let Some((pid, start_ticks)) = stuck {
             logger.action(
                 Level::Warning,

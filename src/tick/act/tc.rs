@@ -19,7 +19,69 @@ use crate::workers::worktree;
 use super::{ActError, Acted, Actor, Launched, Observed};
 use crate::layout::StreamId;
 
+/// How long the operator's `session_stop` command may take.
+const SESSION_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The live sessions of a stuck stream, and the command that stops them.
+pub(super) struct StuckSession {
+    pub jobs: Vec<String>,
+    pub command: Vec<String>,
+}
+
+impl StuckSession {
+    pub fn describe(&self) -> String {
+        format!("session {}", self.jobs.join(", "))
+    }
+}
+
 impl Actor<'_> {
+    /// A stuck tc stream whose worker is a Claude session: `Ok(None)` when
+    /// it is not one; `Err` when it is but no `session_stop` is configured
+    /// (said, and the session left running: its PID is never signalled).
+    pub(super) fn stuck_session(&self, obs: &Observed) -> Result<Option<StuckSession>, ()> {
+        let Verdict::Unhealthy { reason, .. } = &obs.verdict else {
+            return Ok(None);
+        };
+        let Some((_, seen)) = self.tc_stream(&obs.view.id) else {
+            return Ok(None);
+        };
+        let jobs: Vec<String> = seen
+            .workers
+            .live
+            .iter()
+            .filter(|w| w.source == crate::workers::SourceKind::ClaudeSession)
+            .map(|w| w.id.clone())
+            .collect();
+        if jobs.is_empty() {
+            return Ok(None);
+        }
+        let id = &obs.view.id;
+        match self
+            .settings
+            .config
+            .stream_setting(id.as_str(), |w| w.session_stop.clone())
+        {
+            Some(command) => Ok(Some(StuckSession { jobs, command })),
+            None => {
+                self.recorder.logger.warning(&format!(
+                    "Worker {id} (session {}) is stuck: {reason}; stuck; no session_stop configured, \
+                     so it is left running",
+                    jobs.join(", ")
+                ));
+                Err(())
+            }
+        }
+    }
+
+    /// Stops a stuck stream's sessions through `session_stop`.
+    pub(super) fn stop_sessions(&self, id: &StreamId, stuck: &StuckSession) -> Result<(), String> {
+        for job in &stuck.jobs {
+            crate::workers::launch::stop_session(&stuck.command, job, SESSION_STOP_TIMEOUT)
+                .map_err(|e| format!("cannot stop session {job} of {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// The tc facts and observation of a stream of a tc project.
     pub(super) fn tc_stream(&self, id: &StreamId) -> Option<(&TcStream, &TcStreamObs)> {
         self.tc?.stream(id)
