@@ -50,6 +50,9 @@ pub fn run_bounded(
         let _ = stdin.write_all(bytes);
     }
     let deadline = Instant::now() + timeout;
+    // Most helpers end within a few ms (git, the claude CLI's listing): poll
+    // fast first, then every 10 ms.
+    let mut nap = Duration::from_millis(1);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -58,7 +61,10 @@ pub fn run_bounded(
                 let _ = child.wait();
                 return Err(BoundedError::TimedOut(timeout));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(10));
+            }
             Err(e) => return Err(BoundedError::Wait(e)),
         }
     };

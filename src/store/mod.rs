@@ -363,16 +363,16 @@ pub fn read_project(
 }
 
 /// A missing legacy database, said in the words of the project at hand: a
-/// project that looks like a tc project (it has `.copilot/` or `.worktrees/`),
-/// or has no legacy task database either, is told about the tc database and
-/// `tc init`; a legacy project keeps the plain message.
+/// project that looks like a tc project (it has `.copilot/` or `.worktrees/`)
+/// is told about the tc database and `tc init`; a legacy project keeps the
+/// plain message.
 fn missing_database(layout: &crate::layout::Layout, path: PathBuf) -> StoreError {
     let root = &layout.project_root;
     let looks_tc = root.join(".copilot").is_dir() || root.join(".worktrees").is_dir();
-    let legacy_tasks_missing = !layout.tasks_db.exists();
-    if layout.tasks_db_given || !(looks_tc || legacy_tasks_missing) {
+    if layout.tasks_db_given || !looks_tc {
         return StoreError::Missing { path };
     }
+    let legacy_tasks_missing = !layout.tasks_db.exists();
     StoreError::TcMissing {
         tc: layout.tc_tasks_db(),
         root: root.clone(),
@@ -387,6 +387,53 @@ fn missing_database(layout: &crate::layout::Layout, path: PathBuf) -> StoreError
 #[cfg(test)]
 mod schema_tests {
     use super::*;
+
+    #[test]
+    fn a_missing_database_is_named_for_the_project_at_hand() {
+        // (tc marker folder, tasks db given, legacy tasks db exists, tc message)
+        let cases = [
+            (None, false, false, false),
+            (None, false, true, false),
+            (Some(".copilot"), false, false, true),
+            (Some(".worktrees"), false, true, true),
+            (Some(".copilot"), true, false, false),
+        ];
+        for (marker, given, legacy_exists, tc) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_path_buf();
+            if let Some(m) = marker {
+                std::fs::create_dir_all(root.join(m)).unwrap();
+            }
+            let tasks_db = root.join("legacy-tasks.db");
+            if legacy_exists {
+                std::fs::write(&tasks_db, "").unwrap();
+            }
+            let layout = crate::layout::Layout {
+                project_root: root.clone(),
+                orch: root.join(".claude/orchestrator"),
+                workspace_id: "ws".into(),
+                tasks_db,
+                memory_db: root.join("memory.db"),
+                tasks_db_given: given,
+            };
+            let err = missing_database(&layout, root.join("memory.db"));
+            let text = err.to_string();
+            assert_eq!(
+                matches!(err, StoreError::TcMissing { .. }),
+                tc,
+                "{marker:?} {given} {legacy_exists}: {text}"
+            );
+            if tc {
+                assert!(
+                    text.contains("tc init") && text.contains(".copilot/tasks.db"),
+                    "{text}"
+                );
+                assert_eq!(text.contains("nor does"), !legacy_exists, "{text}");
+            } else {
+                assert!(text.contains("memory.db does not exist"), "{text}");
+            }
+        }
+    }
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
