@@ -186,7 +186,8 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 .get(o.view.id.as_str())
                 .cloned()
                 .unwrap_or_default();
-            let pid = st.lifecycle.pid();
+            // A session without a PID of its own shows none (0 is no process).
+            let pid = st.lifecycle.pid().filter(|p| *p > 0);
             let uptime_secs = pid
                 .and_then(procinfo::inspect)
                 .and_then(|f| f.started_at.elapsed().ok())
