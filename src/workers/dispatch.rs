@@ -109,6 +109,7 @@ pub fn dispatch(req: &Request<'_>) -> Result<Dispatched, String> {
                 max_budget_usd: req.max_budget_usd,
                 log: &log,
                 env: &[],
+                tag: req.tag.as_ref().map(|t| (req.id.as_str(), t)),
             })
             .map_err(|e| e.to_string())?;
             Ok(Dispatched::TcWorker {

@@ -12,8 +12,9 @@
 //!
 //! Neither new launcher passes on the monitor's own `MONITOR_WORKERS_*`
 //! settings: a session is not the monitor's process, and it must not look
-//! like one. Stopping a session goes through the operator's `session_stop`
-//! command only.
+//! like one. A `tc worker` the monitor starts is its own process and gets
+//! the spawn's identity tag, as a wrapper does. Stopping a session goes
+//! through the operator's `session_stop` command only.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -248,6 +249,9 @@ pub struct TcWorkerCall<'a> {
     pub log: &'a Path,
     /// Variables to set for `tc` (none in production).
     pub env: &'a [(String, String)],
+    /// The identity tag of the spawn, with the stream it is for: the
+    /// monitor started this process, so it can prove it is its own.
+    pub tag: Option<(&'a str, &'a crate::process::spawn::SpawnTag)>,
 }
 
 /// The argv after the program: `worker <task> [--max-budget-usd N]`.
@@ -265,6 +269,13 @@ pub fn spawn_tc_worker(call: &TcWorkerCall<'_>) -> Result<Child, LaunchError> {
     let mut command = detached(call.program, call.work_dir, call.log)?;
     command.args(tc_worker_args(call.task_id, call.max_budget_usd));
     add_env(&mut command, call.env);
+    if let Some((stream, tag)) = call.tag {
+        use crate::process::proof;
+        command
+            .env(proof::STREAM_VAR, stream)
+            .env(proof::PROJECT_VAR, &tag.project_root)
+            .env(proof::SPAWN_VAR, &tag.nonce);
+    }
     command.spawn().map_err(|source| LaunchError::Exec {
         program: call.program.to_string_lossy().into_owned(),
         source,

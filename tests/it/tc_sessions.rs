@@ -292,6 +292,7 @@ fn tc_worker_launch_is_found_and_tied_to_its_stream() {
         max_budget_usd: Some(3.0),
         log: &log,
         env: &env,
+        tag: None,
     })
     .unwrap();
     assert!(wait_for(|| args_file.is_file(), WAIT));
@@ -722,10 +723,15 @@ fn the_tc_worker_launcher_runs_the_next_ready_task() {
     let args_file = t.p.root.join("tc-args");
     t.p.set_env("FAKE_TC_ARGS_FILE", &args_file.display().to_string());
     t.p.write_config("[workers]\nlauncher = \"tc-worker\"\nmax_budget_usd = 3.0\n");
-    t.p.run(&["--start-ready"])
-        .expect_code(0)
+    let r = t.p.run(&["--start-ready"]);
+    r.expect_code(0)
         .stdout_has(&format!("Worker {sid} started (PID: "))
         .no_panic();
+    let pid = pid_after(&r.stdout, &format!("Worker {sid} started (PID:")).unwrap();
+    assert!(
+        environ(pid).contains(&format!("MONITOR_WORKERS_STREAM={sid}")),
+        "a tc worker the monitor starts carries its tag"
+    );
     assert!(wait_for(|| args_file.is_file(), WAIT));
     let work_dir = t.p.proj.join(".worktrees").join(&sid);
     assert_eq!(
@@ -739,6 +745,12 @@ fn the_tc_worker_launcher_runs_the_next_ready_task() {
         .expect_code(0)
         .stdout_has("All workers healthy")
         .no_panic();
+    // It is the monitor's own process: an operator stop reaches it.
+    t.p.run(&["stop", "api"]).expect_code(0).no_panic();
+    assert!(
+        wait_for(|| !is_alive(pid), WAIT),
+        "the tc worker was stopped"
+    );
 }
 
 /// A tc project whose database is missing is told which one and how to

@@ -240,9 +240,18 @@ impl Actor<'_> {
             .map(str::to_string);
         let mut changes = Changes::default();
         let now = now_ms();
+        // A process of its own (a tc worker) is remembered, as a restart's is.
+        let worker = (started.pid > 0).then(|| crate::process::identity::Remembered {
+            pid: started.pid,
+            start_ticks: started.start_ticks,
+            pid_file_mtime: now / 1000,
+        });
         let recorded = self.store.update_stream(id, |st, _| {
             changes = Changes::default();
             st.session_job = job.clone();
+            if worker.is_some() {
+                st.worker = worker;
+            }
             let up = Event::Observed(Verdict::StartingUp { pid: started.pid });
             let _ = plan::apply_event(st, id, up, now, &mut changes);
         });
