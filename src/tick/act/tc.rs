@@ -241,7 +241,7 @@ impl Actor<'_> {
         let mut changes = Changes::default();
         let now = now_ms();
         // A process of its own (a tc worker) is remembered, as a restart's is.
-        let worker = (started.pid > 0).then(|| crate::process::identity::Remembered {
+        let worker = (started.pid > 0).then_some(crate::process::identity::Remembered {
             pid: started.pid,
             start_ticks: started.start_ticks,
             pid_file_mtime: now / 1000,
