@@ -579,3 +579,48 @@ fn state_file_corrupt_is_moved_aside() {
 fn state_file_from_a_newer_version_is_moved_aside() {
     state_file_moved_aside("{\"version\": 99, \"streams\": {}}\n", "newer version");
 }
+
+/// A full disk, as the monitor meets it: every write past a size fails. The
+/// file-size limit (`ulimit -f`) makes each write of the monitor fail for
+/// real (EFBIG) while reads work; the check still reports and exits with its
+/// code, says what it could not write, and leaves no half-written temporary
+/// file behind to keep the disk full.
+#[test]
+fn a_full_disk_leaves_no_temp_files_and_the_check_still_reports() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    p.stream("ok", &["completed"], &[]);
+    fs::create_dir_all(p.orch.join("state")).unwrap();
+    let bin = BIN;
+    let mut cmd = p.command("bash");
+    // SIGXFSZ would kill the writer; ignored, each write fails with EFBIG.
+    cmd.args([
+        "-c",
+        &format!("trap '' XFSZ; ulimit -f 0; exec '{bin}' --auto-restart \"$@\""),
+        "monitor",
+    ]);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("Found 1 dead worker(s): api"), "{stdout}");
+    assert!(
+        stderr.contains("cannot write") || stdout.contains("Cannot"),
+        "the failed writes are said: {stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let mut leftovers = Vec::new();
+    for dir in [p.orch.join("state"), p.logs_dir(), p.pids_dir()] {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.contains(".tmp") {
+                leftovers.push(entry.path());
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
