@@ -8,8 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::probe::ProbeVerdict;
+use crate::process::identity::Remembered;
 use crate::process::pidfile::PidFile;
-use crate::process::procinfo::ProcFacts;
+use crate::process::procinfo::{self, ProcFacts};
+use crate::process::proof::SpawnSession;
+use crate::process::spawn::WrapperCall;
+use crate::process::stop::StopOutcome;
 use crate::report::log::Logger;
 use crate::store::{Progress, SchemaKind, TaskSource};
 use crate::supervise::lifecycle::{Kind, Lifecycle};
