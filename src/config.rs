@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::layout::StreamId;
 use crate::probe::{CheckSpec, ProbeRole, ProbeSpec, Timing};
@@ -77,7 +77,7 @@ pub struct WorkerSection {
     pub grace: Option<f64>,
     /// How the worker is started: "wrapper" (legacy), "claude-bg" (a Claude
     /// Code background session, the default in a tc project) or "tc-worker".
-    pub launcher: Option<crate::workers::launch::LauncherKind>,
+    pub launcher: Option<LauncherKind>,
     /// The command that stops a Claude session, `{id}` standing for its id;
     /// without it the monitor never stops a session.
     pub session_stop: Option<Vec<String>>,
@@ -377,6 +377,35 @@ impl ConfigFile {
     }
 }
 
+/// Which launcher starts a stream's worker (`[workers] launcher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LauncherKind {
+    Wrapper,
+    ClaudeBg,
+    TcWorker,
+}
+
+impl LauncherKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LauncherKind::Wrapper => "wrapper",
+            LauncherKind::ClaudeBg => "claude-bg",
+            LauncherKind::TcWorker => "tc-worker",
+        }
+    }
+
+    /// The launcher of a stream: its own setting, else the `[workers]` one,
+    /// else `claude-bg` in a tc project and `wrapper` in a legacy one.
+    pub fn pick(stream: Option<Self>, workers: Option<Self>, tc_project: bool) -> Self {
+        stream.or(workers).unwrap_or(if tc_project {
+            LauncherKind::ClaudeBg
+        } else {
+            LauncherKind::Wrapper
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,7 +467,6 @@ container = "agent-runner"
 
     #[test]
     fn launcher_settings_parse_and_override_per_stream() {
-        use crate::workers::launch::LauncherKind;
         let c = parse(
             r#"
 [workers]

@@ -298,3 +298,14 @@ fn source_reports_live_finished_and_cannot_tell() {
     let got = source.observe(&keys);
     assert_eq!(got["2"].cannot_tell.as_deref(), Some("unreadable"));
 }
+
+#[test]
+fn the_tc_dispatch_prompt_names_its_stream_for_session_matching() {
+    let retried = crate::prompt::tc_dispatch(
+        crate::prompt::TC_DISPATCH_TEMPLATE,
+        "3",
+        "backend",
+        Some("Attempt 2: crashed."),
+    );
+    assert_eq!(streams_named_by_intent(&retried), ["3"]);
+}

@@ -22,40 +22,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use super::claude_session::parse_job;
 use crate::process::bounded::run_bounded;
 use crate::process::spawn::describe_status;
 
-/// Which launcher starts a stream's worker (`[workers] launcher`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LauncherKind {
-    Wrapper,
-    ClaudeBg,
-    TcWorker,
-}
-
-impl LauncherKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            LauncherKind::Wrapper => "wrapper",
-            LauncherKind::ClaudeBg => "claude-bg",
-            LauncherKind::TcWorker => "tc-worker",
-        }
-    }
-
-    /// The launcher of a stream: its own setting, else the `[workers]` one,
-    /// else `claude-bg` in a tc project and `wrapper` in a legacy one.
-    pub fn pick(stream: Option<Self>, workers: Option<Self>, tc_project: bool) -> Self {
-        stream.or(workers).unwrap_or(if tc_project {
-            LauncherKind::ClaudeBg
-        } else {
-            LauncherKind::Wrapper
-        })
-    }
-}
+pub use crate::config::LauncherKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {

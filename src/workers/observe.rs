@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
-use crate::state::State;
 use crate::store::{self, TcProject};
 use crate::supervise::assess::Verdict;
+use crate::supervise::model::State;
 use crate::supervise::streams::StreamView;
 
 use super::assess::{assess_tc, TcFacts};
