@@ -49,6 +49,10 @@ pub struct CheckArgs {
     /// Seconds of backoff after the first restart; doubles with each restart in a row [default: 1]
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
     pub backoff_base: Option<f64>,
+    /// Startup window: a worker dying within SECS of its start is a failed start,
+    /// and exit 126/127 then gives up at once [default: 10]
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
+    pub min_uptime: Option<f64>,
     /// Longest backoff between restarts, in seconds [default: 60]
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_seconds)]
     pub backoff_max: Option<f64>,

@@ -51,6 +51,8 @@ pub struct MonitorSection {
     pub grace: Option<f64>,
     /// Give up after this many restarts in a row failing the same way.
     pub same_failure_limit: Option<u32>,
+    /// The startup window in seconds: dying sooner is a failed start.
+    pub min_uptime: Option<f64>,
     /// Command run with the give-up event as JSON on stdin.
     pub on_give_up: Option<String>,
     /// Also send metrics as StatsD to this loopback address ("127.0.0.1:8125").
@@ -224,6 +226,7 @@ fn validate(config: &ConfigFile, text: &str) -> Result<(), String> {
         ("backoff_base", m.backoff_base),
         ("busy_timeout", m.busy_timeout),
         ("grace", m.grace),
+        ("min_uptime", m.min_uptime),
     ] {
         if value.is_some_and(|v| !(0.0..=86_400.0).contains(&v)) {
             return Err(format!(

@@ -51,9 +51,43 @@ pub fn wrapper_exit_code(text: &str) -> Option<i32> {
     code.split_whitespace().next()?.parse().ok()
 }
 
+/// What a log said last before the wrapper's exit line: its last other
+/// line, a wrapper line without its `[wrapper] <time> ` prefix, secrets
+/// redacted (it goes to monitor.log, the console and the state file).
+pub fn last_words(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .find(|l| !(l.starts_with("[wrapper]") && l.contains("exited with code ")))?;
+    let words = match line.strip_prefix("[wrapper] ") {
+        Some(rest) => rest.split_once(' ').map_or(rest, |(_, after)| after),
+        None => line,
+    };
+    let words: String = words.chars().take(300).collect();
+    Some(crate::selfheal::redact::redact(&words))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_words_skip_the_exit_line_and_the_wrapper_prefix() {
+        let cases = [
+            (
+                "[wrapper] 2026-01-01T00:00:00+0000 command 'claude' not found on PATH=/bin\n[wrapper] 2026-01-01T00:00:00+0000 exited with code 127\n",
+                Some("command 'claude' not found on PATH=/bin"),
+            ),
+            ("fatal: boom\n\n[wrapper] t exited with code 1\n", Some("fatal: boom")),
+            ("[wrapper] t exited with code 1\n", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(last_words(text).as_deref(), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn exit_codes_from_wrapper_lines() {

@@ -8,7 +8,7 @@ use crate::cli::Cli;
 use crate::config::{self, ConfigFile};
 use crate::layout::Layout;
 use crate::report::log::Level;
-use crate::supervise::plan::PlanSettings;
+use crate::supervise::plan::{PlanSettings, DEFAULT_MIN_UPTIME};
 use crate::supervise::policy::{BreakerPolicy, RestartPolicy};
 use crate::tick::{run_tick, TickMemory, TickSettings};
 use crate::{daemon, Failure, Outcome};
@@ -88,7 +88,13 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
                     .map(secs)
                     .unwrap_or(breaker.cooldown),
             },
-            same_failure_limit: file.same_failure_limit.unwrap_or(3),
+            // Off unless asked for: the budget governs giving up.
+            same_failure_limit: file.same_failure_limit.unwrap_or(0),
+            min_uptime: args
+                .min_uptime
+                .or(file.min_uptime)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(DEFAULT_MIN_UPTIME),
         },
         busy_timeout: Duration::from_secs_f64(
             cli.paths.busy_timeout.or(file.busy_timeout).unwrap_or(5.0),
@@ -118,6 +124,11 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
     let settings = &ctx.resolved.tick;
     if cli.check.daemon {
+        if !settings.plan.auto_restart {
+            // The original's warning, word for word (scripts grep for it).
+            ctx.logger
+                .warning("Daemon mode without --auto-restart will only report dead workers");
+        }
         let args = std::env::args().skip(1).collect();
         return match daemon::run(
             &ctx.layout,

@@ -149,6 +149,19 @@ pub fn restart(cli: &Cli, raw: &str, grace: Duration) -> Result<Outcome, Failure
         &snapshot.initiative,
     )
     .with_tc(snapshot.tc.as_ref());
-    operator::restart(&mut actor, &snapshot, &id).map_err(failed)?;
+    let restarted = operator::restart(&mut actor, &snapshot, &id);
+    // A start that failed for good gives the stream up, announced as a
+    // check would (event, notify hook).
+    let give_ups = std::mem::take(&mut actor.gave_up);
+    let hooks = crate::tick::record::gave_up(
+        &recorder,
+        &mut crate::tick::TickMemory::default(),
+        &settings,
+        &give_ups,
+    );
+    for hook in hooks {
+        let _ = hook.join();
+    }
+    restarted.map_err(failed)?;
     Ok(Outcome::Healthy)
 }

@@ -111,6 +111,10 @@ pub enum GiveUp {
     Budget { max: u32 },
     /// The same failure signature this many times in a row (opt-in breaker).
     SameFailure { signature: String, count: u32 },
+    /// A start that would fail the same way every time: the wrapper is
+    /// missing or not executable, or it (or `claude`) exited 126/127 within
+    /// the startup window. Retrying only burns the budget.
+    Deterministic { exit: Option<i32>, reason: String },
 }
 
 impl std::fmt::Display for GiveUp {
@@ -120,6 +124,10 @@ impl std::fmt::Display for GiveUp {
             GiveUp::SameFailure { signature, count } => {
                 write!(f, "the same failure {count} times in a row: {signature}")
             }
+            GiveUp::Deterministic { exit, reason } => match exit {
+                Some(code) => write!(f, "{reason} (exit code {code} at start)"),
+                None => write!(f, "{reason}"),
+            },
         }
     }
 }
@@ -132,6 +140,10 @@ impl GiveUp {
             GiveUp::Budget { max } => {
                 format!("Worker {stream} has reached max restart limit ({max})")
             }
+            GiveUp::Deterministic { .. } => format!(
+                "Worker {stream} gave up: {self}; every restart would fail the same way \
+                 (fix it, then run: monitor-workers reset {stream})"
+            ),
             other => format!("Worker {stream} gave up: {other}"),
         }
     }

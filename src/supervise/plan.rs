@@ -5,6 +5,8 @@
 //! Restarts are decided here but charged later, under the stream's lock, by
 //! [`begin_restart`], because another monitor may act in between.
 
+use std::time::Duration;
+
 use crate::layout::StreamId;
 use crate::probe::ProbeSet;
 use crate::process::identity::Remembered;
@@ -31,6 +33,10 @@ pub struct Observation {
     pub not_ready: Option<String>,
     /// This stream's own restart settings, when it overrides the global ones.
     pub policy: Option<PolicyOverride>,
+    /// When the worker ended (ms since the epoch), when its log says so.
+    pub ended_ms: Option<u64>,
+    /// The worker log's last line before the wrapper's exit line.
+    pub last_words: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +46,13 @@ pub struct PlanSettings {
     pub breaker: BreakerPolicy,
     /// Give up after this many restarts in a row for the same failure (0: never).
     pub same_failure_limit: u32,
+    /// The startup window: a worker that dies sooner after it started is a
+    /// failed start (and exit 126/127 then gives up at once). Zero: off.
+    pub min_uptime: Duration,
 }
+
+/// The startup window of `--min-uptime` by default.
+pub const DEFAULT_MIN_UPTIME: Duration = Duration::from_secs(10);
 
 /// One state change, for monitor.log and the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +86,9 @@ pub struct Plan {
     pub restarts: Vec<RestartOrder>,
     /// Streams that just gave up, and why.
     pub gave_up: Vec<(StreamId, GiveUp)>,
+    /// Workers found dead within the startup window (not given up): the
+    /// attempt that started them failed; the line says how.
+    pub failed_starts: Vec<(StreamId, String)>,
     /// Set when the global breaker opened in this tick: (failed, monitored, until).
     pub breaker_opened: Option<(usize, usize, u64)>,
     /// The earliest time a waiting restart becomes due.
@@ -148,6 +163,7 @@ pub fn plan_tick(
         let first_sight = !state.streams.contains_key(obs.id.as_str());
         let st = state.streams.entry(obs.id.to_string()).or_default();
         let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
+        let early = died_starting(st, obs, settings.min_uptime, now_ms);
         let changes_before = changes.changes.len();
         apply(
             st,
@@ -162,6 +178,29 @@ pub fn plan_tick(
         if was_alive && st.lifecycle.kind() == Kind::Unhealthy {
             st.deaths_total += 1;
             st.last_failure_ms = Some(now_ms);
+        }
+        if let (Some(uptime_ms), Kind::Unhealthy) = (early, st.lifecycle.kind()) {
+            let how = match obs.exit_code {
+                Some(code) => format!("exit code {code}"),
+                None => "ended".to_string(),
+            };
+            let secs = uptime_ms as f64 / 1000.0;
+            let window = settings.min_uptime.as_secs_f64();
+            st.last_error = Some(format!("failed start: {how} after {secs:.1}s"));
+            match start_give_up(obs.exit_code, obs.last_words.as_deref()) {
+                Some(why) if settings.auto_restart => {
+                    give_up(st, &obs.id, why.clone(), now_ms, changes);
+                    plan.gave_up.push((obs.id.clone(), why));
+                }
+                _ => plan.failed_starts.push((
+                    obs.id.clone(),
+                    format!(
+                        "Worker {} failed to start: {how} {secs:.1}s after it started \
+                         (within the {window}s startup window)",
+                        obs.id
+                    ),
+                )),
+            }
         }
         if let Lifecycle::Running { since_ms, .. } = st.lifecycle {
             policy::note_healthy(st, since_ms, &settings.policy, now_ms);
@@ -257,6 +296,63 @@ pub fn plan_tick(
         }
     }
     plan
+}
+
+/// How long (ms) a worker just found dead had run, when that is less than
+/// the startup window: its start failed. The start is the PID file's time
+/// (the wrapper writes it first thing), else when it was first seen; the end
+/// is when its log ended, else now.
+fn died_starting(
+    st: &StreamState,
+    obs: &Observation,
+    min_uptime: Duration,
+    now_ms: u64,
+) -> Option<u64> {
+    if !matches!(obs.verdict, Verdict::Dead { .. }) || min_uptime.is_zero() {
+        return None;
+    }
+    let since_ms = match st.lifecycle {
+        Lifecycle::Starting { since_ms, .. } | Lifecycle::Running { since_ms, .. } => since_ms,
+        _ => return None,
+    };
+    let started_ms = st
+        .worker
+        .map(|w| w.pid_file_mtime * 1000)
+        .filter(|t| *t > 0)
+        .map_or(since_ms, |t| t.min(since_ms));
+    let uptime = obs.ended_ms.unwrap_or(now_ms).saturating_sub(started_ms);
+    (uptime < min_uptime.as_millis() as u64).then_some(uptime)
+}
+
+/// A start that failed in a way no retry can fix: exit 127 (the shell's
+/// "command not found": `claude` is not on PATH) or 126 (found but not
+/// executable). `last_words` is what the worker log said last.
+pub fn start_give_up(exit: Option<i32>, last_words: Option<&str>) -> Option<GiveUp> {
+    let what = match exit? {
+        127 => "claude not found on PATH",
+        126 => "claude cannot be executed",
+        _ => return None,
+    };
+    let reason = match last_words.map(str::trim).filter(|w| !w.is_empty()) {
+        Some(words) => format!("{what}: {words}"),
+        None => what.to_string(),
+    };
+    Some(GiveUp::Deterministic { exit, reason })
+}
+
+/// A restart whose start failed for good (see [`GiveUp::Deterministic`]):
+/// the stream gives up at once instead of backing off.
+pub fn give_up_at_start(
+    st: &mut StreamState,
+    id: &StreamId,
+    why: GiveUp,
+    now_ms: u64,
+    changes: &mut Changes,
+) {
+    st.spawn_intent = None;
+    st.last_failure_ms = Some(now_ms);
+    st.last_error = Some(why.to_string());
+    give_up(st, id, why, now_ms, changes);
 }
 
 /// The stream a restart is for, with the facts the policy needs.

@@ -18,6 +18,8 @@ fn obs(s: &str, verdict: Verdict) -> Observation {
         probes: None,
         not_ready: None,
         policy: None,
+        ended_ms: None,
+        last_words: None,
     }
 }
 
@@ -47,6 +49,7 @@ fn settings(max: u32) -> PlanSettings {
         },
         breaker: BreakerPolicy::default(),
         same_failure_limit: 3,
+        min_uptime: Duration::ZERO,
     }
 }
 
@@ -297,4 +300,136 @@ fn failed_spawns_back_off() {
     assert_eq!(plan.next_due_ms, Some(1_000));
     let plan = plan_tick(&mut state, &[dead("A")], &st, 1_000);
     assert_eq!(restarted(&plan), ["A"]);
+}
+
+/// A worker found dead: how long it had run decides whether its start
+/// failed, and exit 126/127 at start gives up at once.
+#[test]
+fn deaths_within_the_startup_window_are_failed_starts() {
+    struct Row {
+        name: &'static str,
+        exit: Option<i32>,
+        /// When the log ended, ms after the PID file was written (None: unknown).
+        ended_after: Option<u64>,
+        now_after: u64,
+        min_uptime_secs: u64,
+        auto_restart: bool,
+        /// "gave up: <reason start>", "failed start", or "ordinary".
+        want: &'static str,
+    }
+    let rows = [
+        Row {
+            name: "claude missing at start",
+            exit: Some(127),
+            ended_after: Some(50),
+            now_after: 60_000,
+            min_uptime_secs: 10,
+            auto_restart: true,
+            want: "gave up: claude not found on PATH: command 'claude' not found",
+        },
+        Row {
+            name: "not executable at start",
+            exit: Some(126),
+            ended_after: Some(50),
+            now_after: 100,
+            min_uptime_secs: 10,
+            auto_restart: true,
+            want: "gave up: claude cannot be executed",
+        },
+        Row {
+            name: "a crash at start",
+            exit: Some(1),
+            ended_after: Some(2_000),
+            now_after: 2_100,
+            min_uptime_secs: 10,
+            auto_restart: true,
+            want: "failed start",
+        },
+        Row {
+            name: "127 after hours",
+            exit: Some(127),
+            ended_after: Some(3 * 3_600_000),
+            now_after: 3 * 3_600_000,
+            min_uptime_secs: 10,
+            auto_restart: true,
+            want: "ordinary",
+        },
+        Row {
+            name: "no exit line, seen dead late",
+            exit: None,
+            ended_after: None,
+            now_after: 60_000,
+            min_uptime_secs: 10,
+            auto_restart: true,
+            want: "ordinary",
+        },
+        Row {
+            name: "no exit line, seen dead at once",
+            exit: None,
+            ended_after: None,
+            now_after: 500,
+            min_uptime_secs: 10,
+            auto_restart: true,
+            want: "failed start",
+        },
+        Row {
+            name: "window off",
+            exit: Some(127),
+            ended_after: Some(50),
+            now_after: 100,
+            min_uptime_secs: 0,
+            auto_restart: true,
+            want: "ordinary",
+        },
+        Row {
+            name: "report only",
+            exit: Some(127),
+            ended_after: Some(50),
+            now_after: 100,
+            min_uptime_secs: 10,
+            auto_restart: false,
+            want: "failed start",
+        },
+    ];
+    let start_ms = 1_000_000;
+    for row in rows {
+        let mut st = PlanSettings {
+            auto_restart: row.auto_restart,
+            min_uptime: Duration::from_secs(row.min_uptime_secs),
+            ..settings(5)
+        };
+        st.same_failure_limit = 0;
+        let mut state = State::default();
+        let record = state.streams.entry("A".into()).or_default();
+        record.lifecycle = Lifecycle::Starting {
+            pid: 42,
+            since_ms: start_ms + 20,
+        };
+        record.worker = Some(Remembered {
+            pid: 42,
+            start_ticks: 7,
+            pid_file_mtime: start_ms / 1000,
+        });
+        let death = Observation {
+            exit_code: row.exit,
+            ended_ms: row.ended_after.map(|a| start_ms + a),
+            last_words: Some("command 'claude' not found on PATH=/usr/bin:/bin".into()),
+            ..dead("A")
+        };
+        let plan = plan_tick(&mut state, &[death], &st, start_ms + row.now_after);
+        let got = match (plan.gave_up.first(), plan.failed_starts.first()) {
+            (Some((_, why)), _) => format!("gave up: {why}"),
+            (None, Some(_)) => "failed start".to_string(),
+            (None, None) => "ordinary".to_string(),
+        };
+        assert!(got.starts_with(row.want), "{}: got {got:?}", row.name);
+        let lifecycle = state.streams["A"].lifecycle.kind();
+        if row.want.starts_with("gave up") {
+            assert_eq!(lifecycle, Kind::GaveUp, "{}", row.name);
+            assert!(plan.restarts.is_empty(), "{}", row.name);
+            assert!(got.contains(&format!("(exit code {} at start)", row.exit.unwrap())));
+        } else if row.auto_restart {
+            assert_eq!(restarted(&plan), ["A"], "{}: the budget decides", row.name);
+        }
+    }
 }

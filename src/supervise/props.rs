@@ -159,6 +159,8 @@ fn settings(max_restarts: u32, kind: RestartKind, same_failure_limit: u32) -> Pl
         },
         breaker: BreakerPolicy::default(),
         same_failure_limit,
+        // The startup window has its own tables (plan_tests).
+        min_uptime: std::time::Duration::ZERO,
     }
 }
 
@@ -252,6 +254,8 @@ fn run(streams: usize, settings: &PlanSettings, steps: &[Step]) -> Result<(), Te
                             probes: None,
                             not_ready: None,
                             policy: None,
+                            ended_ms: None,
+                            last_words: None,
                         }
                     })
                     .collect();

@@ -119,6 +119,10 @@ pub fn run_tick(
         memory.once(logger, Level::Warning, Kind::Report, msg);
         return Ok(TickReport::default());
     };
+    // The original's line, on every run; the daemon says it again only when
+    // the active initiative changes.
+    let monitoring = format!("Monitoring initiative: {}", snapshot.initiative.name);
+    memory.once(logger, Level::Info, Kind::Report, monitoring);
     let recorder = Recorder::new(layout, logger);
     let decided = decide(&snapshot, &known, store, settings, &recorder);
     record::announce(&recorder, memory, settings, &snapshot, &decided);

@@ -37,6 +37,10 @@ pub struct Observed {
     pub liveness: Liveness,
     pub verdict: Verdict,
     pub exit_code: Option<i32>,
+    /// When a dead worker's log ended (ms since the epoch), if the wrapper
+    /// wrote its exit line, and the log's last line before it.
+    pub ended_ms: Option<u64>,
+    pub last_words: Option<String>,
     /// The running worker's probe records (after this tick's probes).
     pub probes: Option<ProbeSet>,
     pub probe_specs: Vec<ProbeSpec>,
@@ -289,6 +293,8 @@ pub fn observation(o: &Observed) -> Observation {
         probes: o.probes.clone(),
         not_ready: o.probe_verdict.not_ready.clone(),
         policy: o.policy,
+        ended_ms: o.ended_ms,
+        last_words: o.last_words.clone(),
     }
 }
 
@@ -358,6 +364,8 @@ fn observe_streams(
                 liveness,
                 verdict: Verdict::NoTasks,
                 exit_code: None,
+                ended_ms: None,
+                last_words: None,
                 probes: probes.as_ref().map(|(set, _)| set.clone()),
                 probe_specs,
                 probe_verdict: ProbeVerdict::default(),
@@ -419,8 +427,15 @@ fn observe_streams(
             &o.probe_verdict,
         );
         if let Verdict::Dead { .. } = o.verdict {
-            o.exit_code =
-                logtail::tail(&log_path, 4096).and_then(|t| logtail::wrapper_exit_code(&t));
+            let tail = logtail::tail(&log_path, 4096);
+            o.exit_code = tail.as_deref().and_then(logtail::wrapper_exit_code);
+            if o.exit_code.is_some() {
+                o.ended_ms = std::fs::metadata(&log_path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(crate::clock::epoch_ms);
+                o.last_words = tail.as_deref().and_then(logtail::last_words);
+            }
         }
     }
     observed
@@ -470,6 +485,8 @@ fn observe_component(layout: &Layout, known: &State, c: component::Declared) -> 
         liveness,
         verdict: Verdict::NoTasks,
         exit_code,
+        ended_ms: None,
+        last_words: None,
         probes,
         probe_specs: c.probes,
         probe_verdict: ProbeVerdict::default(),

@@ -149,6 +149,18 @@ pub fn announce(
             ..EventRecord::new("breaker_open", None)
         });
     }
+    for (id, line) in &decided.plan.failed_starts {
+        logger.action(Level::Warning, line);
+        let exit = snapshot
+            .stream(id)
+            .and_then(|o| o.exit_code)
+            .map(|c| format!("exit code {c}"));
+        recorder.event(EventRecord {
+            reason: Some(line.clone()),
+            exit,
+            ..EventRecord::new("failed_start", Some(id.as_str()))
+        });
+    }
     for obs in snapshot
         .streams
         .iter()

@@ -491,13 +491,50 @@ fn failed_restart_backs_off(break_wrapper: impl Fn(&TestProject), reason: &str) 
 }
 
 #[test]
-fn wrapper_missing_fails_the_restart_with_backoff() {
-    failed_restart_backs_off(|p| fs::remove_file(p.wrapper()).unwrap(), "is missing");
+fn a_wrapper_failing_before_its_pid_file_fails_the_restart_with_backoff() {
+    failed_restart_backs_off(
+        |p| {
+            fs::write(
+                p.wrapper(),
+                "#!/bin/sh\necho 'wrapper: broken' >&2\nexit 1\n",
+            )
+            .unwrap();
+        },
+        "exited (exit code 1) before its PID file",
+    );
+}
+
+/// A wrapper that is missing or not executable fails every start the same
+/// way: the stream gives up at once, naming the cause, instead of burning
+/// its budget on retries.
+fn broken_wrapper_gives_up_at_once(break_wrapper: impl Fn(&TestProject), reason: &str) {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    break_wrapper(&p);
+    let args = ["--auto-restart", "--max-restarts", "10"];
+    p.run(&args)
+        .expect_code(1)
+        .stdout_has("Restarting worker api (attempt 1/10)")
+        .stdout_has("Worker api gave up: worker wrapper")
+        .stdout_has(reason)
+        .stdout_lacks("restarted (PID")
+        .no_panic();
+    let state = fs::read_to_string(p.state_file()).unwrap();
+    assert!(state.contains(reason), "{state}");
+    p.run(&args)
+        .expect_code(1)
+        .stdout_lacks("Restarting worker")
+        .no_panic();
 }
 
 #[test]
-fn wrapper_not_executable_fails_the_restart_with_backoff() {
-    failed_restart_backs_off(
+fn wrapper_missing_gives_up_at_once() {
+    broken_wrapper_gives_up_at_once(|p| fs::remove_file(p.wrapper()).unwrap(), "is missing");
+}
+
+#[test]
+fn wrapper_not_executable_gives_up_at_once() {
+    broken_wrapper_gives_up_at_once(
         |p| fs::set_permissions(p.wrapper(), fs::Permissions::from_mode(0o644)).unwrap(),
         "not executable",
     );

@@ -14,6 +14,7 @@ mod identity;
 mod install;
 mod operator;
 mod operator_record;
+mod opsday;
 mod probes;
 mod props;
 mod recovery;

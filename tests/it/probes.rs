@@ -206,6 +206,8 @@ fn silent_worker_is_soft_reset_with_a_retry_context() {
 fn repeated_rate_limit_failures_give_up_with_that_signature() {
     let p = TestProject::new();
     p.dead_stream("api");
+    // The breaker is opt-in (same_failure_limit defaults to 0).
+    p.write_config("[monitor]\nsame_failure_limit = 3\n");
     p.set_env("FAKE_CLAUDE_MODE", "ratelimit");
     let d = p.spawn_daemon(&[
         "--daemon",

@@ -5,7 +5,7 @@
 //! attempt record each restart leaves for the operator.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
 use crate::component::{self, ComponentKind};
@@ -15,17 +15,48 @@ use crate::logtail;
 use crate::process::docker;
 use crate::process::identity::Remembered;
 use crate::process::proof;
-use crate::process::spawn::{SpawnTag, WrapperCall};
+use crate::process::spawn::{describe_status, SpawnError, SpawnTag, WrapperCall};
 use crate::prompt::{self, PromptFacts};
 use crate::report::events::EventRecord;
 use crate::report::log::Level;
 use crate::selfheal;
 use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::Event;
-use crate::supervise::model::SpawnIntent;
+use crate::supervise::model::{GiveUp, SpawnIntent};
 use crate::supervise::plan::{self, Changes};
 
 use super::{ActError, Actor, Launched, Observed, Watched};
+
+/// How long a restart watches the wrapper it just saw running, so a worker
+/// that cannot start at all is not reported as restarted.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The give-up a failed start calls for when retrying cannot help: the
+/// wrapper missing or not executable, or exit 126/127 at start.
+fn deterministic(error: &ActError) -> Option<GiveUp> {
+    match error {
+        ActError::Spawn {
+            source: source @ (SpawnError::WrapperMissing(_) | SpawnError::WrapperNotExecutable(_)),
+            ..
+        } => Some(GiveUp::Deterministic {
+            exit: None,
+            reason: source.to_string(),
+        }),
+        ActError::Spawn {
+            source: SpawnError::ExitedEarly { status },
+            ..
+        } => {
+            let code = status
+                .strip_prefix("exit code ")
+                .and_then(|c| c.trim().parse().ok());
+            plan::start_give_up(code, None)
+        }
+        ActError::FailedStart {
+            code, last_words, ..
+        } => plan::start_give_up(*code, last_words.as_deref()),
+        _ => None,
+    }
+}
 
 /// One self-heal attempt, as recorded for the operator.
 pub(super) struct Attempt<'a> {
@@ -71,7 +102,18 @@ impl Actor<'_> {
             ));
             return None;
         }
-        let result = self.start(obs, retry_context, &intent_nonce);
+        let mut result = self.start(obs, retry_context, &intent_nonce);
+        if let Ok(started) = &mut result {
+            if let Some(failure) = self.settle(obs, started) {
+                result = Err(failure);
+            }
+        }
+        if let Err(e) = &result {
+            if let Some(why) = deterministic(e) {
+                self.give_up_at_start(obs, noun, e, why);
+                return None;
+            }
+        }
         let tc_session = self.tc_stream(id).is_some().then(|| {
             result
                 .as_ref()
@@ -193,6 +235,57 @@ impl Actor<'_> {
             pid: found.pid,
             start_ticks: found.start_ticks,
         })
+    }
+
+    /// Watches a wrapper just seen running for a moment: one that ends at
+    /// once (`claude` missing, a crash on start) is a failed start, said as
+    /// such, never as "restarted". Later deaths within the startup window
+    /// are caught by the next check (`plan`).
+    fn settle(&self, obs: &Observed, started: &mut Launched) -> Option<ActError> {
+        let child = started.child.as_mut()?;
+        let began = Instant::now();
+        let wait = SETTLE.min(self.settings.plan.min_uptime);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = logtail::tail(&self.log_path(obs), 4096).unwrap_or_default();
+                return Some(ActError::FailedStart {
+                    stream: obs.view.id.clone(),
+                    status: describe_status(status),
+                    code: status.code(),
+                    after: began.elapsed(),
+                    last_words: logtail::last_words(&tail),
+                });
+            }
+            if began.elapsed() >= wait {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A start that failed for good: the stream gives up now (its restart
+    /// was charged; no backoff, no second try).
+    fn give_up_at_start(&mut self, obs: &Observed, noun: &str, error: &ActError, why: GiveUp) {
+        let id = &obs.view.id;
+        let logger = self.recorder.logger;
+        logger.action(
+            Level::Error,
+            &format!(
+                "Failed to restart {} {id}: {}",
+                noun.to_lowercase(),
+                error.detail()
+            ),
+        );
+        let mut changes = Changes::default();
+        let recorded = self.store.update_stream(id, |st, _| {
+            changes = Changes::default();
+            plan::give_up_at_start(st, id, why.clone(), now_ms(), &mut changes);
+        });
+        if let Err(e) = recorded {
+            logger.error(&format!("Cannot record the give-up of {id}: {e}"));
+        }
+        self.recorder.changes(&changes);
+        self.gave_up.push((id.clone(), why));
     }
 
     /// Starts the component the way its kind is started.

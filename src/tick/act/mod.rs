@@ -83,6 +83,23 @@ pub enum ActError {
     Survived { stream: StreamId, pids: Vec<i32> },
     #[error("unknown stream {stream}")]
     Unknown { stream: StreamId },
+    #[error("cannot start {stream}: {}", failed_start(.status, *.after, .last_words.as_deref()))]
+    FailedStart {
+        stream: StreamId,
+        /// How it ended ("exit code 127").
+        status: String,
+        code: Option<i32>,
+        after: Duration,
+        last_words: Option<String>,
+    },
+}
+
+fn failed_start(status: &str, after: Duration, last_words: Option<&str>) -> String {
+    let said = last_words.map(|w| format!(": {w}")).unwrap_or_default();
+    format!(
+        "the worker ended ({status}) {:.1}s after it started{said}",
+        after.as_secs_f64()
+    )
 }
 
 impl ActError {
@@ -91,6 +108,12 @@ impl ActError {
         match self {
             ActError::Spawn { source, .. } => source.to_string(),
             ActError::Component { reason, .. } => reason.clone(),
+            ActError::FailedStart {
+                status,
+                after,
+                last_words,
+                ..
+            } => failed_start(status, *after, last_words.as_deref()),
             other => other.to_string(),
         }
     }
@@ -144,6 +167,8 @@ pub struct Actor<'a> {
     state_dir: PathBuf,
     /// A tc project: its streams' tc facts and workers.
     pub(super) tc: Option<&'a super::TcSnapshot>,
+    /// Streams whose start failed for good while this actor launched them.
+    pub gave_up: Vec<(StreamId, GiveUp)>,
 }
 
 impl<'a> Actor<'a> {
@@ -183,6 +208,7 @@ impl<'a> Actor<'a> {
             project: Project::of(layout),
             state_dir: layout.state_dir(),
             tc: None,
+            gave_up: Vec::new(),
         }
     }
 
@@ -496,6 +522,7 @@ pub fn carry_out(actor: &mut Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Act
             actor.remove_stale(obs);
         }
     }
+    acted.gave_up.append(&mut actor.gave_up);
     let launched: Vec<StreamId> = acted.running.iter().map(|w| w.stream.clone()).collect();
     for obs in snapshot.streams.iter().filter(|o| {
         !matches!(o.kind, ComponentKind::Docker { .. }) && !launched.contains(&o.view.id)

@@ -196,6 +196,8 @@ fn observed(s: &str, verdict: Verdict, liveness: Liveness) -> Observed {
         liveness,
         verdict,
         exit_code: None,
+        ended_ms: None,
+        last_words: None,
         probes: None,
         probe_specs: Vec::new(),
         probe_verdict: ProbeVerdict::default(),

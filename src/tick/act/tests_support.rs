@@ -15,6 +15,7 @@ pub(crate) fn settings() -> TickSettings {
             policy: RestartPolicy::default(),
             breaker: BreakerPolicy::default(),
             same_failure_limit: 0,
+            min_uptime: Duration::ZERO,
         },
         busy_timeout: Duration::from_secs(1),
         spawn_wait: Duration::from_secs(1),

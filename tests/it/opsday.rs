@@ -1,0 +1,185 @@
+//! The operator's day and drop-in fidelity: the original's remaining lines,
+//! a restart budget that governs (and starts that can never succeed giving
+//! up at once), failed starts never reported as restarts, held streams that
+//! are not dead, the verbs, short help, plain watch output off a terminal,
+//! the man pages, monitor.log rotation, and the portable process backend.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::helpers::*;
+
+/// The original says which initiative it monitors on every run, and warns
+/// that a daemon without --auto-restart only reports.
+#[test]
+fn the_originals_initiative_line_and_report_only_daemon_warning() {
+    let p = TestProject::new();
+    p.stream("api", &["pending"], &[]);
+    let line = format!("Monitoring initiative: Initiative {INIT}");
+    p.run(&[])
+        .expect_code(0)
+        .stdout_has(&format!("[MONITOR] {line}"))
+        .no_panic();
+    p.run(&[]).expect_code(0).stdout_has(&line);
+    assert_eq!(p.count_in_log(&format!("[INFO] {line}")), 2);
+
+    let warning = "Daemon mode without --auto-restart will only report dead workers";
+    let d = p.spawn_daemon(&["--daemon", "--interval", "1"]);
+    assert!(p.wait_log(warning, SOON), "{}", d.stderr_text());
+    // Its signal handlers are in place once it says it starts.
+    assert!(p.wait_log("Starting monitor daemon", SOON));
+    assert!(p.wait_log("Auto-restart disabled", SOON));
+    p.stop_daemon(&d);
+    assert!(d.stdout_text().contains(warning));
+    let with = p.spawn_daemon(&["--daemon", "--auto-restart", "--interval", "1"]);
+    assert!(wait_for(
+        || p.count_in_log("Starting monitor daemon") == 2,
+        SOON
+    ));
+    p.stop_daemon(&with);
+    assert_eq!(p.count_in_log(warning), 1, "said with --auto-restart too");
+}
+
+/// The budget governs: an identical crash loop gets every restart of
+/// `--max-restarts` (the same-signature breaker is off by default).
+#[test]
+fn an_identical_crash_loop_gets_the_whole_restart_budget() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    p.install_claude_script(
+        "echo \"crasher: starting\"\n\
+         sleep 0.2\n\
+         echo \"crasher: fatal error: connection refused\" >&2\n\
+         exit 1\n",
+    );
+    let d = p.spawn_daemon(&[
+        "--daemon",
+        "--auto-restart",
+        "--max-restarts",
+        "10",
+        "--backoff-base",
+        "0.1",
+        "--backoff-max",
+        "0.4",
+        "--interval",
+        "30",
+    ]);
+    assert!(
+        p.wait_log(
+            "Worker api has reached max restart limit (10)",
+            Duration::from_secs(60)
+        ),
+        "stderr: {}",
+        d.stderr_text()
+    );
+    p.stop_daemon(&d);
+    for k in 1..=10 {
+        assert_eq!(
+            p.count_in_log(&format!("Restarting worker api (attempt {k}/10)")),
+            1,
+            "attempt {k}"
+        );
+    }
+    assert_eq!(p.count_in_log("gave up: the same failure"), 0);
+    // Each attempt is a failed start (the worker dies at once), said with
+    // its exit code and never as a restart.
+    assert_eq!(p.count_in_log("restarted (PID"), 0);
+    assert!(p.count_in_log("the worker ended (exit code 1)") >= 10);
+    // The failure's signature and class stay in the attempt records.
+    let attempt: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(p.orch.join("state/self_heal/api/attempt-2.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(attempt["class"].is_string(), "{attempt}");
+    assert!(attempt["signature"].is_string(), "{attempt}");
+}
+
+/// `claude` missing: exit 127 at start gives up at once, with the reason,
+/// and never says "restarted".
+#[test]
+fn exit_127_at_start_gives_up_at_once() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    p.set_env("MONITOR_WORKERS_CLAUDE", "claude-not-installed-here");
+    let r = p.run(&["--auto-restart", "--max-restarts", "10"]);
+    r.expect_code(1)
+        .stdout_has("Restarting worker api (attempt 1/10)")
+        .stdout_has("Worker api gave up: claude not found on PATH: command 'claude-not-installed-here' not found")
+        .stdout_has("(exit code 127 at start)")
+        .stdout_lacks("restarted (PID")
+        .no_panic();
+    let st = p.stream_status("api");
+    assert_eq!(st["state"], "gave_up", "{st}");
+    assert!(p
+        .events()
+        .iter()
+        .any(|e| e["event"] == "gave_up" && e["reason"].as_str().unwrap().contains("127")));
+    p.run(&["--auto-restart", "--max-restarts", "10"])
+        .expect_code(1)
+        .stdout_lacks("Restarting worker")
+        .no_panic();
+}
+
+/// A missing wrapper is a start that can never succeed: given up at once.
+#[test]
+fn a_missing_wrapper_gives_up_at_once() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    fs::remove_file(p.wrapper()).unwrap();
+    p.run(&["--auto-restart", "--max-restarts", "10"])
+        .expect_code(1)
+        .stdout_has("Worker api gave up: worker wrapper")
+        .stdout_has("is missing")
+        .no_panic();
+    assert_eq!(p.stream_status("api")["state"], "gave_up");
+}
+
+/// A worker that dies after its PID file was seen, but within the startup
+/// window, turns the daemon's restart into a failed start; exit 127 then
+/// gives up. Exit 127 after the window is an ordinary failure.
+#[test]
+fn a_death_within_the_startup_window_is_a_failed_start() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    p.install_claude_script("echo \"starting slowly\"\nsleep 1.2\necho \"gone\"\nexit 127\n");
+    let d = p.spawn_daemon(&[
+        "--daemon",
+        "--auto-restart",
+        "--max-restarts",
+        "5",
+        "--interval",
+        "30",
+    ]);
+    assert!(
+        p.wait_log("Worker api gave up: claude not found on PATH: gone", SOON),
+        "{}",
+        d.stderr_text()
+    );
+    p.stop_daemon(&d);
+    assert_eq!(p.count_in_log("Restarting worker api"), 1);
+    assert_eq!(p.state_json()["streams"]["api"]["restarts"], 1);
+
+    // The same exit after the (shortened) window: restarted again.
+    let q = TestProject::new();
+    q.dead_stream("api");
+    q.install_claude_script("echo \"working\"\nsleep 1.2\nexit 127\n");
+    let d = q.spawn_daemon(&[
+        "--daemon",
+        "--auto-restart",
+        "--max-restarts",
+        "5",
+        "--min-uptime",
+        "0.5",
+        "--backoff-base",
+        "0.1",
+        "--interval",
+        "30",
+    ]);
+    assert!(
+        q.wait_log("Restarting worker api (attempt 2/5)", SOON),
+        "{}",
+        d.stderr_text()
+    );
+    q.stop_daemon(&d);
+    assert_eq!(q.count_in_log("gave up"), 0);
+}
