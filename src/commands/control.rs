@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::cli::Cli;
 use crate::layout::StreamId;
 use crate::report::events::operator as who;
+use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::Event;
 use crate::tick::act::{ActError, Actor};
 use crate::tick::operator::{self, Stopped};
@@ -80,7 +81,14 @@ pub fn stop(cli: &Cli, raw: Option<&str>, all: bool, grace: Duration) -> Result<
     let snapshot = ctx.snapshot(cli)?;
     let ids: Vec<StreamId> = match (raw, all) {
         (Some(raw), _) => vec![ctx.known_stream(cli, raw)?],
-        (None, true) => snapshot.streams.iter().map(|o| o.view.id.clone()).collect(),
+        // Complete streams and those waiting on dependencies have nothing to
+        // stop; marking them stopped would hold them once they are due.
+        (None, true) => snapshot
+            .streams
+            .iter()
+            .filter(|o| !matches!(o.verdict, Verdict::Complete | Verdict::WaitingOnDeps { .. }))
+            .map(|o| o.view.id.clone())
+            .collect(),
         (None, false) => return Err(Failure::Usage("name a stream or pass --all".into())),
     };
     let by = who();

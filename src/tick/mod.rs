@@ -146,9 +146,14 @@ pub fn run_tick(
         .collect();
     let hooks = record::gave_up(&recorder, memory, settings, &give_ups);
     let final_state = record::metrics(&recorder, memory, settings, store, started.elapsed());
+    let unheld = |ids: Vec<StreamId>| -> Vec<StreamId> {
+        ids.into_iter()
+            .filter(|id| !held(&decided.state, id))
+            .collect()
+    };
     Ok(TickReport {
-        dead: snapshot.dead(),
-        unhealthy: snapshot.unhealthy(),
+        dead: unheld(snapshot.dead()),
+        unhealthy: unheld(snapshot.unhealthy()),
         cannot_tell: snapshot.cannot_tell(),
         running: acted.running,
         spawned: acted.spawned,
@@ -191,6 +196,15 @@ fn decide(
     };
     recorder.changes(&changes);
     decided
+}
+
+/// Whether an operator holds the stream (paused or stopped): its worker not
+/// running is the operator's doing, reported but neither dead nor restarted.
+pub fn held(state: &State, id: &StreamId) -> bool {
+    state
+        .streams
+        .get(id.as_str())
+        .is_some_and(|s| s.lifecycle.is_held())
 }
 
 /// Random spread for backoff delays, without a random-number crate: the

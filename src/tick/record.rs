@@ -97,10 +97,13 @@ pub fn announce(
     for w in &snapshot.warnings {
         memory.once(logger, Level::Warning, Kind::Report, w.clone());
     }
-    let dead = snapshot.dead();
+    // Streams an operator holds are said below, not counted as failing.
+    let held = |id: &StreamId| super::held(&decided.state, id);
+    let dead: Vec<StreamId> = snapshot.dead().into_iter().filter(|id| !held(id)).collect();
     let unhealthy: Vec<String> = snapshot
         .streams
         .iter()
+        .filter(|o| !held(&o.view.id))
         .filter_map(|o| match &o.verdict {
             Verdict::Unhealthy { reason, .. } => Some(format!("{} ({reason})", o.view.id)),
             _ => None,

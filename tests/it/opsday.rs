@@ -183,3 +183,33 @@ fn a_death_within_the_startup_window_is_a_failed_start() {
     q.stop_daemon(&d);
     assert_eq!(q.count_in_log("gave up"), 0);
 }
+
+/// A stream the operator stopped or paused is not dead: a one-shot check
+/// reports it and exits 0. `stop --all` leaves complete and waiting streams
+/// alone.
+#[test]
+fn held_streams_are_reported_not_dead_and_stop_all_skips_finished_ones() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    p.dead_stream("web");
+    p.run(&[]).expect_code(1);
+    p.run(&["stop", "api"]).expect_code(0).no_panic();
+    p.run(&["pause", "web"]).expect_code(0).no_panic();
+    p.run(&["--auto-restart"])
+        .expect_code(0)
+        .stdout_has("Worker api is stopped by")
+        .stdout_has("Worker web is paused by")
+        .stdout_lacks("dead worker")
+        .stdout_lacks("Restarting worker")
+        .no_panic();
+
+    let q = TestProject::new();
+    q.dead_stream("api");
+    q.stream("done", &["completed"], &[]);
+    q.evidence_log("done");
+    q.stream("later", &["pending"], &["api"]);
+    q.run(&["stop", "--all"]).expect_code(0).no_panic();
+    assert_eq!(q.stream_status("api")["state"], "stopped");
+    assert_eq!(q.stream_status("done")["state"], "completed");
+    assert_eq!(q.stream_status("later")["state"], "waiting_on_deps");
+}
