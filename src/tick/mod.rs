@@ -201,10 +201,13 @@ fn decide(
 /// Whether an operator holds the stream (paused or stopped): its worker not
 /// running is the operator's doing, reported but neither dead nor restarted.
 pub fn held(state: &State, id: &StreamId) -> bool {
-    state
-        .streams
-        .get(id.as_str())
-        .is_some_and(|s| s.lifecycle.is_held())
+    state.streams.get(id.as_str()).is_some_and(|s| {
+        matches!(
+            s.lifecycle,
+            crate::supervise::lifecycle::Lifecycle::Paused { .. }
+                | crate::supervise::lifecycle::Lifecycle::Stopped { .. }
+        )
+    })
 }
 
 /// Random spread for backoff delays, without a random-number crate: the
