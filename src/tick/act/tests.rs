@@ -27,10 +27,13 @@ struct FakeProcesses {
     table: RefCell<BTreeMap<i32, ProcFacts>>,
     spawned: RefCell<Vec<WrapperCall>>,
     stopped: RefCell<Vec<i32>>,
-    /// The PID the next spawn writes into its PID file; None: it fails.
+    /// The PID the next spawn writes into its PID file; None: it fails
+    /// (no PID file in time).
     next_pid: Option<i32>,
     /// Live processes that are no stream's worker (fail the proof).
     strangers: RefCell<Vec<i32>>,
+    /// Spawns fail at once: the wrapper is missing.
+    wrapper_missing: bool,
 }
 
 impl FakeProcesses {
@@ -55,8 +58,11 @@ impl FakeProcesses {
 impl Processes for FakeProcesses {
     fn spawn_worker(&self, call: &WrapperCall, _wait: Duration) -> Result<Launched, SpawnError> {
         self.spawned.borrow_mut().push(call.clone());
-        let Some(pid) = self.next_pid else {
+        if self.wrapper_missing {
             return Err(SpawnError::WrapperMissing(call.wrapper.clone()));
+        }
+        let Some(pid) = self.next_pid else {
+            return Err(SpawnError::NoPidFile(_wait));
         };
         self.live(pid);
         std::fs::write(&call.pid_file, format!("{pid}\n")).unwrap();
@@ -311,10 +317,10 @@ fn a_failed_spawn_backs_off_with_its_reason() {
     assert!(acted.running.is_empty());
     let st = p.store().stream(&id("A")).unwrap();
     assert_eq!(st.lifecycle.kind(), Kind::Backoff);
-    assert!(st.last_error.unwrap().contains("is missing"));
+    assert!(st.last_error.unwrap().contains("no PID file"));
     assert!(
         p.log()
-            .contains("Failed to restart worker A: worker wrapper"),
+            .contains("Failed to restart worker A: the wrapper wrote no PID file"),
         "{}",
         p.log()
     );
@@ -455,4 +461,26 @@ fn a_stranger_named_by_a_pid_file_is_never_stopped_and_its_file_goes() {
         p.log()
     );
     assert_eq!(p.store().stream(&id("A")).unwrap().worker.unwrap().pid, 600);
+}
+
+#[test]
+fn a_missing_wrapper_gives_up_at_once() {
+    let p = Project::new();
+    failing(&p, "A");
+    let fake = FakeProcesses {
+        wrapper_missing: true,
+        ..FakeProcesses::default()
+    };
+    let acted = p.run(&fake, &snapshot(vec![dead("A")]), &order("A", 5));
+    assert!(acted.running.is_empty());
+    assert!(
+        matches!(&acted.gave_up[..], [(s, GiveUp::Deterministic { exit: None, reason })]
+            if s.as_str() == "A" && reason.contains("is missing")),
+        "{:?}",
+        acted.gave_up
+    );
+    let st = p.store().stream(&id("A")).unwrap();
+    assert_eq!(st.lifecycle.kind(), Kind::GaveUp);
+    assert_eq!(st.spawn_intent, None);
+    assert_eq!(st.restarts, 1, "the one attempt was charged");
 }
