@@ -86,6 +86,9 @@ pub fn run(
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(DaemonError::Signals)?;
     }
     let mut heartbeat = Heartbeat::new(layout, interval, args);
+    // The record names this daemon as soon as it holds the lock, so `stop`
+    // never finds the lock and an old record disagreeing.
+    heartbeat.beat(logger);
     logger.info(&format!(
         "Starting monitor daemon (interval: {}s, max_restarts: {})",
         interval.as_secs(),

@@ -7,6 +7,6 @@ fn main() -> std::process::ExitCode {
     // limit the monitor was given.
     monitor_workers::process::proof::shed_inherited_tag();
     monitor_workers::process::remember_descriptor_limit();
-    let cli = <monitor_workers::cli::Cli as clap::Parser>::parse();
+    let cli = monitor_workers::cli::Cli::parse_args();
     monitor_workers::run(cli).into()
 }

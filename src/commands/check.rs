@@ -15,6 +15,9 @@ use crate::{daemon, Failure, Outcome};
 
 use super::Context;
 
+/// `--older-than` when not given: five minutes.
+pub const DEFAULT_OLDER_THAN: u64 = 300;
+
 /// Everything a run needs to know, flags and config file merged.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -100,15 +103,15 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
             cli.paths.busy_timeout.or(file.busy_timeout).unwrap_or(5.0),
         ),
         spawn_wait: Duration::from_secs(5),
-        hint_auto_restart: !args.daemon,
+        hint_auto_restart: !cli.daemon,
         grace: Duration::from_secs_f64(file.grace.unwrap_or(10.0)),
         config: config.clone(),
-        own_components: args.daemon,
+        own_components: cli.daemon,
         start_ready: args.start_ready,
         on_give_up: args.on_give_up.clone().or_else(|| file.on_give_up.clone()),
         statsd,
         recover_tasks: if args.recover_tasks {
-            Some(secs(args.older_than))
+            Some(secs(args.older_than.unwrap_or(DEFAULT_OLDER_THAN)))
         } else {
             file.recover_tasks_after.map(secs)
         },
@@ -123,7 +126,7 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
 pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
     let settings = &ctx.resolved.tick;
-    if cli.check.daemon {
+    if cli.daemon {
         if !settings.plan.auto_restart {
             // The original's warning, word for word (scripts grep for it).
             ctx.logger

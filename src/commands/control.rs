@@ -9,7 +9,7 @@ use crate::cli::Cli;
 use crate::layout::StreamId;
 use crate::report::events::operator as who;
 use crate::supervise::assess::Verdict;
-use crate::supervise::lifecycle::Event;
+use crate::supervise::lifecycle::{Event, Lifecycle};
 use crate::tick::act::{ActError, Actor};
 use crate::tick::operator::{self, Stopped};
 use crate::{Failure, Outcome};
@@ -43,35 +43,78 @@ pub fn pause(cli: &Cli, raw: &str) -> Result<Outcome, Failure> {
     Ok(Outcome::Healthy)
 }
 
-pub fn resume(cli: &Cli, raw: &str) -> Result<Outcome, Failure> {
+/// `resume STREAM`, or `resume --all` (every paused or stopped stream).
+pub fn resume(cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
-    let id = ctx.known_stream(cli, raw)?;
+    let ids = match raw {
+        Some(raw) => vec![ctx.known_stream(cli, raw)?],
+        None => held_streams(&ctx),
+    };
     let by = who();
     let recorder = ctx.recorder();
-    operator::apply(&ctx.store, &recorder, &id, Event::Resume, "resume").map_err(failed)?;
-    operator::note(
-        &recorder,
-        &id,
-        "resume",
-        &by,
-        &format!("Worker {id} resumed by {by}: supervised again"),
-    );
+    if ids.is_empty() {
+        recorder
+            .logger
+            .info("No paused or stopped stream to resume");
+    }
+    for id in &ids {
+        operator::apply(&ctx.store, &recorder, id, Event::Resume, "resume").map_err(failed)?;
+        operator::note(
+            &recorder,
+            id,
+            "resume",
+            &by,
+            &format!("Worker {id} resumed by {by}: supervised again"),
+        );
+    }
     Ok(Outcome::Healthy)
 }
 
-pub fn reset(cli: &Cli, raw: &str) -> Result<Outcome, Failure> {
+/// The streams an operator paused or stopped, by the state file.
+fn held_streams(ctx: &Context) -> Vec<StreamId> {
+    let (state, _) = ctx.store.read_only();
+    state
+        .streams
+        .iter()
+        .filter(|(_, st)| {
+            matches!(
+                st.lifecycle,
+                Lifecycle::Paused { .. } | Lifecycle::Stopped { .. }
+            )
+        })
+        .filter_map(|(id, _)| StreamId::parse(id).ok())
+        .collect()
+}
+
+/// `reset STREAM` (and the global breaker if that stream's failures opened
+/// it), or `reset --all`: every stream the state knows, and the breaker.
+pub fn reset(cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
-    let id = ctx.known_stream(cli, raw)?;
+    let ids = match raw {
+        Some(raw) => vec![ctx.known_stream(cli, raw)?],
+        None => {
+            let (state, _) = ctx.store.read_only();
+            state
+                .streams
+                .keys()
+                .filter_map(|id| StreamId::parse(id).ok())
+                .collect()
+        }
+    };
     let by = who();
     let recorder = ctx.recorder();
-    operator::reset(&ctx.store, &recorder, &id).map_err(failed)?;
-    operator::note(
-        &recorder,
-        &id,
-        "reset",
-        &by,
-        &format!("Reset restart history of worker {id} (by {by})"),
-    );
+    for id in &ids {
+        operator::reset(&ctx.store, &recorder, id).map_err(failed)?;
+        operator::note(
+            &recorder,
+            id,
+            "reset",
+            &by,
+            &format!("Reset restart history of worker {id} (by {by})"),
+        );
+    }
+    let only_for = raw.and(ids.first());
+    operator::lift_breaker(&ctx.store, &recorder, only_for, &by).map_err(failed)?;
     Ok(Outcome::Healthy)
 }
 

@@ -36,15 +36,19 @@ pub fn running_daemon(layout: &Layout) -> Option<i32> {
     }
 }
 
-/// The arguments that make the background daemon behave like this command.
-fn daemon_args(cli: &Cli, layout: &Layout) -> Vec<String> {
+/// The arguments that make the background daemon behave like this command:
+/// `start` supervises (restarts dead workers) unless told `--report-only`.
+fn daemon_args(cli: &Cli, layout: &Layout, report_only: bool) -> Vec<String> {
     let c = &cli.check;
     let mut args: Vec<String> = vec!["--daemon".into()];
-    if c.auto_restart {
+    if !report_only {
         args.push("--auto-restart".into());
     }
     if c.quiet {
         args.push("--quiet".into());
+    }
+    if c.start_ready {
+        args.push("--start-ready".into());
     }
     // Only what was given: the daemon reads monitor.toml itself for the rest.
     let policy = c
@@ -57,6 +61,7 @@ fn daemon_args(cli: &Cli, layout: &Layout) -> Vec<String> {
         ("--restart-policy", policy),
         ("--backoff-base", c.backoff_base.map(|v| v.to_string())),
         ("--backoff-max", c.backoff_max.map(|v| v.to_string())),
+        ("--min-uptime", c.min_uptime.map(|v| v.to_string())),
         (
             "--busy-timeout",
             cli.paths.busy_timeout.map(|v| v.to_string()),
@@ -100,12 +105,14 @@ fn daemon_args(cli: &Cli, layout: &Layout) -> Vec<String> {
     args
 }
 
-pub fn start(cli: &Cli) -> Result<Outcome, Failure> {
+pub fn start(cli: &Cli, report_only: bool) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
-    spawn_daemon(&ctx, daemon_args(cli, &ctx.layout))
+    spawn_daemon(&ctx, daemon_args(cli, &ctx.layout, report_only), true)
 }
 
-fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
+/// Starts the daemon in the background; `say_stale` reports a lock left by
+/// a daemon that died (not after `restart` stopped it on purpose).
+fn spawn_daemon(ctx: &Context, args: Vec<String>, say_stale: bool) -> Result<Outcome, Failure> {
     let layout = &ctx.layout;
     if let Some(pid) = running_daemon(layout) {
         return Err(Failure::CouldNotRun(format!(
@@ -113,7 +120,7 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
         )));
     }
     let holder = lock::read_holder(&layout.daemon_lock());
-    if !holder.is_empty() {
+    if say_stale && !holder.is_empty() {
         ctx.logger.info(&format!(
             "Cleaned a stale daemon lock (PID {holder} is not running)"
         ));
@@ -131,7 +138,10 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
     let pid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if running_daemon(layout) == Some(pid) {
+        // Started once it holds its lock and its record names it (a `stop`
+        // right after then finds them agreeing).
+        let recorded = || read_daemon_record(layout).is_some_and(|r| r.pid == pid);
+        if running_daemon(layout) == Some(pid) && (recorded() || Instant::now() >= deadline) {
             ctx.logger.action(
                 Level::Success,
                 &format!("Monitor daemon started (PID {pid})"),
@@ -154,6 +164,32 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>) -> Result<Outcome, Failure> {
     }
 }
 
+/// How long `stop` waits for a daemon that just took its lock to write its
+/// record (it takes the lock first, so an old record can still be there).
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the lock holder `pid` is provably this project's daemon: a
+/// process of this user whose start matches the daemon record. A record
+/// naming another PID is waited for (bounded): the daemon right after
+/// `start` holds the lock before it replaces a dead daemon's record.
+fn confirm_daemon(layout: &Layout, pid: i32, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let facts = procinfo::inspect(pid).filter(|_| pid > 1);
+        let Some(facts) = facts.filter(|f| f.uid == procinfo::current_uid()) else {
+            return false;
+        };
+        match read_daemon_record(layout) {
+            None => return true,
+            Some(r) if r.pid == pid => return r.start_ticks == facts.start_ticks,
+            Some(_) if Instant::now() < deadline && running_daemon(layout) == Some(pid) => {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Some(_) => return false,
+        }
+    }
+}
+
 /// Stops the running daemon; `Ok(false)` when none ran.
 fn stop_daemon(ctx: &Context, timeout: Duration) -> Result<bool, Failure> {
     let layout = &ctx.layout;
@@ -161,15 +197,7 @@ fn stop_daemon(ctx: &Context, timeout: Duration) -> Result<bool, Failure> {
         let _ = std::fs::remove_file(layout.daemon_record());
         return Ok(false);
     };
-    let facts = procinfo::inspect(pid).filter(|_| pid > 1);
-    let record = read_daemon_record(layout);
-    let provably_ours = match (&facts, &record) {
-        (Some(f), Some(r)) => {
-            f.uid == procinfo::current_uid() && r.pid == pid && r.start_ticks == f.start_ticks
-        }
-        (Some(f), None) => f.uid == procinfo::current_uid(),
-        _ => false,
-    };
+    let provably_ours = confirm_daemon(layout, pid, timeout.min(RECORD_WAIT));
     if !provably_ours {
         return Err(Failure::CouldNotRun(format!(
             "the daemon lock names PID {pid}, which cannot be confirmed as the daemon; not signalling it"
@@ -223,5 +251,5 @@ pub fn restart(cli: &Cli, timeout: Duration) -> Result<Outcome, Failure> {
             )),
         };
     stop_daemon(&ctx, timeout)?;
-    spawn_daemon(&ctx, args)
+    spawn_daemon(&ctx, args, false)
 }

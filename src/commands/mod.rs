@@ -17,18 +17,20 @@ use crate::state::StateStore;
 use crate::tick::{take_snapshot, ProbeMode, Recorder, Snapshot};
 use crate::{Failure, Outcome};
 
-/// Runs what the command line asks for.
+/// Runs what the command line asks for (its subcommand's settings already
+/// merged to the top, `Cli::merged`).
 pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     let secs = std::time::Duration::from_secs_f64;
     match &cli.command {
         None => check::run(&cli),
-        Some(Command::Start) => daemon_ctl::start(&cli),
+        Some(Command::Start { report_only, .. }) => daemon_ctl::start(&cli, *report_only),
         Some(Command::Stop {
             stream: None,
             all: false,
             workers,
             grace,
             timeout,
+            ..
         }) => daemon_ctl::stop(&cli, *workers, secs(*grace), secs(*timeout)),
         Some(Command::Stop {
             stream, all, grace, ..
@@ -48,6 +50,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             verbose,
             json,
             watch,
+            ..
         }) => status::run(&cli, stream.as_deref(), *verbose, *json, *watch),
         Some(Command::Logs {
             stream,
@@ -55,6 +58,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             follow,
             lines,
             events,
+            ..
         }) => logs::run(
             &cli,
             &logs::LogsRequest {
@@ -66,11 +70,14 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
             },
         ),
         Some(Command::Completions { shell }) => generate::completions(*shell),
-        Some(Command::Man) => generate::man(),
-        Some(Command::Pause { stream }) => control::pause(&cli, stream),
-        Some(Command::Resume { stream }) => control::resume(&cli, stream),
-        Some(Command::Reset { stream }) => control::reset(&cli, stream),
-        Some(Command::RecoverTasks { streams, dry_run }) => recover::run(&cli, streams, *dry_run),
+        Some(Command::Man { dir }) => generate::man(dir.as_deref()),
+        Some(Command::Help { command }) => generate::help(command.as_deref()),
+        Some(Command::Pause { stream, .. }) => control::pause(&cli, stream),
+        Some(Command::Resume { stream, .. }) => control::resume(&cli, stream.as_deref()),
+        Some(Command::Reset { stream, .. }) => control::reset(&cli, stream.as_deref()),
+        Some(Command::RecoverTasks {
+            streams, dry_run, ..
+        }) => recover::run(&cli, streams, *dry_run),
     }
 }
 

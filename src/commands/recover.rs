@@ -17,7 +17,11 @@ use super::Context;
 pub fn run(cli: &Cli, raw_streams: &[String], dry_run: bool) -> Result<Outcome, Failure> {
     let ctx = Context::new(cli)?;
     let settings = &ctx.resolved.tick;
-    let older_than = Duration::from_secs(cli.check.older_than);
+    let older_than = Duration::from_secs(
+        cli.check
+            .older_than
+            .unwrap_or(super::check::DEFAULT_OLDER_THAN),
+    );
     let state = ctx.store.load();
     let probes = ProbeMode::Recorded(&settings.config);
     let snapshot = match take_snapshot(&ctx.layout, settings.busy_timeout, &state, probes) {

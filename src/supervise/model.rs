@@ -23,6 +23,10 @@ pub struct State {
     /// While set and in the future, the global breaker holds every restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker_until_ms: Option<u64>,
+    /// The streams whose failures opened the breaker last (a `reset` of one
+    /// of them lifts it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breaker_streams: Vec<String>,
 }
 
 impl Default for State {
@@ -31,6 +35,7 @@ impl Default for State {
             version: STATE_VERSION,
             streams: BTreeMap::new(),
             breaker_until_ms: None,
+            breaker_streams: Vec::new(),
         }
     }
 }

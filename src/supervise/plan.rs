@@ -230,14 +230,16 @@ pub fn plan_tick(
     // Failures that already opened the breaker do not open it again: only
     // those since it last closed count.
     let since = state.breaker_until_ms.unwrap_or(0);
-    let failed = observed
+    let failed_ids: Vec<String> = observed
         .iter()
         .filter(|o| {
             state.streams[o.id.as_str()]
                 .last_failure_ms
                 .is_some_and(|t| t + window > now_ms && t >= since)
         })
-        .count();
+        .map(|o| o.id.to_string())
+        .collect();
+    let failed = failed_ids.len();
     let breaker_active = state.breaker_until_ms.is_some_and(|u| u > now_ms);
     if settings.auto_restart
         && !breaker_active
@@ -245,6 +247,7 @@ pub fn plan_tick(
     {
         let until = now_ms + settings.breaker.cooldown.as_millis() as u64;
         state.breaker_until_ms = Some(until);
+        state.breaker_streams = failed_ids;
         plan.breaker_opened = Some((failed, observed.len(), until));
     }
 
@@ -441,6 +444,20 @@ pub fn begin_restart(
         }
         RestartDecision::Wait { .. } | RestartDecision::NotByPolicy { .. } => Begin::Skip,
     }
+}
+
+/// An operator lifts the global breaker: `only_for` a stream, only if that
+/// stream's failures opened it. It counts as closed now, so the failures
+/// that opened it do not open it again. Returns whether it was open.
+pub fn lift_breaker(state: &mut State, only_for: Option<&StreamId>, now_ms: u64) -> bool {
+    let open = state.breaker_until_ms.is_some_and(|u| u > now_ms);
+    let ours = only_for.is_none_or(|id| state.breaker_streams.iter().any(|s| s == id.as_str()));
+    if !(open && ours) {
+        return false;
+    }
+    state.breaker_until_ms = Some(now_ms);
+    state.breaker_streams.clear();
+    true
 }
 
 /// Records how a restart ended: the worker's PID, or the error.

@@ -80,6 +80,39 @@ pub fn reset(store: &StateStore, recorder: &Recorder<'_>, id: &StreamId) -> Resu
     Ok(())
 }
 
+/// `reset`: lifts the global breaker when `only_for`'s failures opened it
+/// (every time when `None`); says so, with who asked. Returns whether it was
+/// open.
+pub fn lift_breaker(
+    store: &StateStore,
+    recorder: &Recorder<'_>,
+    only_for: Option<&StreamId>,
+    by: &str,
+) -> Result<bool, ActError> {
+    let stream = only_for
+        .cloned()
+        .unwrap_or_else(|| StreamId::parse("all").expect("a valid stream id"));
+    let (lifted, _) = store
+        .update(|s| plan::lift_breaker(s, only_for, now_ms()))
+        .map_err(|source| ActError::State {
+            stream,
+            action: "lifting the breaker",
+            source,
+        })?;
+    if lifted {
+        recorder.logger.action(
+            Level::Info,
+            &format!("Global restart breaker lifted by {by}: restarts may resume"),
+        );
+        recorder.event(EventRecord {
+            by: Some(by.to_string()),
+            reason: only_for.map(|id| format!("reset of {id}, whose failures opened it")),
+            ..EventRecord::new("breaker_lifted", None)
+        });
+    }
+    Ok(lifted)
+}
+
 /// What `stop STREAM` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stopped {

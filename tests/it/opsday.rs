@@ -213,3 +213,172 @@ fn held_streams_are_reported_not_dead_and_stop_all_skips_finished_ones() {
     assert_eq!(q.stream_status("done")["state"], "completed");
     assert_eq!(q.stream_status("later")["state"], "waiting_on_deps");
 }
+
+/// `start` supervises unless told `--report-only`; `stop` right after a
+/// `start` finds the new daemon even when a dead daemon's record was left;
+/// `restart` says nothing of a stale lock it made itself.
+#[test]
+fn start_supervises_stop_follows_at_once_and_restart_is_quiet_about_locks() {
+    let p = TestProject::new();
+    p.stream("api", &["pending"], &[]);
+    // What a daemon killed with -9 leaves: its record, naming a dead PID.
+    let gone = p.spawn(p.command("true"));
+    assert!(p.wait_exit(gone, SOON).is_some());
+    fs::create_dir_all(p.orch.join("state")).unwrap();
+    let stale = serde_json::json!({
+        "pid": gone, "start_ticks": 1, "started_ms": 1, "heartbeat_ms": 1,
+        "interval_secs": 30, "args": ["--daemon"]
+    });
+    fs::write(p.orch.join("state/daemon.json"), stale.to_string()).unwrap();
+
+    p.run(&["start", "--interval", "30"])
+        .expect_code(0)
+        .no_panic();
+    let args = p.daemon_record()["args"].clone();
+    assert!(
+        args.as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--auto-restart"),
+        "{args}"
+    );
+    p.run(&["stop"])
+        .expect_code(0)
+        .stdout_has("Monitor daemon stopped")
+        .no_panic();
+
+    p.run(&["start", "--report-only"]).expect_code(0).no_panic();
+    let args = p.daemon_record()["args"].clone();
+    assert!(
+        !args
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--auto-restart"),
+        "{args}"
+    );
+    let r = p.run(&["restart"]);
+    r.expect_code(0)
+        .stdout_has("Monitor daemon started")
+        .no_panic();
+    assert!(!r.stdout.to_lowercase().contains("stale"), "{}", r.stdout);
+    p.run(&["stop"]).expect_code(0).no_panic();
+    p.run(&["start", "--report-only", "--auto-restart"])
+        .expect_code(2);
+}
+
+/// `resume --all` resumes every held stream; `reset` of the stream whose
+/// failures opened the global breaker lifts it (another stream's does not);
+/// `reset --all` lifts it outright.
+#[test]
+fn resume_all_and_reset_lifting_the_breaker() {
+    let p = TestProject::new();
+    for s in ["a", "b", "c"] {
+        p.stream(s, &["pending"], &[]);
+    }
+    p.run(&["pause", "a"]).expect_code(0);
+    p.run(&["stop", "b"]).expect_code(0);
+    p.run(&["resume", "--all"]).expect_code(0).no_panic();
+    for s in ["a", "b"] {
+        let state = p.stream_status(s)["state"].clone();
+        assert!(state != "paused" && state != "stopped", "{s}: {state}");
+    }
+    p.run(&["resume"]).expect_code(2);
+
+    let open_breaker = |streams: &[&str]| {
+        let mut state = p.state_json();
+        state["breaker_until_ms"] = serde_json::json!(now_ms() + 600_000);
+        state["breaker_streams"] = serde_json::json!(streams);
+        fs::write(p.state_file(), state.to_string()).unwrap();
+    };
+    let breaker_open = || {
+        p.state_json()["breaker_until_ms"]
+            .as_u64()
+            .is_some_and(|u| u > now_ms())
+    };
+    open_breaker(&["a", "b"]);
+    p.run(&["reset", "c"]).expect_code(0).no_panic();
+    assert!(breaker_open(), "c did not open it");
+    p.run(&["reset", "a"])
+        .expect_code(0)
+        .stdout_has("Global restart breaker lifted")
+        .no_panic();
+    assert!(!breaker_open());
+    assert!(p.events().iter().any(|e| e["event"] == "breaker_lifted"));
+
+    open_breaker(&["a"]);
+    p.run(&["reset", "--all"]).expect_code(0).no_panic();
+    assert!(!breaker_open());
+}
+
+/// Each subcommand's help shows its own options (not the ~20 check flags);
+/// `help --help` works; the drop-in flags still work without a subcommand
+/// and after `start`.
+#[test]
+fn subcommand_help_is_short_and_help_help_works() {
+    let p = TestProject::new();
+    let r = p.run(&["pause", "--help"]);
+    r.expect_code(0).stdout_has("Usage: monitor-workers pause");
+    r.stdout_lacks("--auto-restart")
+        .stdout_lacks("--max-restarts");
+    assert!(r.stdout.lines().count() <= 25, "{}", r.stdout);
+    p.run(&["help", "--help"])
+        .expect_code(0)
+        .stdout_has("Usage: monitor-workers help");
+    p.run(&["help", "pause"])
+        .expect_code(0)
+        .stdout_has("Usage: monitor-workers pause");
+    p.run(&["help", "frobnicate"]).expect_code(2);
+    let top = p.run(&["--help"]);
+    top.expect_code(0);
+    for flag in [
+        "--auto-restart",
+        "--max-restarts",
+        "--daemon",
+        "--interval",
+        "--quiet",
+    ] {
+        top.stdout_has(flag);
+    }
+    let start = p.run(&["start", "--help"]);
+    start.stdout_has("--report-only").stdout_has("--interval");
+    p.stream("api", &["pending"], &[]);
+    p.run(&["--max-restarts", "3", "--quiet", "--auto-restart"])
+        .expect_code(0)
+        .no_panic();
+    p.run(&["status", "--project-root", p.proj.to_str().unwrap()])
+        .expect_code(0)
+        .no_panic();
+    p.run(&["pause", "--interval", "3", "api"]).expect_code(2);
+}
+
+/// `man --dir` writes every page the main page refers to; the main page has
+/// FILES and ENVIRONMENT.
+#[test]
+fn man_pages_exist_for_every_reference_and_name_files_and_environment() {
+    let p = TestProject::new();
+    let main = p.run(&["man"]);
+    main.expect_code(0)
+        .stdout_has(".SH FILES")
+        .stdout_has(".SH ENVIRONMENT")
+        .stdout_has("monitor\\-state.json")
+        .stdout_has("MONITOR_WORKERS_PROJECT_ROOT");
+    let dir = p.root.join("man1");
+    p.run(&["man", "--dir", dir.to_str().unwrap()])
+        .expect_code(0);
+    let written = fs::read_to_string(dir.join("monitor-workers.1")).unwrap();
+    assert_eq!(written, main.stdout);
+    let mut refs = 0;
+    for word in main.stdout.split(|c: char| c.is_whitespace()) {
+        if let Some(name) = word
+            .strip_prefix("monitor\\-workers\\-")
+            .and_then(|w| w.strip_suffix("(1)"))
+        {
+            refs += 1;
+            let file = dir.join(format!("monitor-workers-{}.1", name.replace("\\-", "-")));
+            let page = fs::read_to_string(&file).unwrap_or_else(|_| panic!("{file:?} missing"));
+            assert!(page.contains(".SH NAME"), "{file:?}");
+        }
+    }
+    assert!(refs >= 10, "{refs} references:\n{}", main.stdout);
+}

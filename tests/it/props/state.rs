@@ -136,12 +136,16 @@ fn state_value() -> impl Strategy<Value = State> {
         0..=STATE_VERSION,
         prop::collection::btree_map(any::<String>(), stream_state(), 0..4),
         any::<Option<u64>>(),
+        prop::collection::vec(any::<String>(), 0..3),
     )
-        .prop_map(|(version, streams, breaker_until_ms)| State {
-            version,
-            streams,
-            breaker_until_ms,
-        })
+        .prop_map(
+            |(version, streams, breaker_until_ms, breaker_streams)| State {
+                version,
+                streams,
+                breaker_until_ms,
+                breaker_streams,
+            },
+        )
 }
 
 /// JSON shaped like a state file, with wrong types, unknown keys and odd
