@@ -108,6 +108,7 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
         config: config.clone(),
         own_components: cli.daemon,
         start_ready: args.start_ready,
+        daemon: cli.daemon,
         on_give_up: args.on_give_up.clone().or_else(|| file.on_give_up.clone()),
         statsd,
         recover_tasks: if args.recover_tasks {

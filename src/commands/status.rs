@@ -4,7 +4,7 @@
 //! nothing, so it is safe beside a running daemon and works with nothing
 //! running, no state file and no daemon.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use colored::Colorize;
@@ -561,6 +561,7 @@ pub fn run(
         super::emit(&render_text(&report, verbose, color));
         return Ok(outcome(&report));
     }
+    let terminal = std::io::stdout().is_terminal();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&stop));
@@ -571,12 +572,14 @@ pub fn run(
             Err(e) => format!("status unavailable: {e}\n"),
         };
         let mut out = std::io::stdout().lock();
-        let _ = write!(
-            out,
-            "\x1b[H\x1b[2J{}\n(refreshing every 2s; Ctrl-C to quit)\n",
-            body
-        );
-        let _ = out.flush();
+        let frame = watch_frame(&body, terminal);
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            break; // the reader went away (`| head`)
+        }
         for _ in 0..20 {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
@@ -585,6 +588,17 @@ pub fn run(
         }
     }
     Ok(Outcome::Healthy)
+}
+
+/// One refresh of `--watch`: on a terminal the screen is cleared first;
+/// elsewhere (a pipe, a file) each snapshot is plain text after the last,
+/// with no control codes.
+fn watch_frame(body: &str, terminal: bool) -> String {
+    if terminal {
+        format!("\x1b[H\x1b[2J{body}\n(refreshing every 2s; Ctrl-C to quit)\n")
+    } else {
+        format!("{body}\n")
+    }
 }
 
 #[cfg(test)]

@@ -88,3 +88,10 @@ fn wide_stream_names_keep_the_columns_aligned() {
     let header = text.lines().find(|l| l.starts_with("STREAM")).unwrap();
     assert_eq!(header.find("  HEALTH"), Some("数据流水线".width()));
 }
+
+#[test]
+fn watch_clears_the_screen_only_on_a_terminal() {
+    assert!(watch_frame("A", true).starts_with("\x1b[H\x1b[2J"));
+    assert_eq!(watch_frame("A\n", false), "A\n\n");
+    assert!(!watch_frame("A", false).contains('\x1b'));
+}

@@ -84,6 +84,11 @@ impl Logger {
 
     pub fn log(&self, level: Level, kind: Kind, msg: &str) {
         self.write_file(level, msg);
+        self.console(level, kind, msg);
+    }
+
+    /// Writes only to the console (for a line monitor.log already has).
+    pub fn console(&self, level: Level, kind: Kind, msg: &str) {
         if self.quiet && kind == Kind::Report && level != Level::Error {
             return;
         }
@@ -113,7 +118,12 @@ impl Logger {
             msg.replace('\n', " ")
         );
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // Rotated (by this monitor or another): write to the new file.
+        if guard.as_ref().is_some_and(|f| !still_at(f, path)) {
+            *guard = None;
+        }
         if guard.is_none() {
+            rotate_if_large(path, MAX_MONITOR_LOG_BYTES, MONITOR_LOG_KEEP);
             match open_append(path) {
                 Ok(f) => *guard = Some(f),
                 Err(e) => return self.report_file_error(&e),
@@ -154,6 +164,48 @@ pub fn stdout_color() -> bool {
     color
 }
 
+/// monitor.log is rotated past this size ...
+pub const MAX_MONITOR_LOG_BYTES: u64 = 8 * 1024 * 1024;
+/// ... keeping this many old files: monitor.log.1 (newest) to monitor.log.5.
+pub const MONITOR_LOG_KEEP: u32 = 5;
+
+/// Whether the open log file is still the one at `path` (not rotated away).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => {
+            open.ino() == named.ino()
+                && open.dev() == named.dev()
+                && open.len() <= MAX_MONITOR_LOG_BYTES
+        }
+        _ => false,
+    }
+}
+
+/// Rotates `path` when it is larger than `max`: `path.1` becomes `path.2`
+/// and so on (the oldest beyond `keep` is dropped), `path` becomes `path.1`.
+/// Under a lock beside it, so two monitors never rotate the same file twice;
+/// a monitor that cannot get the lock leaves the rotation to the other.
+pub fn rotate_if_large(path: &Path, max: u64, keep: u32) {
+    let large = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > max);
+    if keep == 0 || !large(path) {
+        return;
+    }
+    let lock_path = PathBuf::from(format!("{}.rotate.lock", path.display()));
+    let Ok(Some(_held)) = crate::process::lock::try_lock(&lock_path) else {
+        return;
+    };
+    if !large(path) {
+        return; // rotated meanwhile
+    }
+    let numbered = |n: u32| PathBuf::from(format!("{}.{n}", path.display()));
+    let _ = std::fs::remove_file(numbered(keep));
+    for n in (1..keep).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    let _ = std::fs::rename(path, numbered(1));
+}
+
 /// Opens monitor.log for appending: never through a symlink (the file or
 /// `logs/` itself), and never a FIFO or device, which could block the check.
 /// The error names the path once.
@@ -179,6 +231,34 @@ pub fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_keeps_the_newest_files_and_drops_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("monitor.log");
+        let numbered = |n: u32| dir.path().join(format!("monitor.log.{n}"));
+        for n in 1..=3 {
+            std::fs::write(numbered(n), format!("old {n}")).unwrap();
+        }
+        std::fs::write(&log, "x".repeat(100)).unwrap();
+        rotate_if_large(&log, 100, 3);
+        assert!(log.exists(), "not past the bound: left alone");
+        std::fs::write(&log, "y".repeat(101)).unwrap();
+        rotate_if_large(&log, 100, 3);
+        assert!(!log.exists());
+        assert_eq!(
+            std::fs::read_to_string(numbered(1)).unwrap(),
+            "y".repeat(101)
+        );
+        assert_eq!(std::fs::read_to_string(numbered(2)).unwrap(), "old 1");
+        assert_eq!(std::fs::read_to_string(numbered(3)).unwrap(), "old 2");
+        assert!(!numbered(4).exists(), "only 3 kept");
+
+        // A logger goes on in the file at the path.
+        let logger = Logger::new(Some(&log), true);
+        logger.write_file(Level::Info, "after");
+        assert!(std::fs::read_to_string(&log).unwrap().ends_with("after\n"));
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_a_non_empty_no_color() {

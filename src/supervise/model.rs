@@ -27,6 +27,10 @@ pub struct State {
     /// of them lifts it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breaker_streams: Vec<String>,
+    /// When monitor.log last said "All workers healthy" (cleared when a
+    /// check finds a failing worker): it is said again only after a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_logged_ms: Option<u64>,
 }
 
 impl Default for State {
@@ -36,6 +40,7 @@ impl Default for State {
             streams: BTreeMap::new(),
             breaker_until_ms: None,
             breaker_streams: Vec::new(),
+            healthy_logged_ms: None,
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct TickSettings {
     pub config: ConfigFile,
     /// Start the process components (the daemon owns them; a one-shot reports).
     pub own_components: bool,
+    /// Ticks of the daemon: "All workers healthy" is said on the console
+    /// only with monitor.log (after a change, or hourly), not every check.
+    pub daemon: bool,
     /// Run with the event as JSON on stdin when a stream gives up.
     pub on_give_up: Option<String>,
     /// Send metrics to this (loopback) StatsD address too.
@@ -100,6 +103,8 @@ pub struct TickReport {
 pub struct Decided {
     pub plan: Plan,
     pub state: State,
+    /// The plan changed some stream's lifecycle.
+    pub changed: bool,
 }
 
 /// Runs one check. `Err` means the check could not run (a database problem);
@@ -125,7 +130,8 @@ pub fn run_tick(
     memory.once(logger, Level::Info, Kind::Report, monitoring);
     let recorder = Recorder::new(layout, logger);
     let decided = decide(&snapshot, &known, store, settings, &recorder);
-    record::announce(&recorder, memory, settings, &snapshot, &decided);
+    let healthy = record::announce(&recorder, memory, settings, &snapshot, &decided);
+    record::note_healthy_line(store, &decided.state, healthy);
     let mut actor = act::Actor::new(layout, settings, store, &recorder, &snapshot.initiative)
         .with_tc(snapshot.tc.as_ref());
     let acted = act::carry_out(&mut actor, &snapshot, &decided.plan);
@@ -181,7 +187,11 @@ fn decide(
         plan::plan_tick(s, &observations, &settings.plan, now, &mut changes)
     });
     let decided = match planned {
-        Ok((plan, state)) => Decided { plan, state },
+        Ok((plan, state)) => Decided {
+            plan,
+            state,
+            changed: !changes.changes.is_empty(),
+        },
         Err(e) => {
             recorder.logger.error(&format!(
                 "Cannot record this check in the state file: {e}; no restart this time"
@@ -191,7 +201,11 @@ fn decide(
             let mut plan =
                 plan::plan_tick(&mut state, &observations, &settings.plan, now, &mut changes);
             plan.restarts.clear();
-            Decided { plan, state }
+            Decided {
+                plan,
+                state,
+                changed: !changes.changes.is_empty(),
+            }
         }
     };
     recorder.changes(&changes);

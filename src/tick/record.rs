@@ -84,6 +84,42 @@ impl<'a> Recorder<'a> {
     }
 }
 
+/// What became of "All workers healthy" in a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthyLine {
+    /// Written to monitor.log (and the console).
+    Logged,
+    /// Healthy as before: the console of a one-shot only.
+    Unchanged,
+    /// Not healthy: said again at the next healthy check.
+    NotHealthy,
+}
+
+/// The daemon says an unchanged "All workers healthy" again this often.
+const HEALTHY_AGAIN: Duration = Duration::from_secs(3600);
+
+/// Whether monitor.log gets "All workers healthy" now: after any change
+/// since the last check (a transition now, or a failing check before,
+/// which cleared the mark), and in the daemon once an hour.
+fn healthy_line_due(last_logged_ms: Option<u64>, changed: bool, daemon: bool, now_ms: u64) -> bool {
+    match last_logged_ms {
+        None => true,
+        Some(at) => {
+            changed || (daemon && now_ms.saturating_sub(at) >= HEALTHY_AGAIN.as_millis() as u64)
+        }
+    }
+}
+
+/// Keeps the state's mark of the last "All workers healthy" in monitor.log.
+pub fn note_healthy_line(store: &StateStore, state: &State, line: HealthyLine) {
+    let mark = match line {
+        HealthyLine::Logged => Some(now_ms()),
+        HealthyLine::NotHealthy if state.healthy_logged_ms.is_some() => None,
+        _ => return,
+    };
+    let _ = store.update(|s| s.healthy_logged_ms = mark);
+}
+
 /// The announcements of a tick before it acts: the original's summary lines,
 /// the breaker, and why failing streams are not restarted now.
 pub fn announce(
@@ -92,7 +128,7 @@ pub fn announce(
     settings: &TickSettings,
     snapshot: &Snapshot,
     decided: &Decided,
-) {
+) -> HealthyLine {
     let logger = recorder.logger;
     for w in &snapshot.warnings {
         memory.once(logger, Level::Warning, Kind::Report, w.clone());
@@ -119,8 +155,20 @@ pub fn announce(
     // A tc stream that cannot be told, or has work ready and nobody on it,
     // is not "healthy": say what it is instead.
     let unattended = tc_lines(settings, snapshot);
-    if dead.is_empty() && unhealthy.is_empty() && unattended.is_empty() {
-        logger.success("All workers healthy");
+    let healthy = dead.is_empty() && unhealthy.is_empty() && unattended.is_empty();
+    let now = now_ms();
+    let mut said = HealthyLine::NotHealthy;
+    if healthy {
+        let last = decided.state.healthy_logged_ms;
+        said = if healthy_line_due(last, decided.changed, settings.daemon, now) {
+            logger.success("All workers healthy");
+            HealthyLine::Logged
+        } else {
+            if !settings.daemon {
+                logger.console(Level::Success, Kind::Report, "All workers healthy");
+            }
+            HealthyLine::Unchanged
+        };
     }
     for line in unattended {
         logger.warning(&line);
@@ -140,7 +188,6 @@ pub fn announce(
             logger.warning("Auto-restart disabled. Use --auto-restart to enable.");
         }
     }
-    let now = now_ms();
     if let Some((failed, total, until)) = decided.plan.breaker_opened {
         let secs = until.saturating_sub(now).div_ceil(1000);
         logger.action(
@@ -198,6 +245,7 @@ pub fn announce(
             memory.once(logger, level, Kind::Report, line);
         }
     }
+    said
 }
 
 /// The lines for tc streams nobody attends: those whose workers cannot be
@@ -393,6 +441,28 @@ mod tests {
             1,
             "{log}"
         );
+    }
+
+    #[test]
+    fn healthy_is_logged_after_a_change_and_hourly_in_the_daemon() {
+        let hour = 3_600_000;
+        let rows = [
+            // (last logged, changed, daemon, now, due)
+            (None, false, false, 10, true),
+            (Some(5), false, false, 10, false),
+            (Some(5), true, false, 10, true),
+            (Some(5), false, false, 5 + 2 * hour, false),
+            (Some(5), false, true, 5 + hour - 1, false),
+            (Some(5), false, true, 5 + hour, true),
+            (Some(5), true, true, 6, true),
+        ];
+        for (last, changed, daemon, now, due) in rows {
+            assert_eq!(
+                healthy_line_due(last, changed, daemon, now),
+                due,
+                "{last:?} {changed} {daemon} {now}"
+            );
+        }
     }
 
     #[test]

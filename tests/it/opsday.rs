@@ -382,3 +382,89 @@ fn man_pages_exist_for_every_reference_and_name_files_and_environment() {
     }
     assert!(refs >= 10, "{refs} references:\n{}", main.stdout);
 }
+
+/// `status --watch` into a pipe prints plain snapshots, no screen clearing.
+#[test]
+fn status_watch_off_a_terminal_prints_plain_snapshots() {
+    use std::io::Read;
+    let p = TestProject::new();
+    p.stream("api", &["pending"], &[]);
+    let mut cmd = p.monitor_std();
+    cmd.args(["status", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let mut out = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = out.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    // Snapshots come every 2 s: wait for the second, then stop it.
+    assert!(wait_for(
+        || seen.lock().unwrap().matches("Monitor daemon:").count() >= 2,
+        SOON
+    ));
+    p.signal_ours(pid, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_for(|| child.try_wait().unwrap().is_some(), SOON));
+    reader.join().unwrap();
+    let text = seen.lock().unwrap().clone();
+    assert!(!text.contains('\x1b'), "control codes in {text:?}");
+    assert!(text.matches("Monitor daemon:").count() >= 2, "{text}");
+}
+
+/// monitor.log is rotated by size, keeping five old files, and "All workers
+/// healthy" is logged again only after a change (the console of a one-shot
+/// still says it every time).
+#[test]
+fn monitor_log_rotates_and_says_healthy_only_after_a_change() {
+    let p = TestProject::new();
+    p.stream("api", &["pending"], &[]);
+    let log = p.logs_dir().join("monitor.log");
+    let numbered = |n: u32| p.logs_dir().join(format!("monitor.log.{n}"));
+    for n in 1..=5 {
+        fs::write(numbered(n), format!("old {n}\n")).unwrap();
+    }
+    let big = "[2026-01-01T00:00:00.000000] [INFO] filler line of an old log\n".repeat(140_000);
+    assert!(big.len() > 8 * 1024 * 1024);
+    fs::write(&log, &big).unwrap();
+
+    p.run(&[]).expect_code(0).stdout_has("All workers healthy");
+    assert_eq!(fs::read_to_string(numbered(1)).unwrap(), big);
+    for n in 2..=5 {
+        assert_eq!(
+            fs::read_to_string(numbered(n)).unwrap(),
+            format!("old {}\n", n - 1)
+        );
+    }
+    assert!(!numbered(6).exists(), "only five kept");
+    let fresh = fs::read_to_string(&log).unwrap();
+    assert!(
+        fresh.len() < 10_000 && fresh.contains("All workers healthy"),
+        "{fresh}"
+    );
+
+    // Nothing changed: the console says it, monitor.log does not.
+    p.run(&[]).expect_code(0).stdout_has("All workers healthy");
+    assert_eq!(p.count_in_log("All workers healthy"), 1);
+    // A change (a dead worker, then a healthy check again): said again.
+    p.dead_stream("web");
+    p.run(&[]).expect_code(1);
+    p.run(&["pause", "web"]).expect_code(0);
+    p.run(&[]).expect_code(0);
+    assert_eq!(
+        p.count_in_log("All workers healthy"),
+        2,
+        "{}",
+        p.monitor_log()
+    );
+}

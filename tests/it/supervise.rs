@@ -466,10 +466,12 @@ fn paused_stream_is_reported_not_restarted_until_resumed() {
     p.run(&["pause", "api"]).expect_code(0).no_panic();
     assert_eq!(p.stream_status("api")["state"], "paused");
 
+    // Held by the operator: reported, not dead (exit 0), not restarted.
     for _ in 0..2 {
         p.run(&["--auto-restart"])
-            .expect_code(1)
-            .stdout_has("Found 1 dead worker(s): api")
+            .expect_code(0)
+            .stdout_has("Worker api is paused")
+            .stdout_lacks("dead worker")
             .stdout_lacks("Restarting worker")
             .no_panic();
     }

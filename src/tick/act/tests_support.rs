@@ -23,6 +23,7 @@ pub(crate) fn settings() -> TickSettings {
         grace: Duration::from_secs(1),
         config: ConfigFile::default(),
         own_components: false,
+        daemon: false,
         on_give_up: None,
         statsd: None,
         recover_tasks: None,

@@ -144,6 +144,7 @@ fn state_value() -> impl Strategy<Value = State> {
                 streams,
                 breaker_until_ms,
                 breaker_streams,
+                healthy_logged_ms: None,
             },
         )
 }
