@@ -373,16 +373,14 @@ fn raise_descriptor_limit() {
 /// wait falls back to polling /proc every wake-up).
 fn open_pidfd(w: &Watched) -> Option<OwnedFd> {
     #[cfg(target_os = "linux")]
-    {
+    if !procinfo::portable() {
         use rustix::process::{pidfd_open, Pid, PidfdFlags};
         let fd = pidfd_open(Pid::from_raw(w.pid)?, PidfdFlags::empty()).ok()?;
         // The PID could have been reused between the check and the open.
         let same = procinfo::inspect(w.pid).is_some_and(|f| f.start_ticks == w.start_ticks);
-        same.then_some(fd)
+        return same.then_some(fd);
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = w;
-        None
-    }
+    // The portable backend (macOS): no pidfd; the wait polls.
+    let _ = w;
+    None
 }

@@ -21,6 +21,8 @@ use crate::{Failure, Outcome};
 /// merged to the top, `Cli::merged`).
 pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     let secs = std::time::Duration::from_secs_f64;
+    let backend = std::env::var(crate::process::procinfo::BACKEND_VAR).ok();
+    crate::process::procinfo::parse_backend(backend.as_deref()).map_err(Failure::Usage)?;
     match &cli.command {
         None => check::run(&cli),
         Some(Command::Start { report_only, .. }) => daemon_ctl::start(&cli, *report_only),

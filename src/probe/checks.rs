@@ -251,33 +251,33 @@ fn group_members(pid: i32) -> Vec<i32> {
 
 fn group_rss_kb(pid: i32) -> u64 {
     #[cfg(target_os = "linux")]
-    {
-        group_members(pid)
+    if !procinfo::portable() {
+        return group_members(pid)
             .into_iter()
             .filter_map(|p| procfs::process::Process::new(p).ok()?.status().ok()?.vmrss)
-            .sum()
+            .sum();
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = group_members(pid);
-        0
-    }
+    // The portable backend (macOS): `ps` per member.
+    group_members(pid)
+        .into_iter()
+        .filter_map(|p| procinfo::usage(p).map(|(rss, _)| rss))
+        .sum()
 }
 
 fn group_cpu_ticks(pid: i32) -> u64 {
     #[cfg(target_os = "linux")]
-    {
-        group_members(pid)
+    if !procinfo::portable() {
+        return group_members(pid)
             .into_iter()
             .filter_map(|p| procfs::process::Process::new(p).ok()?.stat().ok())
             .map(|s| s.utime + s.stime)
-            .sum()
+            .sum();
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = group_members(pid);
-        0
-    }
+    let ticks = ticks_per_second() as f64;
+    group_members(pid)
+        .into_iter()
+        .filter_map(|p| procinfo::usage(p).map(|(_, cpu)| (cpu * ticks) as u64))
+        .sum()
 }
 
 fn exec(command: &[String], cwd: &Path, timeout: Duration, pid: i32) -> CheckResult {

@@ -1,6 +1,9 @@
 //! The kernel's facts about a PID: does it exist, its state (a zombie is
-//! state `Z`, which `kill -0` and `ps -p` both miss), when it started, who
-//! owns it, its process group. One /proc read per PID on Linux.
+//! state `Z`, which `kill -0` misses), when it started, who owns it, its
+//! process group. Two backends: /proc on Linux (one read per PID), and the
+//! portable one, `ps` (what macOS has; no /proc, no pidfd: the daemon polls).
+//! `MONITOR_WORKERS_BACKEND=portable` forces the portable one on Linux, so
+//! what differs on macOS is tested on Linux too.
 
 use std::time::{Duration, SystemTime};
 
@@ -45,7 +48,7 @@ pub fn current_uid() -> u32 {
 }
 
 #[cfg(target_os = "linux")]
-mod imp {
+mod linux {
     use super::*;
 
     /// The kernel's flag for its own threads (include/linux/sched.h).
@@ -117,74 +120,242 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    //! Without /proc (macOS): `ps` tells state, owner and elapsed time.
+/// How processes are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// /proc and pidfds (Linux).
+    Proc,
+    /// `ps` and polling (macOS; on Linux with `MONITOR_WORKERS_BACKEND=portable`).
+    Portable,
+}
+
+/// The environment variable that picks the backend.
+pub const BACKEND_VAR: &str = "MONITOR_WORKERS_BACKEND";
+
+/// The backend a value of [`BACKEND_VAR`] asks for; unset or empty is the
+/// platform's own.
+pub fn parse_backend(value: Option<&str>) -> Result<Backend, String> {
+    let native = if cfg!(target_os = "linux") {
+        Backend::Proc
+    } else {
+        Backend::Portable
+    };
+    match value.map(str::trim) {
+        None | Some("") | Some("auto") => Ok(native),
+        Some("portable") => Ok(Backend::Portable),
+        Some("proc") if cfg!(target_os = "linux") => Ok(Backend::Proc),
+        Some(other) => Err(format!(
+            "{BACKEND_VAR}={other:?} is not a process backend; use \"portable\" (ps and polling) or leave it unset"
+        )),
+    }
+}
+
+/// The backend in force for this process (read once; a bad value is
+/// reported by the command line first, so here it falls back to the native one).
+pub fn backend() -> Backend {
+    static BACKEND: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+    *BACKEND.get_or_init(|| {
+        let value = std::env::var(BACKEND_VAR).ok();
+        parse_backend(value.as_deref())
+            .or_else(|_| parse_backend(None))
+            .expect("the native backend")
+    })
+}
+
+/// Whether the portable backend is in force (no /proc, no pidfd).
+pub fn portable() -> bool {
+    backend() == Backend::Portable
+}
+
+pub fn inspect(pid: i32) -> Option<ProcFacts> {
+    #[cfg(target_os = "linux")]
+    if !portable() {
+        return linux::inspect(pid);
+    }
+    ps::inspect(pid)
+}
+
+/// Every PID on the system (to walk parent chains).
+pub fn all_pids() -> Vec<i32> {
+    #[cfg(target_os = "linux")]
+    if !portable() {
+        return linux::all_pids();
+    }
+    ps::all_pids()
+}
+
+/// Resident memory (KiB) and CPU time used so far (seconds) of a process,
+/// through `ps` (the /proc backend reads these itself).
+pub fn usage(pid: i32) -> Option<(u64, f64)> {
+    ps::usage(pid)
+}
+
+mod ps {
+    //! Without /proc: `ps` tells state, owner, group and the start time
+    //! (`lstart`, to the second, which also stands in for the start ticks:
+    //! the same process always shows the same one).
     use super::*;
+
+    fn ps(args: &[&str]) -> Option<String> {
+        let out = std::process::Command::new("ps")
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 
     pub fn inspect(pid: i32) -> Option<ProcFacts> {
         if pid <= 0 {
             return None;
         }
-        let out = std::process::Command::new("ps")
-            .args([
-                "-o",
-                "stat=,uid=,ppid=,pgid=,etime=",
-                "-p",
-                &pid.to_string(),
-            ])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut fields = text.split_whitespace();
-        let state = fields.next()?.chars().next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let ppid = fields.next()?.parse().ok()?;
-        let pgrp = fields.next()?.parse().ok()?;
-        let elapsed = parse_etime(fields.next()?)?;
-        let started_at = SystemTime::now() - Duration::from_secs(elapsed);
+        let text = ps(&[
+            "-o",
+            "pid=,ppid=,pgid=,uid=,stat=,lstart=",
+            "-p",
+            &pid.to_string(),
+        ])?;
+        parse_line(text.lines().find(|l| !l.trim().is_empty())?, pid)
+    }
+
+    /// One line of `ps -o pid=,ppid=,pgid=,uid=,stat=,lstart=`.
+    pub(super) fn parse_line(line: &str, want: i32) -> Option<ProcFacts> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [pid, ppid, pgrp, uid, stat, start @ ..] = &fields[..] else {
+            return None;
+        };
+        let pid: i32 = pid.parse().ok()?;
+        if pid != want {
+            return None;
+        }
+        let started_at = parse_lstart(&start.join(" "))?;
         let start_ticks = started_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .ok()?
             .as_secs();
+        let pgrp = pgrp.parse().ok()?;
         Some(ProcFacts {
             pid,
-            state,
+            state: stat.chars().next()?,
             start_ticks,
             started_at,
-            uid,
-            ppid,
+            uid: uid.parse().ok()?,
+            ppid: ppid.parse().ok()?,
             pgrp,
+            // `ps` has no portable session column; the group stands in.
             session: pgrp,
             kernel_thread: pid == 0,
         })
     }
 
-    fn parse_etime(s: &str) -> Option<u64> {
-        let (days, rest) = match s.split_once('-') {
-            Some((d, r)) => (d.parse::<u64>().ok()?, r),
-            None => (0, s),
-        };
-        let parts: Vec<u64> = rest
-            .split(':')
-            .map(|p| p.parse().ok())
-            .collect::<Option<_>>()?;
-        let secs = parts.iter().fold(0, |acc, p| acc * 60 + p);
-        Some(days * 86_400 + secs)
+    /// `lstart` in the C locale ("Wed Dec  2 14:36:21 2026"), local time.
+    pub(super) fn parse_lstart(text: &str) -> Option<SystemTime> {
+        use chrono::TimeZone;
+        let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%a %b %e %H:%M:%S %Y")
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(text.trim(), "%a %e %b %H:%M:%S %Y"))
+            .ok()?;
+        let local = chrono::Local.from_local_datetime(&naive).earliest()?;
+        Some(SystemTime::from(local))
     }
 
     pub fn all_pids() -> Vec<i32> {
-        let Ok(out) = std::process::Command::new("ps")
-            .args(["-A", "-o", "pid="])
-            .output()
-        else {
-            return Vec::new();
-        };
-        String::from_utf8_lossy(&out.stdout)
+        ps(&["-A", "-o", "pid="])
+            .unwrap_or_default()
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()
     }
+
+    pub fn usage(pid: i32) -> Option<(u64, f64)> {
+        let text = ps(&["-o", "rss=,time=", "-p", &pid.to_string()])?;
+        let mut fields = text.split_whitespace();
+        let rss = fields.next()?.parse().ok()?;
+        let cpu = parse_cpu_time(fields.next()?)?;
+        Some((rss, cpu))
+    }
+
+    /// `time` of ps: `[[dd-]hh:]mm:ss` (Linux) or `m:ss.cc` (macOS), in seconds.
+    pub(super) fn parse_cpu_time(text: &str) -> Option<f64> {
+        let (days, rest) = match text.split_once('-') {
+            Some((d, r)) => (d.parse::<f64>().ok()?, r),
+            None => (0.0, text),
+        };
+        let mut secs = 0.0;
+        for part in rest.split(':') {
+            secs = secs * 60.0 + part.parse::<f64>().ok()?;
+        }
+        Some(days * 86_400.0 + secs)
+    }
 }
 
-pub use imp::{all_pids, inspect};
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_values() {
+        assert_eq!(parse_backend(Some("portable")), Ok(Backend::Portable));
+        assert!(parse_backend(None).is_ok());
+        assert_eq!(parse_backend(Some("")), parse_backend(None));
+        let bad = parse_backend(Some("fast")).unwrap_err();
+        assert!(
+            bad.contains("MONITOR_WORKERS_BACKEND") && bad.contains("portable"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn ps_lines_and_times_parse() {
+        let facts = ps::parse_line(
+            "  4242     1  4242  1000 Ss   Wed Dec  2 14:36:21 2026",
+            4242,
+        )
+        .unwrap();
+        assert_eq!(
+            (facts.ppid, facts.pgrp, facts.uid, facts.state),
+            (1, 4242, 1000, 'S')
+        );
+        assert_eq!(
+            ps::parse_line("  4243 1 4243 1000 Z Wed Dec  2 14:36:21 2026", 4242),
+            None
+        );
+        assert!(ps::parse_line("4242 1 4242", 4242).is_none());
+        let a = ps::parse_lstart("Wed Dec  2 14:36:21 2026").unwrap();
+        let b = ps::parse_lstart("Wed Dec 2 14:36:22 2026").unwrap();
+        assert_eq!(b.duration_since(a).unwrap(), Duration::from_secs(1));
+        assert_eq!(ps::parse_cpu_time("00:01:02"), Some(62.0));
+        assert_eq!(ps::parse_cpu_time("1-00:00:01"), Some(86_401.0));
+        assert_eq!(ps::parse_cpu_time("0:01.50"), Some(1.5));
+        assert_eq!(ps::parse_cpu_time("x"), None);
+    }
+
+    #[test]
+    fn the_portable_backend_sees_this_process_as_proc_does() {
+        let me = std::process::id() as i32;
+        let via_ps = ps::inspect(me).expect("ps sees this process");
+        assert_eq!(via_ps.uid, current_uid());
+        assert_eq!(via_ps.pgrp, nix::unistd::getpgrp().as_raw());
+        assert_eq!(
+            ps::inspect(me).unwrap().start_ticks,
+            via_ps.start_ticks,
+            "stable"
+        );
+        assert!(ps::all_pids().contains(&me));
+        assert!(ps::usage(me).is_some_and(|(rss, _)| rss > 0));
+        #[cfg(target_os = "linux")]
+        {
+            let via_proc = linux::inspect(me).unwrap();
+            assert_eq!(
+                (via_ps.ppid, via_ps.pgrp, via_ps.uid),
+                (via_proc.ppid, via_proc.pgrp, via_proc.uid)
+            );
+            let apart = via_ps
+                .started_at
+                .duration_since(via_proc.started_at)
+                .unwrap_or_else(|e| e.duration());
+            assert!(apart <= Duration::from_secs(2), "{apart:?}");
+        }
+    }
+}

@@ -468,3 +468,32 @@ fn monitor_log_rotates_and_says_healthy_only_after_a_change() {
         p.monitor_log()
     );
 }
+
+/// `MONITOR_WORKERS_BACKEND=portable` looks at processes only through `ps`
+/// (as on macOS): a running worker is still found healthy, a dead one dead
+/// and restarted; a bad value is a usage error.
+#[test]
+fn the_portable_backend_judges_workers_as_the_proc_one_does() {
+    let p = TestProject::new();
+    p.set_env("MONITOR_WORKERS_BACKEND", "portable");
+    p.stream("api", &["pending"], &[]);
+    p.dead_stream("gone");
+    let pid = p.spawn_worker_process("api");
+    assert!(wait_for(|| p.read_pid_file("api") == Some(pid), SOON));
+    // The same verdicts as with /proc, from `ps` alone.
+    p.run(&[])
+        .expect_code(1)
+        .stdout_has("Found 1 dead worker(s): gone")
+        .no_panic();
+    let st = p.stream_status("api");
+    assert_eq!(st["health"], "healthy", "{st}");
+    assert_eq!(st["pid"], pid);
+    p.run(&["--auto-restart"])
+        .expect_code(1)
+        .stdout_has("Worker gone restarted (PID")
+        .no_panic();
+    p.set_env("MONITOR_WORKERS_BACKEND", "fast");
+    p.run(&[])
+        .expect_code(2)
+        .stderr_has("MONITOR_WORKERS_BACKEND=\"fast\" is not a process backend");
+}

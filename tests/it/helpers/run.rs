@@ -103,7 +103,8 @@ impl TestProject {
         let mut cmd = Command::new(program);
         for (key, _) in std::env::vars_os() {
             let k = key.to_string_lossy();
-            if k.starts_with("MONITOR_WORKERS_")
+            // The process backend is the suite's to choose (CI runs it twice).
+            if (k.starts_with("MONITOR_WORKERS_") && k != "MONITOR_WORKERS_BACKEND")
                 || k.starts_with("FAKE_CLAUDE_")
                 || k == "WORKER_HEARTBEAT_INTERVAL"
             {
