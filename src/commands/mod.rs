@@ -101,7 +101,11 @@ pub fn discover(paths: &PathArgs) -> Result<Layout, Failure> {
         workspace_id: paths.workspace_id.clone(),
     };
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let exe = std::env::current_exe().ok();
+    // Resolved, so a symlink on PATH to a project's binary finds that project
+    // on every platform (Linux resolves it already, macOS does not).
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.canonicalize().unwrap_or(p));
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from);

@@ -497,3 +497,42 @@ fn the_portable_backend_judges_workers_as_the_proc_one_does() {
         .expect_code(2)
         .stderr_has("MONITOR_WORKERS_BACKEND=\"fast\" is not a process backend");
 }
+
+/// README: a symlink on PATH to a project's binary checks that project from
+/// anywhere; a copy outside any project finds the project from the cwd.
+#[test]
+fn a_symlinked_binary_is_tied_to_its_project_and_a_copy_follows_the_cwd() {
+    let p = TestProject::new();
+    p.stream("api", &["pending"], &[]);
+    let installed = p.orch.join("monitor-workers");
+    fs::copy(BIN, &installed).unwrap();
+    let on_path = p.root.join("local-bin");
+    fs::create_dir_all(&on_path).unwrap();
+    std::os::unix::fs::symlink(&installed, on_path.join("monitor-workers")).unwrap();
+    let out = p
+        .command(on_path.join("monitor-workers"))
+        .current_dir(&p.home)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("Monitoring initiative"), "{stdout}");
+
+    let copy = p.root.join("copy-bin");
+    fs::create_dir_all(&copy).unwrap();
+    fs::copy(BIN, copy.join("monitor-workers")).unwrap();
+    let from_home = p
+        .command(copy.join("monitor-workers"))
+        .current_dir(&p.home)
+        .output()
+        .unwrap();
+    assert_eq!(from_home.status.code(), Some(3));
+    let sub = p.proj.join("src");
+    fs::create_dir_all(&sub).unwrap();
+    let from_project = p
+        .command(copy.join("monitor-workers"))
+        .current_dir(&sub)
+        .output()
+        .unwrap();
+    assert_eq!(from_project.status.code(), Some(0));
+}
