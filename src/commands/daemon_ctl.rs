@@ -50,6 +50,9 @@ fn daemon_args(cli: &Cli, layout: &Layout, report_only: bool) -> Vec<String> {
     if c.start_ready {
         args.push("--start-ready".into());
     }
+    if c.recover_tasks {
+        args.push("--recover-tasks".into());
+    }
     // Only what was given: the daemon reads monitor.toml itself for the rest.
     let policy = c
         .restart_policy
@@ -62,6 +65,9 @@ fn daemon_args(cli: &Cli, layout: &Layout, report_only: bool) -> Vec<String> {
         ("--backoff-base", c.backoff_base.map(|v| v.to_string())),
         ("--backoff-max", c.backoff_max.map(|v| v.to_string())),
         ("--min-uptime", c.min_uptime.map(|v| v.to_string())),
+        ("--older-than", c.older_than.map(|v| v.to_string())),
+        ("--on-give-up", c.on_give_up.clone()),
+        ("--statsd", c.statsd.clone()),
         (
             "--busy-timeout",
             cli.paths.busy_timeout.map(|v| v.to_string()),

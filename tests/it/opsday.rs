@@ -231,17 +231,36 @@ fn start_supervises_stop_follows_at_once_and_restart_is_quiet_about_locks() {
     });
     fs::write(p.orch.join("state/daemon.json"), stale.to_string()).unwrap();
 
-    p.run(&["start", "--interval", "30"])
-        .expect_code(0)
-        .no_panic();
-    let args = p.daemon_record()["args"].clone();
-    assert!(
-        args.as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "--auto-restart"),
-        "{args}"
-    );
+    p.run(&[
+        "start",
+        "--interval",
+        "30",
+        "--on-give-up",
+        "true",
+        "--min-uptime",
+        "5",
+    ])
+    .expect_code(0)
+    .no_panic();
+    let record = p.daemon_record();
+    let args: Vec<&str> = record["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(args.contains(&"--auto-restart"), "{args:?}");
+    // Every check flag given to `start` reaches the daemon.
+    for pair in [
+        ["--interval", "30"],
+        ["--on-give-up", "true"],
+        ["--min-uptime", "5"],
+    ] {
+        assert!(
+            args.windows(2).any(|w| w == pair),
+            "{pair:?} not in {args:?}"
+        );
+    }
     p.run(&["stop"])
         .expect_code(0)
         .stdout_has("Monitor daemon stopped")
