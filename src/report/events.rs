@@ -38,6 +38,12 @@ pub struct EventRecord {
     /// Who asked, for operator commands (`user@host` or a user name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// A restart's failure class (rate-limit, auth, crash, killed, hang) and
+    /// its normalised signature, redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl EventRecord {

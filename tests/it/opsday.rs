@@ -92,6 +92,19 @@ fn an_identical_crash_loop_gets_the_whole_restart_budget() {
     .unwrap();
     assert!(attempt["class"].is_string(), "{attempt}");
     assert!(attempt["signature"].is_string(), "{attempt}");
+    let restarts: Vec<serde_json::Value> = p
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "restart")
+        .collect();
+    assert_eq!(restarts.len(), 10);
+    for e in &restarts {
+        assert!(e["class"].is_string() && e["signature"].is_string(), "{e}");
+    }
+    assert_eq!(
+        restarts[1]["signature"], restarts[9]["signature"],
+        "identical crashes"
+    );
 }
 
 /// `claude` missing: exit 127 at start gives up at once, with the reason,

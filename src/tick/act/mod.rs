@@ -412,6 +412,8 @@ impl<'a> Actor<'a> {
             reason: Some(reason.clone()),
             attempt: Some(attempt),
             exit: obs.exit_code.map(|c| format!("exit code {c}")),
+            class: Some(signature.class.to_string()),
+            signature: Some(selfheal::redact::redact(&signature.text)),
             ..EventRecord::new(action, Some(id.as_str()))
         });
         let lines = logtail::last_lines(&tail, 20);
