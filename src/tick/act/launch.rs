@@ -102,9 +102,10 @@ impl Actor<'_> {
             ));
             return None;
         }
+        let began = Instant::now();
         let mut result = self.start(obs, retry_context, &intent_nonce);
         if let Ok(started) = &mut result {
-            if let Some(failure) = self.settle(obs, started) {
+            if let Some(failure) = self.settle(obs, started, began) {
                 result = Err(failure);
             }
         }
@@ -241,9 +242,10 @@ impl Actor<'_> {
     /// once (`claude` missing, a crash on start) is a failed start, said as
     /// such, never as "restarted". Later deaths within the startup window
     /// are caught by the next check (`plan`).
-    fn settle(&self, obs: &Observed, started: &mut Launched) -> Option<ActError> {
+    /// `began` is when the spawn began (the "after" of a failed start).
+    fn settle(&self, obs: &Observed, started: &mut Launched, began: Instant) -> Option<ActError> {
         let child = started.child.as_mut()?;
-        let began = Instant::now();
+        let seen = Instant::now();
         let wait = SETTLE.min(self.settings.plan.min_uptime);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -256,7 +258,7 @@ impl Actor<'_> {
                     last_words: logtail::last_words(&tail),
                 });
             }
-            if began.elapsed() >= wait {
+            if seen.elapsed() >= wait {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
