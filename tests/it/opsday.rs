@@ -233,7 +233,8 @@ fn held_streams_are_reported_not_dead_and_stop_all_skips_finished_ones() {
 #[test]
 fn start_supervises_stop_follows_at_once_and_restart_is_quiet_about_locks() {
     let p = TestProject::new();
-    p.stream("api", &["pending"], &[]);
+    // A dead worker makes the daemon's first check slow (a restart).
+    p.dead_stream("api");
     // What a daemon killed with -9 leaves: its record, naming a dead PID.
     let gone = p.spawn(p.command("true"));
     assert!(p.wait_exit(gone, SOON).is_some());
@@ -244,7 +245,7 @@ fn start_supervises_stop_follows_at_once_and_restart_is_quiet_about_locks() {
     });
     fs::write(p.orch.join("state/daemon.json"), stale.to_string()).unwrap();
 
-    p.run(&[
+    let start = [
         "start",
         "--interval",
         "30",
@@ -252,9 +253,15 @@ fn start_supervises_stop_follows_at_once_and_restart_is_quiet_about_locks() {
         "true",
         "--min-uptime",
         "5",
-    ])
-    .expect_code(0)
-    .no_panic();
+    ];
+    // `stop` at once: the lock and the record must agree already.
+    p.run(&start).expect_code(0).no_panic();
+    p.run(&["stop"])
+        .expect_code(0)
+        .stdout_has("Monitor daemon stopped")
+        .no_panic();
+
+    p.run(&start).expect_code(0).no_panic();
     let record = p.daemon_record();
     let args: Vec<&str> = record["args"]
         .as_array()
