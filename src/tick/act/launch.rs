@@ -33,7 +33,9 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// The give-up a failed start calls for when retrying cannot help: the
 /// wrapper missing or not executable, or exit 126/127 at start.
-fn deterministic(error: &ActError) -> Option<GiveUp> {
+/// `log_words` reads what the worker log said last (for a wrapper that
+/// ended before its PID file was seen).
+fn deterministic(error: &ActError, log_words: impl Fn() -> Option<String>) -> Option<GiveUp> {
     match error {
         ActError::Spawn {
             source: source @ (SpawnError::WrapperMissing(_) | SpawnError::WrapperNotExecutable(_)),
@@ -49,7 +51,7 @@ fn deterministic(error: &ActError) -> Option<GiveUp> {
             let code = status
                 .strip_prefix("exit code ")
                 .and_then(|c| c.trim().parse().ok());
-            plan::start_give_up(code, None)
+            plan::start_give_up(code, log_words().as_deref())
         }
         ActError::FailedStart {
             code, last_words, ..
@@ -103,6 +105,7 @@ impl Actor<'_> {
             return None;
         }
         let began = Instant::now();
+        let began_at = std::time::SystemTime::now();
         let mut result = self.start(obs, retry_context, &intent_nonce);
         if let Ok(started) = &mut result {
             if let Some(failure) = self.settle(obs, started, began) {
@@ -110,7 +113,17 @@ impl Actor<'_> {
             }
         }
         if let Err(e) = &result {
-            if let Some(why) = deterministic(e) {
+            // Only a log this start wrote speaks for it (not an older run's).
+            let log_words = || {
+                let path = self.log_path(obs);
+                let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+                // File times come from a coarse clock, a few ms behind.
+                if written + Duration::from_millis(20) < began_at {
+                    return None;
+                }
+                logtail::last_words(&logtail::tail(&path, 4096)?)
+            };
+            if let Some(why) = deterministic(e, log_words) {
                 self.give_up_at_start(obs, noun, e, why);
                 return None;
             }
@@ -459,5 +472,58 @@ impl Actor<'_> {
                 .logger
                 .error(&format!("Cannot write self-heal record: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::StreamId;
+
+    #[test]
+    fn starts_that_cannot_succeed_give_up_whichever_way_they_were_seen() {
+        let stream = StreamId::parse("A").unwrap();
+        let said = || Some("command 'claude' not found on PATH=/bin".to_string());
+        let nothing = || None;
+        let spawn = |source| ActError::Spawn {
+            stream: stream.clone(),
+            source,
+        };
+        let reason =
+            |e: &ActError, words: &dyn Fn() -> Option<String>| match deterministic(e, words) {
+                Some(GiveUp::Deterministic { reason, .. }) => Some(reason),
+                _ => None,
+            };
+        // Missed by the spawn's poll: the wrapper's exit code and its log.
+        let early = spawn(SpawnError::ExitedEarly {
+            status: "exit code 127".into(),
+        });
+        assert_eq!(
+            reason(&early, &said).as_deref(),
+            Some("claude not found on PATH: command 'claude' not found on PATH=/bin")
+        );
+        assert_eq!(
+            reason(&early, &nothing).as_deref(),
+            Some("claude not found on PATH")
+        );
+        let crash = spawn(SpawnError::ExitedEarly {
+            status: "exit code 1".into(),
+        });
+        assert_eq!(reason(&crash, &said), None);
+        let missing = spawn(SpawnError::WrapperMissing("/x/worker-wrapper.sh".into()));
+        assert!(reason(&missing, &nothing).is_some_and(|r| r.contains("is missing")));
+        let late = ActError::FailedStart {
+            stream: stream.clone(),
+            status: "exit code 126".into(),
+            code: Some(126),
+            after: Duration::from_millis(40),
+            last_words: None,
+        };
+        assert_eq!(
+            reason(&late, &nothing).as_deref(),
+            Some("claude cannot be executed")
+        );
+        let timeout = spawn(SpawnError::NoPidFile(Duration::from_secs(5)));
+        assert_eq!(reason(&timeout, &said), None, "a timeout may pass");
     }
 }
