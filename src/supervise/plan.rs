@@ -51,6 +51,10 @@ pub struct PlanSettings {
     pub min_uptime: Duration,
 }
 
+/// A worker first seen this soon after a restart was charged is that
+/// restart's (the spawn wait and the settle are far shorter).
+const OUR_START_MS: u64 = 60_000;
+
 /// The startup window of `--min-uptime` by default.
 pub const DEFAULT_MIN_UPTIME: Duration = Duration::from_secs(10);
 
@@ -302,9 +306,10 @@ pub fn plan_tick(
 }
 
 /// How long (ms) a worker just found dead had run, when that is less than
-/// the startup window: its start failed. The start is the PID file's time
-/// (the wrapper writes it first thing), else when it was first seen; the end
-/// is when its log ended, else now.
+/// the startup window: its start failed. Only a worker a restart of ours
+/// started counts (one the orchestrator started is not our start). The
+/// start is the PID file's time (the wrapper writes it first thing), else
+/// when it was first seen; the end is when its log ended, else now.
 fn died_starting(
     st: &StreamState,
     obs: &Observation,
@@ -318,6 +323,13 @@ fn died_starting(
         Lifecycle::Starting { since_ms, .. } | Lifecycle::Running { since_ms, .. } => since_ms,
         _ => return None,
     };
+    // Seen starting soon after a restart was charged: that restart's worker.
+    let ours = st
+        .last_restart_ms
+        .is_some_and(|r| since_ms >= r && since_ms - r <= OUR_START_MS);
+    if !ours {
+        return None;
+    }
     let started_ms = st
         .worker
         .map(|w| w.pid_file_mtime * 1000)
