@@ -1,6 +1,8 @@
 //! Status rendering: the text table, JSON and colour, as snapshots.
 
+use super::render::pad;
 use super::*;
+use unicode_width::UnicodeWidthStr;
 
 fn stream(id: &str) -> StreamStatus {
     StreamStatus {
