@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "monitor-workers",
     version,
@@ -25,6 +25,8 @@ pub struct Cli {
     pub check: CheckArgs,
     #[command(flatten)]
     pub paths: PathArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -105,6 +107,21 @@ pub struct PathArgs {
     /// [default: 5]
     #[arg(long, value_name = "SECS", env = "MONITOR_WORKERS_BUSY_TIMEOUT", value_parser = parse_seconds)]
     pub busy_timeout: Option<f64>,
+}
+
+/// The web dashboard's listening address and who may reach it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HttpArgs {
+    /// Serve the dashboard, /api and /metrics on ADDR (with --daemon, start or
+    /// dashboard; 127.0.0.1:0 picks a free port) [dashboard default: 127.0.0.1:0]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Allow --http to listen beyond loopback (needs --http-allowed-host)
+    #[arg(long, global = true)]
+    pub http_allow_remote: bool,
+    /// A host name clients use to reach a remote --http address (repeatable)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub http_allowed_host: Vec<String>,
 }
 
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -213,6 +230,12 @@ pub enum Command {
         events: bool,
         #[command(flatten)]
         project: ProjectArgs,
+    },
+    /// Serve the web dashboard (and /api, /metrics) until interrupted
+    Dashboard {
+        /// Print the dashboard's URL with its access token and try to open a browser
+        #[arg(long)]
+        open: bool,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions {

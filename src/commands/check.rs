@@ -125,6 +125,11 @@ pub fn resolve(cli: &Cli, config: &ConfigFile) -> Result<Resolved, Failure> {
 }
 
 pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
+    if cli.http.http.is_some() && !cli.daemon {
+        return Err(Failure::Usage(
+            "--http serves the dashboard beside the daemon: add --daemon (or run `monitor-workers dashboard`)".into(),
+        ));
+    }
     let ctx = Context::new(cli)?;
     let settings = &ctx.resolved.tick;
     if cli.daemon {
@@ -133,6 +138,7 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
             ctx.logger
                 .warning("Daemon mode without --auto-restart will only report dead workers");
         }
+        let _dashboard = super::dashboard::for_daemon(cli, &ctx)?;
         let args = std::env::args().skip(1).collect();
         return match daemon::run(
             &ctx.layout,

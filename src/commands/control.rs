@@ -21,7 +21,11 @@ fn failed(e: ActError) -> Failure {
 }
 
 pub fn pause(cli: &Cli, raw: &str) -> Result<Outcome, Failure> {
-    let ctx = Context::new(cli)?;
+    pause_in(&Context::new(cli)?, cli, raw)
+}
+
+/// `pause` in a context made by the caller (the dashboard's says `via: web`).
+pub fn pause_in(ctx: &Context, cli: &Cli, raw: &str) -> Result<Outcome, Failure> {
     let id = ctx.known_stream(cli, raw)?;
     let by = who();
     let recorder = ctx.recorder();
@@ -45,7 +49,10 @@ pub fn pause(cli: &Cli, raw: &str) -> Result<Outcome, Failure> {
 
 /// `resume STREAM`, or `resume --all` (every paused or stopped stream).
 pub fn resume(cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
-    let ctx = Context::new(cli)?;
+    resume_in(&Context::new(cli)?, cli, raw)
+}
+
+pub fn resume_in(ctx: &Context, cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
     let ids = match raw {
         Some(raw) => vec![ctx.known_stream(cli, raw)?],
         None => held_streams(&ctx),
@@ -89,7 +96,10 @@ fn held_streams(ctx: &Context) -> Vec<StreamId> {
 /// `reset STREAM` (and the global breaker if that stream's failures opened
 /// it), or `reset --all`: every stream the state knows, and the breaker.
 pub fn reset(cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
-    let ctx = Context::new(cli)?;
+    reset_in(&Context::new(cli)?, cli, raw)
+}
+
+pub fn reset_in(ctx: &Context, cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
     let ids = match raw {
         Some(raw) => vec![ctx.known_stream(cli, raw)?],
         None => {
@@ -120,7 +130,16 @@ pub fn reset(cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
 
 /// `stop STREAM` / `stop --all`.
 pub fn stop(cli: &Cli, raw: Option<&str>, all: bool, grace: Duration) -> Result<Outcome, Failure> {
-    let ctx = Context::new(cli)?;
+    stop_in(&Context::new(cli)?, cli, raw, all, grace)
+}
+
+pub fn stop_in(
+    ctx: &Context,
+    cli: &Cli,
+    raw: Option<&str>,
+    all: bool,
+    grace: Duration,
+) -> Result<Outcome, Failure> {
     let snapshot = ctx.snapshot(cli)?;
     let ids: Vec<StreamId> = match (raw, all) {
         (Some(raw), _) => vec![ctx.known_stream(cli, raw)?],
@@ -186,7 +205,17 @@ pub fn stop(cli: &Cli, raw: Option<&str>, all: bool, grace: Duration) -> Result<
 }
 
 pub fn restart(cli: &Cli, raw: &str, grace: Duration) -> Result<Outcome, Failure> {
-    let ctx = Context::new(cli)?;
+    restart_in(&Context::new(cli)?, cli, raw, grace).map(|_| Outcome::Healthy)
+}
+
+/// `restart STREAM`; returns the wrapper's `Child` when this process spawned
+/// it, for a long-lived caller to reap.
+pub fn restart_in(
+    ctx: &Context,
+    cli: &Cli,
+    raw: &str,
+    grace: Duration,
+) -> Result<Option<std::process::Child>, Failure> {
     let id = ctx.known_stream(cli, raw)?;
     let snapshot = ctx.snapshot(cli)?;
     let recorder = ctx.recorder();
@@ -200,7 +229,7 @@ pub fn restart(cli: &Cli, raw: &str, grace: Duration) -> Result<Outcome, Failure
         &snapshot.initiative,
     )
     .with_tc(snapshot.tc.as_ref());
-    let restarted = operator::restart(&mut actor, &snapshot, &id);
+    let restarted = operator::restart_launched(&mut actor, &snapshot, &id);
     // A start that failed for good gives the stream up, announced as a
     // check would (event, notify hook).
     let give_ups = std::mem::take(&mut actor.gave_up);
@@ -213,6 +242,19 @@ pub fn restart(cli: &Cli, raw: &str, grace: Duration) -> Result<Outcome, Failure
     for hook in hooks {
         let _ = hook.join();
     }
-    restarted.map_err(failed)?;
+    let launched = restarted.map_err(failed)?;
+    Ok(launched.child)
+}
+
+/// Lets every worker be restarted again at once: the global breaker that
+/// holds all restarts after a wave of failures is lifted early (as
+/// `reset --all` does).
+pub fn lift_breaker_in(ctx: &Context) -> Result<Outcome, Failure> {
+    let by = who();
+    let recorder = ctx.recorder();
+    let was_open = operator::lift_breaker(&ctx.store, &recorder, None, &by).map_err(failed)?;
+    if !was_open {
+        return Err(Failure::Usage("the restart breaker is not open".into()));
+    }
     Ok(Outcome::Healthy)
 }

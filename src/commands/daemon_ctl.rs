@@ -108,6 +108,15 @@ fn daemon_args(cli: &Cli, layout: &Layout, report_only: bool) -> Vec<String> {
             args.push(value);
         }
     }
+    if let Some(addr) = &cli.http.http {
+        args.extend(["--http".to_string(), addr.clone()]);
+        if cli.http.http_allow_remote {
+            args.push("--http-allow-remote".into());
+        }
+        for host in &cli.http.http_allowed_host {
+            args.extend(["--http-allowed-host".to_string(), host.clone()]);
+        }
+    }
     args
 }
 

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod control;
 pub mod daemon_ctl;
+pub mod dashboard;
 pub mod generate;
 pub mod logs;
 pub mod recover;
@@ -71,6 +72,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
                 events: *events,
             },
         ),
+        Some(Command::Dashboard { open }) => dashboard::run(&cli, *open),
         Some(Command::Completions { shell }) => generate::completions(*shell),
         Some(Command::Man { dir }) => generate::man(dir.as_deref()),
         Some(Command::Help { command }) => generate::help(command.as_deref()),
@@ -125,6 +127,8 @@ pub struct Context {
     pub logger: Logger,
     pub store: StateStore,
     pub resolved: check::Resolved,
+    /// Where operator commands come from (`web`), for the event log.
+    pub via: Option<&'static str>,
 }
 
 impl Context {
@@ -139,11 +143,14 @@ impl Context {
             logger,
             store,
             resolved,
+            via: None,
         })
     }
 
     pub fn recorder(&self) -> Recorder<'_> {
-        Recorder::new(&self.layout, &self.logger)
+        let mut recorder = Recorder::new(&self.layout, &self.logger);
+        recorder.via = self.via;
+        recorder
     }
 
     /// The current snapshot; no active initiative is an error here.

@@ -44,6 +44,10 @@ pub struct EventRecord {
     pub class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The channel an operator's command came through: `web` for the
+    /// dashboard; absent for the command line and the monitor itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl EventRecord {

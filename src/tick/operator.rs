@@ -212,6 +212,16 @@ pub fn stop_session(
 /// `restart STREAM`: under the stream's lock, stop the worker gracefully if
 /// it runs, forgive the stream, and start it afresh. Returns the new PID.
 pub fn restart(actor: &mut Actor<'_>, snapshot: &Snapshot, id: &StreamId) -> Result<i32, ActError> {
+    restart_launched(actor, snapshot, id).map(|l| l.pid)
+}
+
+/// `restart`, returning what was launched: a long-lived caller (the
+/// dashboard) keeps the wrapper's `Child` to reap it when it ends.
+pub fn restart_launched(
+    actor: &mut Actor<'_>,
+    snapshot: &Snapshot,
+    id: &StreamId,
+) -> Result<super::act::Launched, ActError> {
     let obs = snapshot
         .stream(id)
         .ok_or_else(|| ActError::Unknown { stream: id.clone() })?;
@@ -261,7 +271,7 @@ pub fn restart(actor: &mut Actor<'_>, snapshot: &Snapshot, id: &StreamId) -> Res
         ..EventRecord::new("operator_restart", Some(id.as_str()))
     });
     let launched = actor.launch(obs, None);
-    launched.map(|l| l.pid).ok_or_else(|| ActError::Component {
+    launched.ok_or_else(|| ActError::Component {
         stream: id.clone(),
         reason: "the worker did not start; see monitor.log".into(),
     })

@@ -24,6 +24,9 @@ pub struct Recorder<'a> {
     pub logger: &'a Logger,
     pub events: EventLog,
     pub layout: &'a Layout,
+    /// The channel an operator's command came through (`web`), stamped on
+    /// every event this recorder writes; `None` for the CLI and the daemon.
+    pub via: Option<&'static str>,
 }
 
 impl<'a> Recorder<'a> {
@@ -32,10 +35,14 @@ impl<'a> Recorder<'a> {
             logger,
             events: EventLog::new(&layout.events_log()),
             layout,
+            via: None,
         }
     }
 
-    pub fn event(&self, record: EventRecord) {
+    pub fn event(&self, mut record: EventRecord) {
+        if record.via.is_none() {
+            record.via = self.via.map(str::to_string);
+        }
         if let Err(e) = self.events.append(&record) {
             self.logger.write_file(
                 Level::Error,
