@@ -7,6 +7,7 @@ mod bad_input;
 mod chaos;
 mod check;
 mod daemon;
+mod dashboard;
 mod discovery;
 mod dropin;
 mod helpers;

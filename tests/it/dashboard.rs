@@ -1,0 +1,623 @@
+//! The web dashboard as people and programs use it. Plain HTTP clients
+//! check the refusals (no token, a wrong one, a foreign Origin or Host, a
+//! GET on a write, a large body: refused and nothing changed) and that the
+//! API and /metrics say what `status --json` says. Headless Chromium through
+//! WebDriver drives the page (`#[ignore]`d: they need chromium and
+//! chromium-driver, and a real Prometheus with promtool; `.ci/run` installs
+//! them and runs these explicitly).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::helpers::*;
+
+/// A dashboard (or daemon) serving the test's project.
+struct Served {
+    addr: String,
+    token: String,
+    daemon: Daemon,
+}
+
+fn state_dir(p: &TestProject) -> PathBuf {
+    p.orch.join("state")
+}
+
+/// Starts the monitor with `args` and waits for its `state/http.json`.
+fn serve(p: &TestProject, args: &[&str]) -> Served {
+    let record = state_dir(p).join("http.json");
+    let _ = std::fs::remove_file(&record);
+    let daemon = p.spawn_daemon(args);
+    let mut addr = None;
+    let found = wait_for(
+        || {
+            addr = std::fs::read_to_string(&record)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["addr"].as_str().map(str::to_string));
+            addr.is_some()
+        },
+        SOON,
+    );
+    assert!(
+        found,
+        "no state/http.json\nstdout: {}\nstderr: {}",
+        daemon.stdout_text(),
+        daemon.stderr_text()
+    );
+    let token = std::fs::read_to_string(state_dir(p).join("http.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Served {
+        addr: addr.unwrap(),
+        token,
+        daemon,
+    }
+}
+
+/// One HTTP/1.1 exchange on a fresh connection; `(status, body)`.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(SOON)).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A project with a running worker `worker-one` and a dead stream `dead`.
+fn project_with_streams() -> (TestProject, u32) {
+    let p = TestProject::new();
+    p.stream("worker-one", &["in_progress", "pending"], &[]);
+    p.dead_stream("dead");
+    let pid = p.spawn_worker_process("worker-one");
+    (p, pid)
+}
+
+#[test]
+fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
+    let (p, live_pid) = project_with_streams();
+    let s = serve(&p, &["dashboard", "--http", "127.0.0.1:0"]);
+    let token_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(state_dir(&p).join("http.token"))
+            .unwrap()
+            .permissions(),
+    ) & 0o777;
+    assert_eq!(token_mode, 0o600, "the token file is private");
+    let auth = bearer(&s.token);
+    let own_origin = format!("http://{}", s.addr);
+    let state_before = std::fs::read(p.state_file()).ok();
+    let events_before = p.events().len();
+
+    // The page shell needs no token and holds no data.
+    let (code, shell) = http(&s.addr, "GET", "/", &[], "");
+    assert_eq!(code, 200);
+    assert!(shell.contains("<script src=\"/app.js\">"), "{shell}");
+    assert!(!shell.contains("worker-one") && !shell.contains(&s.token));
+    assert!(!shell.contains(&p.proj.display().to_string()));
+
+    let writes = ["/api/streams/worker-one/stop", "/api/streams/worker-one/pause", "/api/breaker/reset"];
+    let refused: Vec<(&str, &str, Vec<(&str, &str)>, u16)> = vec![
+        ("GET", "/api/status", vec![], 401),
+        ("GET", "/api/events", vec![], 401),
+        ("GET", "/api/streams/worker-one", vec![], 401),
+        ("GET", "/api/live", vec![], 401),
+        ("GET", "/metrics", vec![], 401),
+        ("GET", "/api/status", vec![("Authorization", "Bearer not-the-token")], 403),
+        ("GET", "/api/status", vec![("Authorization", &auth), ("Origin", "http://evil.example")], 403),
+        ("GET", "/api/status", vec![("Authorization", &auth), ("Host", "evil.example")], 421),
+        ("GET", "/", vec![("Host", "rebound.example:80")], 421),
+        ("GET", "/api/live", vec![("Cookie", "mw_session=forged")], 401),
+    ];
+    for (method, path, headers, want) in &refused {
+        let (code, body) = http(&s.addr, method, path, headers, "");
+        assert_eq!(code, *want, "{method} {path} {headers:?}: {body}");
+    }
+    for path in writes {
+        let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
+            (vec![], 401),
+            (vec![("Authorization", "Bearer wrong")], 403),
+            (vec![("Authorization", &auth), ("Origin", "http://evil.example")], 403),
+            (vec![("Authorization", &auth), ("Origin", "http://127.0.0.1:1")], 403),
+            (vec![("Authorization", &auth), ("Origin", "null")], 403),
+            (vec![("Authorization", &auth), ("Host", "attacker.example:80")], 421),
+        ];
+        for (headers, want) in cases {
+            let (code, body) = http(&s.addr, "POST", path, &headers, "");
+            assert_eq!(code, want, "POST {path} {headers:?}: {body}");
+        }
+        // A write is a POST: GET is not allowed even with the token.
+        let (code, _) = http(&s.addr, "GET", path, &[("Authorization", &auth)], "");
+        assert_eq!(code, 405, "GET {path}");
+    }
+    let big = "x".repeat(64 * 1024);
+    let (code, _) = http(&s.addr, "POST", "/api/streams/worker-one/stop", &[("Authorization", &auth)], &big);
+    assert_eq!(code, 413, "a large body is refused");
+
+    assert!(is_alive(live_pid), "no refused request stopped the worker");
+    assert_eq!(std::fs::read(p.state_file()).ok(), state_before, "state unchanged");
+    assert_eq!(p.events().len(), events_before, "no event recorded");
+
+    // The same request with the token and the page's own origin works.
+    let (code, body) = http(
+        &s.addr,
+        "POST",
+        "/api/streams/worker-one/pause",
+        &[("Authorization", &auth), ("Origin", &own_origin)],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let pause = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "pause")
+        .expect("pause recorded");
+    assert_eq!(pause["via"], "web");
+    assert_eq!(pause["stream"], "worker-one");
+    assert!(pause["by"].is_string());
+    assert_eq!(p.stream_status("worker-one")["state"], "paused");
+    // An illegal move is refused by the state machine, as on the CLI.
+    let (code, body) = http(&s.addr, "POST", "/api/streams/worker-one/restart", &[("Authorization", &auth)], "");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("resume it first"), "{body}");
+    let (code, body) = http(&s.addr, "POST", "/api/streams/nope/pause", &[("Authorization", &auth)], "");
+    assert_eq!(code, 400, "{body}");
+    assert!(is_alive(live_pid));
+    p.stop_daemon(&s.daemon);
+    assert!(!state_dir(&p).join("http.json").exists(), "http.json removed on exit");
+}
+
+#[test]
+fn the_daemon_serves_status_json_metrics_and_a_live_stream() {
+    let (p, live_pid) = project_with_streams();
+    let s = serve(&p, &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"]);
+    let auth = bearer(&s.token);
+    assert!(wait_for(|| p.status_json()["daemon"]["running"] == true, SOON));
+    let (code, body) = http(&s.addr, "GET", "/api/status", &[("Authorization", &auth)], "");
+    assert_eq!(code, 200, "{body}");
+    let web: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let cli = p.status_json();
+    let summary = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+        v["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["health"].as_str().unwrap().to_string(),
+                    s["pid"].to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(summary(&web), summary(&cli), "the API is status --json");
+    assert_eq!(web["version"], 1);
+    assert_eq!(web["daemon"]["pid"], cli["daemon"]["pid"]);
+    assert!(summary(&web).contains(&("worker-one".into(), "healthy".into(), live_pid.to_string())));
+
+    let (code, metrics) = http(&s.addr, "GET", "/metrics", &[("Authorization", &auth)], "");
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))
+        .expect("exposition format");
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(value("monitor_workers_up"), 1.0);
+    assert_eq!(value("monitor_workers_build_info"), 1.0);
+    assert!(value("monitor_workers_last_tick_duration_seconds") > 0.0);
+    for series in [
+        "monitor_workers_restarts_total",
+        "monitor_workers_deaths_total",
+        "monitor_workers_workers",
+        "monitor_workers_breaker_open",
+        "monitor_workers_stream_state",
+        "monitor_workers_stream_unattended_seconds",
+    ] {
+        value(series);
+    }
+
+    // The live stream, through the cookie traded for the token.
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    let session = {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        write!(
+            c,
+            "POST /api/session HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            s.addr
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = c.read_to_string(&mut text);
+        assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict"), "{text}");
+        text.lines()
+            .find_map(|l| l.to_ascii_lowercase().starts_with("set-cookie:").then(|| l[11..].trim().to_string()))
+            .and_then(|c| c.split(';').next().map(str::to_string))
+            .expect("a session cookie")
+    };
+    conn.set_read_timeout(Some(SOON)).unwrap();
+    write!(conn, "GET /api/live HTTP/1.1\r\nHost: {}\r\nCookie: {session}\r\n\r\n", s.addr).unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + SOON;
+    while !seen.contains("event: update") && Instant::now() < deadline {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(seen.contains("event: update") && seen.contains("\"worker-one\""), "{seen}");
+    drop(conn);
+    p.stop_daemon(&s.daemon);
+}
+
+#[test]
+fn listening_beyond_loopback_needs_both_flags_and_says_so() {
+    let p = TestProject::new();
+    p.stream("a", &["pending"], &[]);
+    p.run(&["dashboard", "--http", "0.0.0.0:0"])
+        .expect_code(2)
+        .stderr_has("--http-allow-remote");
+    p.run(&["dashboard", "--http", "0.0.0.0:0", "--http-allow-remote"])
+        .expect_code(2)
+        .stderr_has("--http-allowed-host");
+    p.run(&["--http", "127.0.0.1:0"])
+        .expect_code(2)
+        .stderr_has("--daemon");
+    let s = serve(
+        &p,
+        &["dashboard", "--http", "0.0.0.0:0", "--http-allow-remote", "--http-allowed-host", "box.example"],
+    );
+    assert!(
+        wait_for(|| s.daemon.stderr_text().contains("REMOTE ACCESS IS ON"), SOON),
+        "{}",
+        s.daemon.stderr_text()
+    );
+    let port = s.addr.rsplit(':').next().unwrap().to_string();
+    let local = format!("127.0.0.1:{port}");
+    let auth = bearer(&s.token);
+    let named = format!("box.example:{port}");
+    let (code, _) = http(&local, "GET", "/api/status", &[("Authorization", &auth), ("Host", &named)], "");
+    assert_eq!(code, 200);
+    let other = format!("other.example:{port}");
+    let (code, _) = http(&local, "GET", "/api/status", &[("Authorization", &auth), ("Host", &other)], "");
+    assert_eq!(code, 421);
+    p.stop_daemon(&s.daemon);
+}
+
+// ----- the browser ---------------------------------------------------------
+
+/// A free loopback port (for chromedriver and Prometheus, which want one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) -> bool {
+    wait_for(|| TcpStream::connect(("127.0.0.1", port)).is_ok(), SOON)
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(MANIFEST).join("target"));
+    let dir = target.join("dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts chromedriver (killed with the project) and a session in headless
+/// Chromium with a fresh profile.
+async fn browser(p: &TestProject) -> fantoccini::Client {
+    let port = free_port();
+    let mut cmd = p.command("chromedriver");
+    cmd.arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    p.spawn(cmd);
+    assert!(wait_port(port), "chromedriver did not listen");
+    let profile = p.root.join("chromium-profile");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1500",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    fantoccini::ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session in chromium")
+}
+
+/// Polls a script in the page until `done` accepts its result.
+async fn until(
+    c: &fantoccini::Client,
+    what: &str,
+    script: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let value = c.execute(script, vec![]).await.unwrap_or(serde_json::Value::Null);
+        if done(&value) {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; last: {value}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const ROWS: &str = "return Object.fromEntries([...document.querySelectorAll('#streams tbody tr')]\
+    .map(r => [r.dataset.stream, {health: r.dataset.health, pid: r.querySelector('.pid').textContent}]))";
+
+fn health_of<'v>(rows: &'v serde_json::Value, stream: &str) -> &'v str {
+    rows[stream]["health"].as_str().unwrap_or("")
+}
+
+#[test]
+#[ignore = "needs chromium and chromium-driver; run by .ci/run"]
+fn a_person_watches_and_restarts_workers_in_the_browser() {
+    let p = TestProject::new();
+    // `doomed` dies and gives up at once (no restart budget) in a first check.
+    p.dead_stream("doomed");
+    p.stream("alive", &["in_progress", "pending"], &[]);
+    p.stream("victim", &["completed", "in_progress"], &[]);
+    let alive = p.spawn_worker_process("alive");
+    let victim = p.spawn_worker_process("victim");
+    p.run(&["--auto-restart", "--max-restarts", "0"]);
+    assert_eq!(p.stream_status("doomed")["health"], "gave_up");
+    // Then a dead stream and one waiting on it.
+    p.dead_stream("dead");
+    p.stream("waiting", &["pending"], &["dead"]);
+    let s = serve(&p, &["dashboard", "--http", "127.0.0.1:0"]);
+    let url = format!("http://{}/#token={}", s.addr, s.token);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let c = browser(&p).await;
+        c.goto(&url).await.unwrap();
+        // Every stream, each in its state.
+        let rows = until(&c, "every stream's row", ROWS, |v| {
+            ["alive", "victim", "dead", "waiting", "doomed"]
+                .iter()
+                .all(|s| !health_of(v, s).is_empty())
+        })
+        .await;
+        assert_eq!(health_of(&rows, "alive"), "healthy", "{rows}");
+        assert_eq!(rows["alive"]["pid"], alive.to_string());
+        assert_eq!(health_of(&rows, "victim"), "healthy", "{rows}");
+        assert_eq!(health_of(&rows, "dead"), "unhealthy", "{rows}");
+        assert_eq!(health_of(&rows, "waiting"), "waiting", "{rows}");
+        assert_eq!(health_of(&rows, "doomed"), "gave_up", "{rows}");
+        let hash = c.execute("return location.href", vec![]).await.unwrap();
+        assert!(!hash.as_str().unwrap().contains(&s.token), "the token left the address bar: {hash}");
+        until(&c, "the live stream", "return document.getElementById('connection').dataset.state", |v| v == "live").await;
+
+        // A worker dies: its row changes without a reload.
+        c.execute("window.notReloaded = true; return true", vec![]).await.unwrap();
+        p.signal_group_ours(victim, Signal::SIGKILL);
+        let rows = until(&c, "the killed worker's row", ROWS, |v| health_of(v, "victim") == "unhealthy").await;
+        assert_eq!(rows["victim"]["pid"], "–");
+        assert_eq!(c.execute("return window.notReloaded === true", vec![]).await.unwrap(), true);
+        // A check records the death; the timeline marks it.
+        p.run(&[]);
+        until(
+            &c,
+            "the death and give-up marks",
+            "return [document.querySelectorAll('#timeline .mark.death[data-stream=\"victim\"]').length, \
+                     document.querySelectorAll('#timeline .mark.gave_up[data-stream=\"doomed\"]').length]",
+            |v| v[0].as_u64() >= Some(1) && v[1].as_u64() >= Some(1),
+        )
+        .await;
+
+        // Restart the dead stream from its row.
+        let button = c
+            .find(fantoccini::Locator::Css("button[data-verb='restart'][data-stream='dead']"))
+            .await
+            .unwrap();
+        button.click().await.unwrap();
+        until(&c, "the restart's answer", "return document.getElementById('result').dataset.ok + ' ' + document.getElementById('result').textContent", |v| {
+            v.as_str().is_some_and(|t| t.starts_with("true restart dead: done"))
+        })
+        .await;
+        let rows = until(&c, "the restarted worker running", ROWS, |v| health_of(v, "dead") == "healthy").await;
+        let new_pid: u32 = rows["dead"]["pid"].as_str().unwrap().parse().expect("a PID");
+        assert!(is_alive(new_pid));
+        assert_eq!(p.read_pid_file("dead"), Some(new_pid));
+        until(
+            &c,
+            "the restart in the event feed",
+            "return [...document.querySelectorAll('#events li[data-event=\"operator_restart\"][data-stream=\"dead\"]')].map(li => li.textContent).join('|')",
+            |v| v.as_str().is_some_and(|t| t.contains("via web")),
+        )
+        .await;
+        until(
+            &c,
+            "the restart mark",
+            "return document.querySelectorAll('#timeline .mark.restart[data-stream=\"dead\"]').length",
+            |v| v.as_u64() >= Some(1),
+        )
+        .await;
+        let recorded = p.events().into_iter().find(|e| e["event"] == "operator_restart" && e["stream"] == "dead");
+        assert_eq!(recorded.expect("operator_restart recorded")["via"], "web");
+
+        // Stop asks for a confirmation first.
+        let stop = "button[data-verb='stop'][data-stream='alive']";
+        c.find(fantoccini::Locator::Css(stop)).await.unwrap().click().await.unwrap();
+        let label = c.find(fantoccini::Locator::Css(stop)).await.unwrap().text().await.unwrap();
+        assert_eq!(label, "confirm stop");
+        assert!(is_alive(alive), "nothing stopped before the confirmation");
+        c.find(fantoccini::Locator::Css(stop)).await.unwrap().click().await.unwrap();
+        until(&c, "the stopped row", ROWS, |v| health_of(v, "alive") == "stopped").await;
+        assert!(p.wait_exit(alive, SOON).is_some() || !is_alive(alive), "the worker was stopped");
+
+        // The detail view: redacted log lines and the attempt records.
+        c.find(fantoccini::Locator::Css("#streams tr[data-stream='dead'] .stream-id"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "the detail view",
+            "return document.getElementById('detail').hidden === false && document.getElementById('detail-name').textContent",
+            |v| v == "dead",
+        )
+        .await;
+
+        let dir = screenshot_dir();
+        std::fs::write(dir.join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
+        c.set_window_size(390, 1600).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(dir.join("dashboard-phone.png"), c.screenshot().await.unwrap()).unwrap();
+        c.close().await.unwrap();
+    });
+    p.stop_daemon(&s.daemon);
+}
+
+// ----- Prometheus ----------------------------------------------------------
+
+fn templates() -> PathBuf {
+    PathBuf::from(MANIFEST).join("templates/prometheus")
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(templates())
+        .output()
+        .expect("promtool runs (Debian package prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+#[ignore = "needs promtool (Debian package prometheus); run by .ci/run"]
+fn the_alert_rules_pass_promtool() {
+    promtool(&["check", "rules", "alerts.yml"]);
+    promtool(&["test", "rules", "alerts.test.yml"]);
+}
+
+#[test]
+#[ignore = "needs prometheus (Debian package); run by .ci/run"]
+fn a_real_prometheus_scrapes_the_monitor() {
+    let (p, _live) = project_with_streams();
+    let s = serve(&p, &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"]);
+    let dir = p.root.join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), &s.token).unwrap();
+    // The shipped scrape config, pointed at this monitor.
+    let shipped = std::fs::read_to_string(templates().join("prometheus.yml")).unwrap();
+    let config = shipped
+        .replace("/etc/prometheus/monitor-workers.token", &dir.join("token").display().to_string())
+        .replace("'host-a.example:9464', 'host-b.example:9464'", &format!("'{}'", s.addr))
+        .replace("scrape_interval: 30s", "scrape_interval: 1s")
+        .replace("- alerts.yml", &format!("- {}", templates().join("alerts.yml").display()));
+    assert!(config.contains(&s.addr), "the template names its targets as expected:\n{config}");
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let mut cmd = p.command("prometheus");
+    cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
+    p.spawn(cmd);
+    assert!(wait_port(port), "prometheus did not listen");
+    let prom = format!("127.0.0.1:{port}");
+    let mut last = String::new();
+    let up = wait_for(
+        || {
+            let (_, body) = http(&prom, "GET", "/api/v1/targets", &[], "");
+            last = body;
+            let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+            v["data"]["activeTargets"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["health"] == "up" && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&s.addr))))
+        },
+        Duration::from_secs(30),
+    );
+    assert!(
+        up,
+        "the target is not up: {last}\n{}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
+    let (_, body) = http(&prom, "GET", "/api/v1/query?query=monitor_workers_up", &[], "");
+    assert!(body.contains("\"monitor_workers_up\""), "{body}");
+    p.stop_daemon(&s.daemon);
+}
