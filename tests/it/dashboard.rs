@@ -61,7 +61,13 @@ fn serve(p: &TestProject, args: &[&str]) -> Served {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection; `(status, body)`.
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(SOON)).unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
@@ -82,7 +88,10 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -138,18 +147,42 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
     assert!(!shell.contains("worker-one") && !shell.contains(&s.token));
     assert!(!shell.contains(&p.proj.display().to_string()));
 
-    let writes = ["/api/streams/worker-one/stop", "/api/streams/worker-one/pause", "/api/breaker/reset"];
+    let writes = [
+        "/api/streams/worker-one/stop",
+        "/api/streams/worker-one/pause",
+        "/api/breaker/reset",
+    ];
     let refused: Vec<(&str, &str, Vec<(&str, &str)>, u16)> = vec![
         ("GET", "/api/status", vec![], 401),
         ("GET", "/api/events", vec![], 401),
         ("GET", "/api/streams/worker-one", vec![], 401),
         ("GET", "/api/live", vec![], 401),
         ("GET", "/metrics", vec![], 401),
-        ("GET", "/api/status", vec![("Authorization", "Bearer not-the-token")], 403),
-        ("GET", "/api/status", vec![("Authorization", &auth), ("Origin", "http://evil.example")], 403),
-        ("GET", "/api/status", vec![("Authorization", &auth), ("Host", "evil.example")], 421),
+        (
+            "GET",
+            "/api/status",
+            vec![("Authorization", "Bearer not-the-token")],
+            403,
+        ),
+        (
+            "GET",
+            "/api/status",
+            vec![("Authorization", &auth), ("Origin", "http://evil.example")],
+            403,
+        ),
+        (
+            "GET",
+            "/api/status",
+            vec![("Authorization", &auth), ("Host", "evil.example")],
+            421,
+        ),
         ("GET", "/", vec![("Host", "rebound.example:80")], 421),
-        ("GET", "/api/live", vec![("Cookie", "mw_session=forged")], 401),
+        (
+            "GET",
+            "/api/live",
+            vec![("Cookie", "mw_session=forged")],
+            401,
+        ),
     ];
     for (method, path, headers, want) in &refused {
         let (code, body) = http(&s.addr, method, path, headers, "");
@@ -159,10 +192,19 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
         let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
             (vec![], 401),
             (vec![("Authorization", "Bearer wrong")], 403),
-            (vec![("Authorization", &auth), ("Origin", "http://evil.example")], 403),
-            (vec![("Authorization", &auth), ("Origin", "http://127.0.0.1:1")], 403),
+            (
+                vec![("Authorization", &auth), ("Origin", "http://evil.example")],
+                403,
+            ),
+            (
+                vec![("Authorization", &auth), ("Origin", "http://127.0.0.1:1")],
+                403,
+            ),
             (vec![("Authorization", &auth), ("Origin", "null")], 403),
-            (vec![("Authorization", &auth), ("Host", "attacker.example:80")], 421),
+            (
+                vec![("Authorization", &auth), ("Host", "attacker.example:80")],
+                421,
+            ),
         ];
         for (headers, want) in cases {
             let (code, body) = http(&s.addr, "POST", path, &headers, "");
@@ -173,11 +215,21 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
         assert_eq!(code, 405, "GET {path}");
     }
     let big = "x".repeat(64 * 1024);
-    let (code, _) = http(&s.addr, "POST", "/api/streams/worker-one/stop", &[("Authorization", &auth)], &big);
+    let (code, _) = http(
+        &s.addr,
+        "POST",
+        "/api/streams/worker-one/stop",
+        &[("Authorization", &auth)],
+        &big,
+    );
     assert_eq!(code, 413, "a large body is refused");
 
     assert!(is_alive(live_pid), "no refused request stopped the worker");
-    assert_eq!(std::fs::read(p.state_file()).ok(), state_before, "state unchanged");
+    assert_eq!(
+        std::fs::read(p.state_file()).ok(),
+        state_before,
+        "state unchanged"
+    );
     assert_eq!(p.events().len(), events_before, "no event recorded");
 
     // The same request with the token and the page's own origin works.
@@ -199,23 +251,50 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
     assert!(pause["by"].is_string());
     assert_eq!(p.stream_status("worker-one")["state"], "paused");
     // An illegal move is refused by the state machine, as on the CLI.
-    let (code, body) = http(&s.addr, "POST", "/api/streams/worker-one/restart", &[("Authorization", &auth)], "");
+    let (code, body) = http(
+        &s.addr,
+        "POST",
+        "/api/streams/worker-one/restart",
+        &[("Authorization", &auth)],
+        "",
+    );
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("resume it first"), "{body}");
-    let (code, body) = http(&s.addr, "POST", "/api/streams/nope/pause", &[("Authorization", &auth)], "");
+    let (code, body) = http(
+        &s.addr,
+        "POST",
+        "/api/streams/nope/pause",
+        &[("Authorization", &auth)],
+        "",
+    );
     assert_eq!(code, 400, "{body}");
     assert!(is_alive(live_pid));
     p.stop_daemon(&s.daemon);
-    assert!(!state_dir(&p).join("http.json").exists(), "http.json removed on exit");
+    assert!(
+        !state_dir(&p).join("http.json").exists(),
+        "http.json removed on exit"
+    );
 }
 
 #[test]
 fn the_daemon_serves_status_json_metrics_and_a_live_stream() {
     let (p, live_pid) = project_with_streams();
-    let s = serve(&p, &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"]);
+    let s = serve(
+        &p,
+        &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"],
+    );
     let auth = bearer(&s.token);
-    assert!(wait_for(|| p.status_json()["daemon"]["running"] == true, SOON));
-    let (code, body) = http(&s.addr, "GET", "/api/status", &[("Authorization", &auth)], "");
+    assert!(wait_for(
+        || p.status_json()["daemon"]["running"] == true,
+        SOON
+    ));
+    let (code, body) = http(
+        &s.addr,
+        "GET",
+        "/api/status",
+        &[("Authorization", &auth)],
+        "",
+    );
     assert_eq!(code, 200, "{body}");
     let web: serde_json::Value = serde_json::from_str(&body).unwrap();
     let cli = p.status_json();
@@ -269,6 +348,23 @@ fn the_daemon_serves_status_json_metrics_and_a_live_stream() {
         value(series);
     }
 
+    // Every series the shipped alert rules and Grafana dashboard use is served.
+    for file in ["alerts.yml", "grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(templates().join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("monitor_workers_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let served = metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("# TYPE {name} ")));
+            assert!(served, "{file} uses {name}, which /metrics lacks");
+        }
+    }
+
     // The live stream, through the cookie traded for the token.
     let mut conn = TcpStream::connect(&s.addr).unwrap();
     let session = {
@@ -281,14 +377,26 @@ fn the_daemon_serves_status_json_metrics_and_a_live_stream() {
         .unwrap();
         let mut text = String::new();
         let _ = c.read_to_string(&mut text);
-        assert!(text.contains("HttpOnly") && text.contains("SameSite=Strict"), "{text}");
+        assert!(
+            text.contains("HttpOnly") && text.contains("SameSite=Strict"),
+            "{text}"
+        );
         text.lines()
-            .find_map(|l| l.to_ascii_lowercase().starts_with("set-cookie:").then(|| l[11..].trim().to_string()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("set-cookie:")
+                    .then(|| l[11..].trim().to_string())
+            })
             .and_then(|c| c.split(';').next().map(str::to_string))
             .expect("a session cookie")
     };
     conn.set_read_timeout(Some(SOON)).unwrap();
-    write!(conn, "GET /api/live HTTP/1.1\r\nHost: {}\r\nCookie: {session}\r\n\r\n", s.addr).unwrap();
+    write!(
+        conn,
+        "GET /api/live HTTP/1.1\r\nHost: {}\r\nCookie: {session}\r\n\r\n",
+        s.addr
+    )
+    .unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 8192];
     let deadline = Instant::now() + SOON;
@@ -300,7 +408,10 @@ fn the_daemon_serves_status_json_metrics_and_a_live_stream() {
     }
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     assert!(seen.contains("text/event-stream"), "{seen}");
-    assert!(seen.contains("event: update") && seen.contains("\"worker-one\""), "{seen}");
+    assert!(
+        seen.contains("event: update") && seen.contains("\"worker-one\""),
+        "{seen}"
+    );
     drop(conn);
     p.stop_daemon(&s.daemon);
 }
@@ -320,10 +431,20 @@ fn listening_beyond_loopback_needs_both_flags_and_says_so() {
         .stderr_has("--daemon");
     let s = serve(
         &p,
-        &["dashboard", "--http", "0.0.0.0:0", "--http-allow-remote", "--http-allowed-host", "box.example"],
+        &[
+            "dashboard",
+            "--http",
+            "0.0.0.0:0",
+            "--http-allow-remote",
+            "--http-allowed-host",
+            "box.example",
+        ],
     );
     assert!(
-        wait_for(|| s.daemon.stderr_text().contains("REMOTE ACCESS IS ON"), SOON),
+        wait_for(
+            || s.daemon.stderr_text().contains("REMOTE ACCESS IS ON"),
+            SOON
+        ),
         "{}",
         s.daemon.stderr_text()
     );
@@ -331,10 +452,22 @@ fn listening_beyond_loopback_needs_both_flags_and_says_so() {
     let local = format!("127.0.0.1:{port}");
     let auth = bearer(&s.token);
     let named = format!("box.example:{port}");
-    let (code, _) = http(&local, "GET", "/api/status", &[("Authorization", &auth), ("Host", &named)], "");
+    let (code, _) = http(
+        &local,
+        "GET",
+        "/api/status",
+        &[("Authorization", &auth), ("Host", &named)],
+        "",
+    );
     assert_eq!(code, 200);
     let other = format!("other.example:{port}");
-    let (code, _) = http(&local, "GET", "/api/status", &[("Authorization", &auth), ("Host", &other)], "");
+    let (code, _) = http(
+        &local,
+        "GET",
+        "/api/status",
+        &[("Authorization", &auth), ("Host", &other)],
+        "",
+    );
     assert_eq!(code, 421);
     p.stop_daemon(&s.daemon);
 }
@@ -405,7 +538,10 @@ async fn until(
 ) -> serde_json::Value {
     let deadline = Instant::now() + SOON;
     loop {
-        let value = c.execute(script, vec![]).await.unwrap_or(serde_json::Value::Null);
+        let value = c
+            .execute(script, vec![])
+            .await
+            .unwrap_or(serde_json::Value::Null);
         if done(&value) {
             return value;
         }
@@ -441,7 +577,10 @@ fn a_person_watches_and_restarts_workers_in_the_browser() {
     let s = serve(&p, &["dashboard", "--http", "127.0.0.1:0"]);
     let url = format!("http://{}/#token={}", s.addr, s.token);
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let c = browser(&p).await;
         c.goto(&url).await.unwrap();
@@ -576,27 +715,48 @@ fn the_alert_rules_pass_promtool() {
 #[ignore = "needs prometheus (Debian package); run by .ci/run"]
 fn a_real_prometheus_scrapes_the_monitor() {
     let (p, _live) = project_with_streams();
-    let s = serve(&p, &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"]);
+    let s = serve(
+        &p,
+        &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"],
+    );
     let dir = p.root.join("prometheus");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("token"), &s.token).unwrap();
     // The shipped scrape config, pointed at this monitor.
     let shipped = std::fs::read_to_string(templates().join("prometheus.yml")).unwrap();
     let config = shipped
-        .replace("/etc/prometheus/monitor-workers.token", &dir.join("token").display().to_string())
-        .replace("'host-a.example:9464', 'host-b.example:9464'", &format!("'{}'", s.addr))
+        .replace(
+            "/etc/prometheus/monitor-workers.token",
+            &dir.join("token").display().to_string(),
+        )
+        .replace(
+            "'host-a.example:9464', 'host-b.example:9464'",
+            &format!("'{}'", s.addr),
+        )
         .replace("scrape_interval: 30s", "scrape_interval: 1s")
-        .replace("- alerts.yml", &format!("- {}", templates().join("alerts.yml").display()));
-    assert!(config.contains(&s.addr), "the template names its targets as expected:\n{config}");
+        .replace(
+            "- alerts.yml",
+            &format!("- {}", templates().join("alerts.yml").display()),
+        );
+    assert!(
+        config.contains(&s.addr),
+        "the template names its targets as expected:\n{config}"
+    );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = free_port();
     let mut cmd = p.command("prometheus");
-    cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
     p.spawn(cmd);
     assert!(wait_port(port), "prometheus did not listen");
     let prom = format!("127.0.0.1:{port}");
@@ -606,9 +766,12 @@ fn a_real_prometheus_scrapes_the_monitor() {
             let (_, body) = http(&prom, "GET", "/api/v1/targets", &[], "");
             last = body;
             let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-            v["data"]["activeTargets"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t["health"] == "up" && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&s.addr))))
+            v["data"]["activeTargets"].as_array().is_some_and(|t| {
+                t.iter().any(|t| {
+                    t["health"] == "up"
+                        && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&s.addr))
+                })
+            })
         },
         Duration::from_secs(30),
     );
@@ -617,7 +780,13 @@ fn a_real_prometheus_scrapes_the_monitor() {
         "the target is not up: {last}\n{}",
         std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
     );
-    let (_, body) = http(&prom, "GET", "/api/v1/query?query=monitor_workers_up", &[], "");
+    let (_, body) = http(
+        &prom,
+        "GET",
+        "/api/v1/query?query=monitor_workers_up",
+        &[],
+        "",
+    );
     assert!(body.contains("\"monitor_workers_up\""), "{body}");
     p.stop_daemon(&s.daemon);
 }

@@ -72,7 +72,7 @@ function clock(ms) {
 }
 
 const HEALTH_WORDS = {
-  healthy: "healthy", not_ready: "not ready", unhealthy: "dead", complete: "complete",
+  healthy: "healthy", not_ready: "not ready", unhealthy: "unhealthy", complete: "complete",
   gave_up: "gave up", waiting: "waiting", paused: "paused", stopped: "stopped",
   not_started: "not started", starting: "starting",
 };
@@ -146,7 +146,7 @@ function renderStatus(report) {
       el("td", { class: "num", "data-label": "Uptime", text: duration(s.uptime_secs) }),
       el("td", { class: "num restarts", "data-label": "Restarts", text: String(s.restarts_total) }),
       el("td", { "data-label": "Tasks", text: tasksText(s.tasks) }),
-      el("td", { class: "last-exit", "data-label": "Last exit", text: lastExit(s.id) || "–" }),
+      el("td", { class: "last-exit", "data-label": "Last exit", "data-empty": lastExit(s.id) ? null : "", text: lastExit(s.id) || "–" }),
       el("td", { "data-label": "Actions" }, actionButtons(s)));
     if (s.id === state.selected) row.classList.add("selected");
     return row;
@@ -250,7 +250,10 @@ function renderEvents(events) {
   // The table's "last exit" column comes from the events.
   for (const row of document.querySelectorAll("#streams tbody tr")) {
     const cell = row.querySelector(".last-exit");
-    if (cell) cell.textContent = lastExit(row.dataset.stream) || "–";
+    if (!cell) continue;
+    const exit = lastExit(row.dataset.stream);
+    cell.textContent = exit || "–";
+    cell.toggleAttribute("data-empty", !exit);
   }
 }
 
@@ -267,7 +270,8 @@ function renderTimeline(t) {
   for (let ms = t.to_ms; ms >= t.from_ms; ms -= step) {
     root.append(svg("line", { class: "grid", x1: x(ms), x2: x(ms), y1: top, y2: height - axis }));
     const label = svg("text", { x: x(ms), y: height - 6, "text-anchor": ms === t.to_ms ? "end" : "middle" });
-    label.textContent = ms === t.to_ms ? "now" : "-" + Math.round((t.to_ms - ms) / 60000) + "m";
+    const minutes = Math.round((t.to_ms - ms) / 60000);
+    label.textContent = ms === t.to_ms ? "now" : minutes % 60 === 0 ? "-" + minutes / 60 + "h" : "-" + minutes + "m";
     root.append(label);
   }
   ids.forEach((id, i) => {
