@@ -472,6 +472,31 @@ fn listening_beyond_loopback_needs_both_flags_and_says_so() {
     p.stop_daemon(&s.daemon);
 }
 
+#[test]
+fn a_client_that_never_finishes_its_request_is_cut_off() {
+    let p = TestProject::new();
+    p.stream("a", &["pending"], &[]);
+    let s = serve(&p, &["dashboard", "--http", "127.0.0.1:0"]);
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(b"GET /api/status HTTP/1.1\r\nHost: ")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "closed after {waited:?} with {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Meanwhile and after, others are served.
+    let (code, _) = http(&s.addr, "GET", "/", &[], "");
+    assert_eq!(code, 200);
+    p.stop_daemon(&s.daemon);
+}
+
 // ----- the browser ---------------------------------------------------------
 
 /// A free loopback port (for chromedriver and Prometheus, which want one).
