@@ -322,7 +322,11 @@ async fn live(State(app): State<Arc<App>>) -> Response {
     };
     let mut rx = app.live.subscribe();
     // A fresh document goes out at once; an old one waits for the next refresh.
-    if rx.borrow().0.elapsed() < LIVE_EVERY * 2 && !rx.borrow().1.is_empty() {
+    let fresh = {
+        let current = rx.borrow();
+        current.0.elapsed() < LIVE_EVERY * 2 && !current.1.is_empty()
+    };
+    if fresh {
         rx.mark_changed();
     }
     let updates = futures_util::stream::unfold((rx, slot), |(mut rx, slot)| async move {

@@ -268,6 +268,35 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
         "",
     );
     assert_eq!(code, 400, "{body}");
+    // The breaker: refused while closed; reset while open, recorded.
+    let (code, body) = http(
+        &s.addr,
+        "POST",
+        "/api/breaker/reset",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(code, 400, "{body}");
+    let mut state = p.state_json();
+    state["breaker_until_ms"] = serde_json::json!(now_ms() + 600_000);
+    std::fs::write(p.state_file(), state.to_string()).unwrap();
+    let (code, body) = http(
+        &s.addr,
+        "POST",
+        "/api/breaker/reset",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        p.state_json().get("breaker_until_ms").is_none(),
+        "the breaker is closed"
+    );
+    let reset = p
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "breaker_reset");
+    assert_eq!(reset.expect("breaker_reset recorded")["via"], "web");
     assert!(is_alive(live_pid));
     p.stop_daemon(&s.daemon);
     assert!(
