@@ -139,7 +139,7 @@ pub async fn serve(
     }
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> Option<&'h str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -340,13 +340,8 @@ async fn live(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-fn parse_stream(raw: &str) -> Result<StreamId, Response> {
-    StreamId::parse(raw).map_err(|why| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid stream id {raw:?}: {why}"),
-        )
-    })
+fn parse_stream(raw: &str) -> Result<StreamId, String> {
+    StreamId::parse(raw).map_err(|why| format!("invalid stream id {raw:?}: {why}"))
 }
 
 /// Redacts every string in a JSON document.
@@ -375,7 +370,7 @@ fn attempts(dir: &std::path::Path, keep: usize) -> Vec<Value> {
             Some((n, entry.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     found
         .into_iter()
         .take(keep)
@@ -407,7 +402,7 @@ fn detail(cli: &Cli, id: &StreamId) -> Result<Value, Failure> {
 async fn stream_detail(State(app): State<Arc<App>>, Path(raw): Path<String>) -> Response {
     let id = match parse_stream(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, &why),
     };
     let cli = app.cli.clone();
     match blocking(move || detail(&cli, &id)).await {
@@ -430,7 +425,7 @@ async fn stream_verb(
 ) -> Response {
     let id = match parse_stream(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, &why),
     };
     if !matches!(
         verb.as_str(),

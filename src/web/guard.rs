@@ -82,7 +82,7 @@ impl Guard {
     /// `Host` must be one of ours, port included; returns it, lower-cased.
     pub fn host(&self, host: Option<&str>) -> Result<String, Refusal> {
         let host = host.ok_or(Refusal::Host)?.trim().to_ascii_lowercase();
-        if self.authorities.iter().any(|a| *a == host) {
+        if self.authorities.contains(&host) {
             Ok(host)
         } else {
             Err(Refusal::Host)

@@ -112,6 +112,9 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// A request that must be refused: method, path, headers, the status wanted.
+type Refused<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -152,7 +155,7 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
         "/api/streams/worker-one/pause",
         "/api/breaker/reset",
     ];
-    let refused: Vec<(&str, &str, Vec<(&str, &str)>, u16)> = vec![
+    let refused: Vec<Refused> = vec![
         ("GET", "/api/status", vec![], 401),
         ("GET", "/api/events", vec![], 401),
         ("GET", "/api/streams/worker-one", vec![], 401),
