@@ -27,7 +27,7 @@ pub mod state;
 pub mod store;
 pub mod supervise;
 pub(crate) mod tick;
-pub mod web;
+pub(crate) mod web;
 pub mod workers;
 
 /// How a run ended; the process exit code.

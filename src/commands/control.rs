@@ -229,7 +229,7 @@ pub fn restart_in(
         &snapshot.initiative,
     )
     .with_tc(snapshot.tc.as_ref());
-    let restarted = operator::restart_launched(&mut actor, &snapshot, &id);
+    let restarted = operator::restart(&mut actor, &snapshot, &id);
     // A start that failed for good gives the stream up, announced as a
     // check would (event, notify hook).
     let give_ups = std::mem::take(&mut actor.gave_up);

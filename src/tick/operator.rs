@@ -210,14 +210,10 @@ pub fn stop_session(
 }
 
 /// `restart STREAM`: under the stream's lock, stop the worker gracefully if
-/// it runs, forgive the stream, and start it afresh. Returns the new PID.
-pub fn restart(actor: &mut Actor<'_>, snapshot: &Snapshot, id: &StreamId) -> Result<i32, ActError> {
-    restart_launched(actor, snapshot, id).map(|l| l.pid)
-}
-
-/// `restart`, returning what was launched: a long-lived caller (the
-/// dashboard) keeps the wrapper's `Child` to reap it when it ends.
-pub fn restart_launched(
+/// it runs, forgive the stream, and start it afresh. Returns what was
+/// launched: its PID, and the wrapper's `Child` when this process spawned it
+/// (a long-lived caller, the dashboard, reaps it when it ends).
+pub fn restart(
     actor: &mut Actor<'_>,
     snapshot: &Snapshot,
     id: &StreamId,

@@ -119,11 +119,6 @@ pub fn token_path(layout: &Layout) -> PathBuf {
     layout.state_dir().join("http.token")
 }
 
-/// The record of the dashboard serving this project, if one wrote it.
-pub fn read_record(layout: &Layout) -> Option<HttpRecord> {
-    serde_json::from_str(&std::fs::read_to_string(record_path(layout)).ok()?).ok()
-}
-
 /// A running server; dropping it stops it and removes `state/http.json`.
 pub struct Server {
     pub addr: SocketAddr,
