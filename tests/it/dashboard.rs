@@ -554,8 +554,8 @@ fn screenshot_dir() -> PathBuf {
 }
 
 /// Starts chromedriver (killed with the project) and a session in headless
-/// Chromium with a fresh profile.
-async fn browser(p: &TestProject) -> fantoccini::Client {
+/// Chromium with a fresh profile; `dark` asks for the dark colour scheme.
+async fn browser(p: &TestProject, dark: bool) -> fantoccini::Client {
     let port = free_port();
     let mut cmd = p.command("chromedriver");
     cmd.arg(format!("--port={port}"))
@@ -564,7 +564,7 @@ async fn browser(p: &TestProject) -> fantoccini::Client {
         .stderr(Stdio::null());
     p.spawn(cmd);
     assert!(wait_port(port), "chromedriver did not listen");
-    let profile = p.root.join("chromium-profile");
+    let profile = p.root.join(format!("chromium-profile-{port}"));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -575,6 +575,7 @@ async fn browser(p: &TestProject) -> fantoccini::Client {
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--window-size=1280,1500",
                 format!("--user-data-dir={}", profile.display()),
+                if dark { "--force-dark-mode" } else { "--no-default-browser-check" },
             ],
         }),
     );
@@ -639,7 +640,7 @@ fn a_person_watches_and_restarts_workers_in_the_browser() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let c = browser(&p).await;
+        let c = browser(&p, false).await;
         c.goto(&url).await.unwrap();
         // Every stream, each in its state.
         let rows = until(&c, "every stream's row", ROWS, |v| {
@@ -737,6 +738,18 @@ fn a_person_watches_and_restarts_workers_in_the_browser() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         std::fs::write(dir.join("dashboard-phone.png"), c.screenshot().await.unwrap()).unwrap();
         c.close().await.unwrap();
+
+        // Dark mode follows the system's preference.
+        let dark = browser(&p, true).await;
+        dark.goto(&url).await.unwrap();
+        until(&dark, "rows in dark mode", ROWS, |v| !health_of(v, "doomed").is_empty()).await;
+        let background = dark
+            .execute("return getComputedStyle(document.body).backgroundColor", vec![])
+            .await
+            .unwrap();
+        assert_eq!(background, "rgb(15, 17, 21)", "a dark page");
+        std::fs::write(dir.join("dashboard-dark.png"), dark.screenshot().await.unwrap()).unwrap();
+        dark.close().await.unwrap();
     });
     p.stop_daemon(&s.daemon);
 }
