@@ -380,6 +380,33 @@ fn the_daemon_serves_status_json_metrics_and_a_live_stream() {
         value(series);
     }
 
+    // A stream's detail: its last log lines, secrets redacted.
+    let secret = "sk-ant-api03-AbCdEfGhIjKlMnOpQrSt";
+    let mut log = std::fs::read_to_string(p.log_path("dead")).unwrap();
+    log.push_str(&format!(
+        "calling the API with key {secret}\nlast line of the worker\n"
+    ));
+    std::fs::write(p.log_path("dead"), log).unwrap();
+    let (code, body) = http(
+        &s.addr,
+        "GET",
+        "/api/streams/dead",
+        &[("Authorization", &auth)],
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let lines: Vec<&str> = detail["log_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert_eq!(lines.last(), Some(&"last line of the worker"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("[REDACTED]")), "{lines:?}");
+    assert!(!body.contains(secret), "the key left the server: {body}");
+    assert_eq!(detail["stream"]["id"], "dead");
+
     // Every series the shipped alert rules and Grafana dashboard use is served.
     for file in ["alerts.yml", "grafana-dashboard.json"] {
         let text = std::fs::read_to_string(templates().join(file)).unwrap();
