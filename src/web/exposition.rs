@@ -162,6 +162,9 @@ mod tests {
             next_restart_ms: None,
             tasks: crate::store::Progress::default(),
             dependencies: Vec::new(),
+            tc_id: None,
+            worktree: None,
+            workers: None,
         }
     }
 

@@ -210,6 +210,9 @@ async function openDetail(id) {
     ["Restarts", s.restarts_total !== undefined ? s.restarts_total + " (budget used " + s.restarts + ")" : null],
     ["Last restart", s.last_restart_ms ? clock(s.last_restart_ms) + " — " + (s.last_restart_reason || "") : null],
     ["Depends on", s.dependencies && s.dependencies.length ? s.dependencies.join(", ") : null],
+    ["tc stream", s.tc_id],
+    ["Worktree", s.worktree],
+    ["Workers seen", s.workers && s.workers.length ? s.workers.join(", ") : null],
   ].filter(([, v]) => v !== null && v !== undefined && v !== "");
   document.getElementById("detail-facts").replaceChildren(
     ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
