@@ -1,34 +1,32 @@
-//! The web dashboard as people and programs use it. Plain HTTP clients
-//! check the refusals (no token, a wrong one, a foreign Origin or Host, a
-//! GET on a write, a large body: refused and nothing changed) and that the
-//! API and /metrics say what `status --json` says. Headless Chromium through
-//! WebDriver drives the page (`#[ignore]`d: they need chromium and
-//! chromium-driver, and a real Prometheus with promtool; `.ci/run` installs
-//! them and runs these explicitly).
+//! The web dashboard as programs use it: plain HTTP clients check the
+//! refusals (no token, a wrong one, a foreign Origin or Host, a GET on a
+//! write, a large body, a slow client: refused and nothing changed) and that
+//! the API and /metrics say what `status --json` says. A person's session in
+//! Chromium is in `browser`, the real Prometheus programs in `prometheus`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::Signal;
 
 use crate::helpers::*;
 
+mod browser;
+mod prometheus;
+
 /// A dashboard (or daemon) serving the test's project.
-struct Served {
-    addr: String,
-    token: String,
-    daemon: Daemon,
+pub(super) struct Served {
+    pub addr: String,
+    pub token: String,
+    pub daemon: Daemon,
 }
 
-fn state_dir(p: &TestProject) -> PathBuf {
+pub(super) fn state_dir(p: &TestProject) -> PathBuf {
     p.orch.join("state")
 }
 
 /// Starts the monitor with `args` and waits for its `state/http.json`.
-fn serve(p: &TestProject, args: &[&str]) -> Served {
+pub(super) fn serve(p: &TestProject, args: &[&str]) -> Served {
     let record = state_dir(p).join("http.json");
     let _ = std::fs::remove_file(&record);
     let daemon = p.spawn_daemon(args);
@@ -61,7 +59,7 @@ fn serve(p: &TestProject, args: &[&str]) -> Served {
 }
 
 /// One HTTP/1.1 exchange on a fresh connection; `(status, body)`.
-fn http(
+pub(super) fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -115,12 +113,12 @@ fn dechunk(mut body: &str) -> String {
 /// A request that must be refused: method, path, headers, the status wanted.
 type Refused<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
 
-fn bearer(token: &str) -> String {
+pub(super) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
 /// A project with a running worker `worker-one` and a dead stream `dead`.
-fn project_with_streams() -> (TestProject, u32) {
+pub(super) fn project_with_streams() -> (TestProject, u32) {
     let p = TestProject::new();
     p.stream("worker-one", &["in_progress", "pending"], &[]);
     p.dead_stream("dead");
@@ -582,10 +580,8 @@ fn slow_clients_are_cut_off_and_connections_are_bounded() {
     p.stop_daemon(&s.daemon);
 }
 
-// ----- the browser ---------------------------------------------------------
-
 /// A free loopback port (for chromedriver and Prometheus, which want one).
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -593,323 +589,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_port(port: u16) -> bool {
+pub(super) fn wait_port(port: u16) -> bool {
     wait_for(|| TcpStream::connect(("127.0.0.1", port)).is_ok(), SOON)
 }
 
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(MANIFEST).join("target"));
-    let dir = target.join("dashboard");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Starts chromedriver (killed with the project) and a session in headless
-/// Chromium with a fresh profile; `dark` asks for the dark colour scheme.
-async fn browser(p: &TestProject, dark: bool) -> fantoccini::Client {
-    let port = free_port();
-    let mut cmd = p.command("chromedriver");
-    cmd.arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    p.spawn(cmd);
-    assert!(wait_port(port), "chromedriver did not listen");
-    let profile = p.root.join(format!("chromium-profile-{port}"));
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1500",
-                format!("--user-data-dir={}", profile.display()),
-                if dark { "--force-dark-mode" } else { "--no-default-browser-check" },
-            ],
-        }),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    fantoccini::ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session in chromium")
-}
-
-/// Polls a script in the page until `done` accepts its result.
-async fn until(
-    c: &fantoccini::Client,
-    what: &str,
-    script: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + SOON;
-    loop {
-        let value = c
-            .execute(script, vec![])
-            .await
-            .unwrap_or(serde_json::Value::Null);
-        if done(&value) {
-            return value;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out waiting for {what}; last: {value}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-const ROWS: &str = "return Object.fromEntries([...document.querySelectorAll('#streams tbody tr')]\
-    .map(r => [r.dataset.stream, {health: r.dataset.health, pid: r.querySelector('.pid').textContent}]))";
-
-fn health_of<'v>(rows: &'v serde_json::Value, stream: &str) -> &'v str {
-    rows[stream]["health"].as_str().unwrap_or("")
-}
-
-#[test]
-#[ignore = "needs chromium and chromium-driver; run by .ci/run"]
-fn a_person_watches_and_restarts_workers_in_the_browser() {
-    let p = TestProject::new();
-    // `doomed` dies and gives up at once (no restart budget) in a first check.
-    p.dead_stream("doomed");
-    p.stream("alive", &["in_progress", "pending"], &[]);
-    p.stream("victim", &["completed", "in_progress"], &[]);
-    let alive = p.spawn_worker_process("alive");
-    let victim = p.spawn_worker_process("victim");
-    p.run(&["--auto-restart", "--max-restarts", "0"]);
-    assert_eq!(p.stream_status("doomed")["health"], "gave_up");
-    // Then a dead stream and one waiting on it.
-    p.dead_stream("dead");
-    p.stream("waiting", &["pending"], &["dead"]);
-    let s = serve(&p, &["dashboard", "--http", "127.0.0.1:0"]);
-    let url = format!("http://{}/#token={}", s.addr, s.token);
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let c = browser(&p, false).await;
-        c.goto(&url).await.unwrap();
-        // Every stream, each in its state.
-        let rows = until(&c, "every stream's row", ROWS, |v| {
-            ["alive", "victim", "dead", "waiting", "doomed"]
-                .iter()
-                .all(|s| !health_of(v, s).is_empty())
-        })
-        .await;
-        assert_eq!(health_of(&rows, "alive"), "healthy", "{rows}");
-        assert_eq!(rows["alive"]["pid"], alive.to_string());
-        assert_eq!(health_of(&rows, "victim"), "healthy", "{rows}");
-        assert_eq!(health_of(&rows, "dead"), "unhealthy", "{rows}");
-        assert_eq!(health_of(&rows, "waiting"), "waiting", "{rows}");
-        assert_eq!(health_of(&rows, "doomed"), "gave_up", "{rows}");
-        let hash = c.execute("return location.href", vec![]).await.unwrap();
-        assert!(!hash.as_str().unwrap().contains(&s.token), "the token left the address bar: {hash}");
-        until(&c, "the live stream", "return document.getElementById('connection').dataset.state", |v| v == "live").await;
-
-        // A worker dies: its row changes without a reload.
-        c.execute("window.notReloaded = true; return true", vec![]).await.unwrap();
-        p.signal_group_ours(victim, Signal::SIGKILL);
-        let rows = until(&c, "the killed worker's row", ROWS, |v| health_of(v, "victim") == "unhealthy").await;
-        assert_eq!(rows["victim"]["pid"], "–");
-        assert_eq!(c.execute("return window.notReloaded === true", vec![]).await.unwrap(), true);
-        // A check records the death; the timeline marks it.
-        p.run(&[]);
-        until(
-            &c,
-            "the death and give-up marks",
-            "return [document.querySelectorAll('#timeline .mark.death[data-stream=\"victim\"]').length, \
-                     document.querySelectorAll('#timeline .mark.gave_up[data-stream=\"doomed\"]').length]",
-            |v| v[0].as_u64() >= Some(1) && v[1].as_u64() >= Some(1),
-        )
-        .await;
-
-        // Restart the dead stream from its row.
-        let button = c
-            .find(fantoccini::Locator::Css("button[data-verb='restart'][data-stream='dead']"))
-            .await
-            .unwrap();
-        button.click().await.unwrap();
-        until(&c, "the restart's answer", "return document.getElementById('result').dataset.ok + ' ' + document.getElementById('result').textContent", |v| {
-            v.as_str().is_some_and(|t| t.starts_with("true restart dead: done"))
-        })
-        .await;
-        let rows = until(&c, "the restarted worker running", ROWS, |v| health_of(v, "dead") == "healthy").await;
-        let new_pid: u32 = rows["dead"]["pid"].as_str().unwrap().parse().expect("a PID");
-        assert!(is_alive(new_pid));
-        assert_eq!(p.read_pid_file("dead"), Some(new_pid));
-        until(
-            &c,
-            "the restart in the event feed",
-            "return [...document.querySelectorAll('#events li[data-event=\"operator_restart\"][data-stream=\"dead\"]')].map(li => li.textContent).join('|')",
-            |v| v.as_str().is_some_and(|t| t.contains("via web")),
-        )
-        .await;
-        until(
-            &c,
-            "the restart mark",
-            "return document.querySelectorAll('#timeline .mark.restart[data-stream=\"dead\"]').length",
-            |v| v.as_u64() >= Some(1),
-        )
-        .await;
-        let recorded = p.events().into_iter().find(|e| e["event"] == "operator_restart" && e["stream"] == "dead");
-        assert_eq!(recorded.expect("operator_restart recorded")["via"], "web");
-
-        // Stop asks for a confirmation first.
-        let stop = "button[data-verb='stop'][data-stream='alive']";
-        c.find(fantoccini::Locator::Css(stop)).await.unwrap().click().await.unwrap();
-        let label = c.find(fantoccini::Locator::Css(stop)).await.unwrap().text().await.unwrap();
-        assert_eq!(label, "confirm stop");
-        assert!(is_alive(alive), "nothing stopped before the confirmation");
-        c.find(fantoccini::Locator::Css(stop)).await.unwrap().click().await.unwrap();
-        until(&c, "the stopped row", ROWS, |v| health_of(v, "alive") == "stopped").await;
-        assert!(p.wait_exit(alive, SOON).is_some() || !is_alive(alive), "the worker was stopped");
-
-        // The detail view: redacted log lines and the attempt records.
-        c.find(fantoccini::Locator::Css("#streams tr[data-stream='dead'] .stream-id"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        until(
-            &c,
-            "the detail view",
-            "return document.getElementById('detail').hidden === false && document.getElementById('detail-name').textContent",
-            |v| v == "dead",
-        )
-        .await;
-
-        let dir = screenshot_dir();
-        std::fs::write(dir.join("dashboard.png"), c.screenshot().await.unwrap()).unwrap();
-        c.set_window_size(390, 1600).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        std::fs::write(dir.join("dashboard-phone.png"), c.screenshot().await.unwrap()).unwrap();
-        c.close().await.unwrap();
-
-        // Dark mode follows the system's preference.
-        let dark = browser(&p, true).await;
-        dark.goto(&url).await.unwrap();
-        until(&dark, "rows in dark mode", ROWS, |v| !health_of(v, "doomed").is_empty()).await;
-        let background = dark
-            .execute("return getComputedStyle(document.body).backgroundColor", vec![])
-            .await
-            .unwrap();
-        assert_eq!(background, "rgb(15, 17, 21)", "a dark page");
-        std::fs::write(dir.join("dashboard-dark.png"), dark.screenshot().await.unwrap()).unwrap();
-        dark.close().await.unwrap();
-    });
-    p.stop_daemon(&s.daemon);
-}
-
-// ----- Prometheus ----------------------------------------------------------
-
-fn templates() -> PathBuf {
+/// The shipped Prometheus files.
+pub(super) fn templates() -> PathBuf {
     PathBuf::from(MANIFEST).join("templates/prometheus")
-}
-
-fn promtool(args: &[&str]) {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(templates())
-        .output()
-        .expect("promtool runs (Debian package prometheus)");
-    assert!(
-        out.status.success(),
-        "promtool {args:?}\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
-#[ignore = "needs promtool (Debian package prometheus); run by .ci/run"]
-fn the_alert_rules_pass_promtool() {
-    promtool(&["check", "rules", "alerts.yml"]);
-    promtool(&["test", "rules", "alerts.test.yml"]);
-}
-
-#[test]
-#[ignore = "needs prometheus (Debian package); run by .ci/run"]
-fn a_real_prometheus_scrapes_the_monitor() {
-    let (p, _live) = project_with_streams();
-    let s = serve(
-        &p,
-        &["--daemon", "--interval", "1", "--http", "127.0.0.1:0"],
-    );
-    let dir = p.root.join("prometheus");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), &s.token).unwrap();
-    // The shipped scrape config, pointed at this monitor.
-    let shipped = std::fs::read_to_string(templates().join("prometheus.yml")).unwrap();
-    let config = shipped
-        .replace(
-            "/etc/prometheus/monitor-workers.token",
-            &dir.join("token").display().to_string(),
-        )
-        .replace(
-            "'host-a.example:9464', 'host-b.example:9464'",
-            &format!("'{}'", s.addr),
-        )
-        .replace("scrape_interval: 30s", "scrape_interval: 1s")
-        .replace(
-            "- alerts.yml",
-            &format!("- {}", templates().join("alerts.yml").display()),
-        );
-    assert!(
-        config.contains(&s.addr),
-        "the template names its targets as expected:\n{config}"
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = free_port();
-    let mut cmd = p.command("prometheus");
-    cmd.arg(format!(
-        "--config.file={}",
-        dir.join("prometheus.yml").display()
-    ))
-    .arg(format!(
-        "--storage.tsdb.path={}",
-        dir.join("data").display()
-    ))
-    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap());
-    p.spawn(cmd);
-    assert!(wait_port(port), "prometheus did not listen");
-    let prom = format!("127.0.0.1:{port}");
-    let mut last = String::new();
-    let up = wait_for(
-        || {
-            let (_, body) = http(&prom, "GET", "/api/v1/targets", &[], "");
-            last = body;
-            let v: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
-            v["data"]["activeTargets"].as_array().is_some_and(|t| {
-                t.iter().any(|t| {
-                    t["health"] == "up"
-                        && t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&s.addr))
-                })
-            })
-        },
-        Duration::from_secs(30),
-    );
-    assert!(
-        up,
-        "the target is not up: {last}\n{}",
-        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-    );
-    let (_, body) = http(
-        &prom,
-        "GET",
-        "/api/v1/query?query=monitor_workers_up",
-        &[],
-        "",
-    );
-    assert!(body.contains("\"monitor_workers_up\""), "{body}");
-    p.stop_daemon(&s.daemon);
 }
