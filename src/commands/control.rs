@@ -55,7 +55,7 @@ pub fn resume(cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
 pub fn resume_in(ctx: &Context, cli: &Cli, raw: Option<&str>) -> Result<Outcome, Failure> {
     let ids = match raw {
         Some(raw) => vec![ctx.known_stream(cli, raw)?],
-        None => held_streams(&ctx),
+        None => held_streams(ctx),
     };
     let by = who();
     let recorder = ctx.recorder();
