@@ -51,7 +51,7 @@ pub enum StateError {
     #[error("cannot write the state database {path}: {source}")]
     Db {
         path: PathBuf,
-        source: rusqlite::Error,
+        source: Box<rusqlite::Error>,
     },
     #[error("the state database {0} stayed locked; another monitor holds it")]
     LockTimeout(PathBuf),
@@ -482,7 +482,7 @@ impl StateStore {
                     let _ = o.conn.execute_batch("ROLLBACK");
                     Err(StateError::Db {
                         path: self.db_path.clone(),
-                        source,
+                        source: Box::new(source),
                     })
                 }
             };
@@ -529,7 +529,7 @@ impl StateStore {
                 o.cache = None;
                 Err(StateError::Db {
                     path: self.db_path.clone(),
-                    source,
+                    source: Box::new(source),
                 })
             }
         }
@@ -552,7 +552,7 @@ fn begin(open: &Open, path: &Path) -> Result<(), StateError> {
         }
         Err(source) => Err(StateError::Db {
             path: path.into(),
-            source,
+            source: Box::new(source),
         }),
     }
 }
