@@ -2,8 +2,10 @@
 //! sleeps in one `epoll_wait` that wakes only for a reason: a watched
 //! worker's death (its pidfd, registered once), a signal (SIGCHLD for the
 //! wrappers it spawned itself, reaped then; SIGINT/SIGTERM), the next
-//! backoff deadline, the heartbeat or the interval. Nothing is polled: an
-//! idle daemon costs the same with ten workers or a thousand. A tick runs
+//! backoff deadline, the heartbeat or the interval. Nothing is polled where
+//! the kernel has pidfds: an idle daemon costs the same with ten workers or
+//! a thousand (without pidfds — the portable backend — workers are looked
+//! at once a second). A tick runs
 //! on its own thread while this one keeps watching, so a death during a
 //! long tick (restarts waiting for slow wrappers) is still logged at once.
 //! Where descriptors run out, the remaining workers are checked at each
@@ -387,6 +389,9 @@ impl Waker {
     }
 }
 
+/// How often workers without a pidfd (no kernel support) are looked at.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
 /// The key of the waker in the epoll set; workers get keys from 1.
 const WAKER_KEY: u64 = 0;
 
@@ -400,6 +405,9 @@ struct Watch {
     watched: HashMap<u64, (Watched, OwnedFd)>,
     keys: HashMap<(i32, u64), u64>,
     next_key: u64,
+    /// Workers without a pidfd because the kernel (or the portable process
+    /// backend) has none: looked at in /proc or `ps` once a second.
+    polled: Vec<Watched>,
     /// At most this many pidfds (the descriptor limit less headroom).
     budget: usize,
     /// Why some workers are checked only at the interval, once said.
@@ -422,6 +430,7 @@ impl Watch {
             waker_read: waker.read.as_raw_fd(),
             watched: HashMap::new(),
             keys: HashMap::new(),
+            polled: Vec::new(),
             next_key: WAKER_KEY + 1,
             budget: descriptors.saturating_sub(DESCRIPTOR_HEADROOM) as usize,
             said_unwatched: false,
@@ -455,6 +464,7 @@ impl Watch {
         }
         let mut gone = Vec::new();
         let mut unwatched = 0usize;
+        self.polled.clear();
         for (k, w) in wanted {
             if self.keys.contains_key(&k) {
                 continue;
@@ -476,6 +486,7 @@ impl Watch {
                     }
                 }
                 Err(PidfdRefused::Gone) => gone.push(w),
+                Err(PidfdRefused::NoKernel) => self.polled.push(w),
                 Err(PidfdRefused::Unavailable) => unwatched += 1,
             }
         }
@@ -492,13 +503,29 @@ impl Watch {
     /// returns the workers whose pidfd fired.
     fn wait(&mut self, timeout: Duration) -> Vec<Watched> {
         use rustix::event::epoll;
+        let timeout = if self.polled.is_empty() {
+            timeout
+        } else {
+            timeout.min(POLL_EVERY)
+        };
         let mut events = epoll::EventVec::with_capacity(64);
         // Rounded up: waking a millisecond early would spin.
         let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        if epoll::wait(&self.epoll, &mut events, ms).is_err() {
-            return Vec::new(); // EINTR: a signal; the caller looks again
-        }
         let mut dead = Vec::new();
+        self.polled.retain(|w| {
+            let alive = procinfo::inspect(w.pid)
+                .is_some_and(|f| !f.is_zombie() && f.start_ticks == w.start_ticks);
+            if !alive {
+                dead.push(w.clone());
+            }
+            alive
+        });
+        if !dead.is_empty() {
+            return dead;
+        }
+        if epoll::wait(&self.epoll, &mut events, ms).is_err() {
+            return dead; // EINTR: a signal; the caller looks again
+        }
         for event in &events {
             let key = event.data.u64();
             if key == WAKER_KEY {
@@ -551,8 +578,10 @@ fn raise_descriptor_limit() -> u64 {
 enum PidfdRefused {
     /// It is gone already (or its PID is another process now).
     Gone,
-    /// No descriptor or no kernel support: it is checked at the interval.
+    /// No descriptor left: it is checked at the interval.
     Unavailable,
+    /// No pidfd on this kernel or backend: it is polled once a second.
+    NoKernel,
 }
 
 /// A pidfd for the worker, pinned to its start time.
@@ -564,6 +593,7 @@ fn open_pidfd(w: &Watched) -> Result<OwnedFd, PidfdRefused> {
         let fd = match pidfd_open(pid, PidfdFlags::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::SRCH) => return Err(PidfdRefused::Gone),
+            Err(rustix::io::Errno::NOSYS) => return Err(PidfdRefused::NoKernel),
             Err(_) => return Err(PidfdRefused::Unavailable),
         };
         // The PID could have been reused between the check and the open.
@@ -572,8 +602,7 @@ fn open_pidfd(w: &Watched) -> Result<OwnedFd, PidfdRefused> {
             _ => Err(PidfdRefused::Gone),
         };
     }
-    // The portable backend (macOS): no pidfd; such workers are checked at
-    // the interval.
+    // The portable backend (macOS): no pidfd; such workers are polled.
     let _ = w;
-    Err(PidfdRefused::Unavailable)
+    Err(PidfdRefused::NoKernel)
 }
