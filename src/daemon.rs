@@ -1,12 +1,19 @@
-//! The daemon: ticks in a loop until SIGINT/SIGTERM. Between ticks it sleeps
-//! on the workers themselves (a pidfd per watched worker where the kernel has
-//! them, a cheap /proc poll otherwise) and reaps the wrappers it spawned, so a
-//! worker's death is logged and acted on at once, not at the next interval.
-//! Only one daemon runs per project: `state/daemon.lock` is held for its
-//! whole life and names its PID.
+//! The daemon: ticks in a loop until SIGINT/SIGTERM, and between ticks
+//! sleeps in one `epoll_wait` that wakes only for a reason: a watched
+//! worker's death (its pidfd, registered once), a signal (SIGCHLD for the
+//! wrappers it spawned itself, reaped then; SIGINT/SIGTERM), the next
+//! backoff deadline, the heartbeat or the interval. Nothing is polled where
+//! the kernel has pidfds: an idle daemon costs the same with ten workers or
+//! a thousand (without pidfds — the portable backend — workers are looked
+//! at once a second). A tick runs
+//! on its own thread while this one keeps watching, so a death during a
+//! long tick (restarts waiting for slow wrappers) is still logged at once.
+//! Where descriptors run out, the remaining workers are checked at each
+//! interval instead (said once). Only one daemon runs per project:
+//! `state/daemon.lock` is held for its whole life and names its PID.
 
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,8 +27,9 @@ use crate::report::log::{Level, Logger};
 use crate::state::StateStore;
 use crate::tick::{run_tick, TickMemory, TickSettings, Watched};
 
-/// How often the wait between ticks looks at signals and children.
-const WAKE: Duration = Duration::from_millis(100);
+/// Descriptors kept free for spawns, databases and logs when pidfds are
+/// handed out.
+const DESCRIPTOR_HEADROOM: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -77,7 +85,7 @@ pub fn run(
     args: Vec<String>,
 ) -> Result<(), DaemonError> {
     let _lock = acquire_daemon_lock(layout)?;
-    raise_descriptor_limit();
+    let descriptors = raise_descriptor_limit();
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while shutting down forces the exit (code 1).
@@ -85,6 +93,8 @@ pub fn run(
             .map_err(DaemonError::Signals)?;
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(DaemonError::Signals)?;
     }
+    let waker = Waker::new().map_err(DaemonError::Signals)?;
+    let mut watch = Watch::new(&waker, descriptors).map_err(DaemonError::Signals)?;
     let mut heartbeat = Heartbeat::new(layout, interval, args);
     // The record names this daemon as soon as it holds the lock, so `stop`
     // never finds the lock and an old record disagreeing.
@@ -97,24 +107,56 @@ pub fn run(
     if !settings.plan.auto_restart {
         logger.warning("Auto-restart disabled. Use --auto-restart to enable.");
     }
+    let handoff = crate::tick::Handoff::default();
     let mut memory = TickMemory::default();
+    memory.handoff = Some(handoff.clone());
     let mut children: BTreeMap<StreamId, Child> = BTreeMap::new();
-    let mut watch = Watch::default();
     while !shutdown.load(Ordering::SeqCst) {
         let mut wake = Instant::now() + interval;
-        match run_tick(layout, settings, logger, store, &mut memory) {
-            Ok(report) => {
+        // The tick runs beside the watch: deaths meanwhile are logged now
+        // and checked by a tick right after this one.
+        let done = AtomicBool::new(false);
+        let (ticked, died) = std::thread::scope(|scope| {
+            let memory = &mut memory;
+            let (done, waker) = (&done, &waker);
+            let tick = scope.spawn(move || {
+                let report = run_tick(layout, settings, logger, store, memory);
+                done.store(true, Ordering::SeqCst);
+                waker.wake();
+                report
+            });
+            let mut died = false;
+            while !done.load(Ordering::SeqCst) && !tick.is_finished() {
+                if heartbeat.due() {
+                    heartbeat.beat(logger);
+                }
+                let dead = watch.wait(heartbeat.left());
+                take_handed(&handoff, &mut children);
+                died |= say_deaths(dead, &mut children, logger);
+            }
+            (tick.join(), died)
+        });
+        match ticked {
+            Ok(Ok(report)) => {
+                take_handed(&handoff, &mut children);
                 for (id, child) in report.spawned {
                     children.insert(id, child);
                 }
-                watch.set(report.running);
+                let own: HashSet<i32> = children.values().map(|c| c.id() as i32).collect();
+                let gone = watch.set(report.running, &own, logger);
+                if say_deaths(gone, &mut children, logger) || died {
+                    wake = Instant::now();
+                }
                 if let Some(due) = report.next_due_ms {
                     let after =
                         Duration::from_millis(due.saturating_sub(crate::clock::now_ms()) + 20);
                     wake = wake.min(Instant::now() + after);
                 }
             }
-            Err(e) => logger.warning(&format!("Check skipped: {e}")),
+            Ok(Err(e)) => logger.warning(&format!("Check skipped: {e}")),
+            Err(_) => {
+                logger.error("The check failed unexpectedly; trying again at the next interval")
+            }
         }
         heartbeat.beat(logger);
         release_freed_memory();
@@ -132,6 +174,7 @@ pub fn run(
     crate::tick::act::stop_owned_components(layout, settings, &recorder, store);
     reap_children(&mut children, logger);
     heartbeat.remove();
+    waker.unregister();
     logger.info("Monitor daemon stopped; workers keep running");
     Ok(())
 }
@@ -205,6 +248,11 @@ impl Heartbeat {
         self.last.elapsed() >= HEARTBEAT_EVERY
     }
 
+    /// Time until the next heartbeat is due.
+    fn left(&self) -> Duration {
+        HEARTBEAT_EVERY.saturating_sub(self.last.elapsed())
+    }
+
     fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
@@ -217,8 +265,8 @@ pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Sleeps until the interval is over, a watched worker dies or a signal
-/// arrives, reaping spawned wrappers on the way.
+/// Sleeps until the interval is over, a watched worker dies, a wrapper the
+/// daemon spawned exits or a signal arrives.
 fn wait_for_next_tick(
     deadline: Instant,
     shutdown: &AtomicBool,
@@ -231,18 +279,40 @@ fn wait_for_next_tick(
         if heartbeat.due() {
             heartbeat.beat(logger);
         }
-        let dead = watch.wait_for_death(WAKE);
-        // Reap first: for a worker this daemon spawned, the exit status says more.
-        let mut died = reap_children(children, logger);
-        for w in dead {
-            if !died.iter().any(|(id, _)| *id == w.stream) {
-                logger.warning(&format!("Worker {} (PID {}) died", w.stream, w.pid));
-                died.push((w.stream.clone(), w.pid));
-            }
-        }
-        if !died.is_empty() || Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             return;
         }
+        let dead = watch.wait((deadline - now).min(heartbeat.left()));
+        if say_deaths(dead, children, logger) {
+            return;
+        }
+    }
+}
+
+/// Reaps exited wrappers and logs how each ended, then the watched workers
+/// found dead (a wrapper's exit status says more than its pidfd, so its
+/// line comes first); whether anything ended.
+fn say_deaths(
+    dead: Vec<Watched>,
+    children: &mut BTreeMap<StreamId, Child>,
+    logger: &Logger,
+) -> bool {
+    let mut ended = reap_children(children, logger);
+    for w in dead {
+        if !ended.iter().any(|(id, _)| *id == w.stream) {
+            logger.warning(&format!("Worker {} (PID {}) died", w.stream, w.pid));
+            ended.push((w.stream.clone(), w.pid));
+        }
+    }
+    !ended.is_empty()
+}
+
+/// Takes the wrappers the running tick has spawned so far.
+fn take_handed(handoff: &crate::tick::Handoff, children: &mut BTreeMap<StreamId, Child>) {
+    let mut handed = handoff.lock().unwrap_or_else(|e| e.into_inner());
+    for (id, child) in handed.drain(..) {
+        children.insert(id, child);
     }
 }
 
@@ -272,70 +342,177 @@ fn reap_children(
     ended
 }
 
-/// The running workers the daemon sleeps on.
-#[derive(Default)]
+/// A self-pipe the signal handlers (SIGCHLD, SIGINT, SIGTERM) and the tick
+/// thread write to, so the one `epoll_wait` wakes for each of them.
+struct Waker {
+    read: OwnedFd,
+    write: OwnedFd,
+    signals: Vec<signal_hook::SigId>,
+}
+
+impl Waker {
+    fn new() -> std::io::Result<Waker> {
+        use nix::fcntl::OFlag;
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        let mut waker = Waker {
+            read,
+            write,
+            signals: Vec::new(),
+        };
+        use std::os::fd::IntoRawFd;
+        for signal in [
+            signal_hook::consts::SIGCHLD,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ] {
+            waker
+                .signals
+                .push(signal_hook::low_level::pipe::register_raw(
+                    signal,
+                    // Each registration owns (and at the end closes) its own copy.
+                    waker.write.try_clone()?.into_raw_fd(),
+                )?);
+        }
+        Ok(waker)
+    }
+
+    fn wake(&self) {
+        // A full pipe already holds a wake-up.
+        let _ = nix::unistd::write(&self.write, &[1]);
+    }
+
+    /// The handlers must not outlive the pipe.
+    fn unregister(&self) {
+        for id in &self.signals {
+            signal_hook::low_level::unregister(*id);
+        }
+    }
+}
+
+/// How often workers without a pidfd (no kernel support) are looked at.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The key of the waker in the epoll set; workers get keys from 1.
+const WAKER_KEY: u64 = 0;
+
+/// The running workers the daemon sleeps on: one pidfd each in an epoll
+/// set, registered once and kept from tick to tick while the worker runs.
+/// Workers the daemon spawned are not here (SIGCHLD and reaping tell of
+/// them).
 struct Watch {
-    workers: Vec<(Watched, Option<OwnedFd>)>,
+    epoll: OwnedFd,
+    waker_read: RawFd,
+    watched: HashMap<u64, (Watched, OwnedFd)>,
+    keys: HashMap<(i32, u64), u64>,
+    next_key: u64,
+    /// Workers without a pidfd because the kernel (or the portable process
+    /// backend) has none: looked at in /proc or `ps` once a second.
+    polled: Vec<Watched>,
+    /// At most this many pidfds (the descriptor limit less headroom).
+    budget: usize,
+    /// Why some workers are checked only at the interval, once said.
+    said_unwatched: bool,
 }
 
 impl Watch {
-    fn set(&mut self, running: Vec<Watched>) {
-        let mut kept: Vec<(Watched, Option<OwnedFd>)> = Vec::new();
-        let mut old = std::mem::take(&mut self.workers);
-        for w in running {
-            if kept.iter().any(|(k, _)| *k == w) {
-                continue;
-            }
-            let fd = match old.iter().position(|(o, _)| *o == w) {
-                Some(i) => old.swap_remove(i).1,
-                None => open_pidfd(&w),
-            };
-            kept.push((w, fd));
-        }
-        self.workers = kept;
+    fn new(waker: &Waker, descriptors: u64) -> std::io::Result<Watch> {
+        use rustix::event::epoll;
+        use std::os::fd::AsRawFd;
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &fd,
+            waker.read.as_fd(),
+            epoll::EventData::new_u64(WAKER_KEY),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(Watch {
+            epoll: fd,
+            waker_read: waker.read.as_raw_fd(),
+            watched: HashMap::new(),
+            keys: HashMap::new(),
+            polled: Vec::new(),
+            next_key: WAKER_KEY + 1,
+            budget: descriptors.saturating_sub(DESCRIPTOR_HEADROOM) as usize,
+            said_unwatched: false,
+        })
     }
 
-    /// Waits up to `timeout` for a watched worker to die; returns the dead.
-    fn wait_for_death(&mut self, timeout: Duration) -> Vec<Watched> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        // Only a worker whose pidfd fired, or one without a pidfd, is looked
-        // at in /proc: an idle daemon with a thousand workers reads nothing.
-        let mut suspects: Vec<bool> = self.workers.iter().map(|(_, fd)| fd.is_none()).collect();
-        let watched: Vec<usize> = (0..self.workers.len())
-            .filter(|i| self.workers[*i].1.is_some())
+    /// Watches exactly `running` (less the daemon's own children, `own`);
+    /// returns the workers that were already gone when their pidfd was to
+    /// be opened.
+    fn set(&mut self, running: Vec<Watched>, own: &HashSet<i32>, logger: &Logger) -> Vec<Watched> {
+        use rustix::event::epoll;
+        let wanted: HashMap<(i32, u64), Watched> = running
+            .into_iter()
+            .filter(|w| !own.contains(&w.pid))
+            .map(|w| ((w.pid, w.start_ticks), w))
             .collect();
-        if watched.is_empty() {
-            std::thread::sleep(timeout);
-        } else {
-            let mut polls: Vec<PollFd> = watched
-                .iter()
-                .map(|i| {
-                    PollFd::new(
-                        self.workers[*i].1.as_ref().expect("watched").as_fd(),
-                        PollFlags::POLLIN,
-                    )
-                })
-                .collect();
-            let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE);
-            if let Ok(n) = poll(&mut polls, ms) {
-                if n > 0 {
-                    for (k, p) in polls.iter().enumerate() {
-                        if p.revents().is_some_and(|r| !r.is_empty()) {
-                            suspects[watched[k]] = true;
-                        }
-                    }
-                }
+        let stale: Vec<(i32, u64)> = self
+            .keys
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for k in stale {
+            if let Some((_, fd)) = self
+                .keys
+                .remove(&k)
+                .and_then(|key| self.watched.remove(&key))
+            {
+                let _ = epoll::delete(&self.epoll, &fd);
             }
         }
-        let mut dead = Vec::new();
-        let mut index = 0;
-        self.workers.retain(|(w, _)| {
-            let suspect = suspects[index];
-            index += 1;
-            if !suspect {
-                return true;
+        let mut gone = Vec::new();
+        let mut unwatched = 0usize;
+        self.polled.clear();
+        for (k, w) in wanted {
+            if self.keys.contains_key(&k) {
+                continue;
             }
-            // /proc decides, for pidfd and fallback alike.
+            if self.watched.len() >= self.budget {
+                unwatched += 1;
+                continue;
+            }
+            match open_pidfd(&w) {
+                Ok(fd) => {
+                    let key = self.next_key;
+                    self.next_key += 1;
+                    let data = epoll::EventData::new_u64(key);
+                    if epoll::add(&self.epoll, &fd, data, epoll::EventFlags::IN).is_ok() {
+                        self.keys.insert(k, key);
+                        self.watched.insert(key, (w, fd));
+                    } else {
+                        unwatched += 1;
+                    }
+                }
+                Err(PidfdRefused::Gone) => gone.push(w),
+                Err(PidfdRefused::NoKernel) => self.polled.push(w),
+                Err(PidfdRefused::Unavailable) => unwatched += 1,
+            }
+        }
+        if unwatched > 0 && !self.said_unwatched {
+            self.said_unwatched = true;
+            logger.warning(&format!(
+                "{unwatched} running worker(s) cannot be watched for death (no pidfd: descriptor limit or kernel); they are checked at every interval"
+            ));
+        }
+        gone
+    }
+
+    /// Waits up to `timeout` for a watched worker to die or a wake-up;
+    /// returns the workers whose pidfd fired.
+    fn wait(&mut self, timeout: Duration) -> Vec<Watched> {
+        use rustix::event::epoll;
+        let timeout = if self.polled.is_empty() {
+            timeout
+        } else {
+            timeout.min(POLL_EVERY)
+        };
+        let mut events = epoll::EventVec::with_capacity(64);
+        // Rounded up: waking a millisecond early would spin.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let mut dead = Vec::new();
+        self.polled.retain(|w| {
             let alive = procinfo::inspect(w.pid)
                 .is_some_and(|f| !f.is_zombie() && f.start_ticks == w.start_ticks);
             if !alive {
@@ -343,8 +520,31 @@ impl Watch {
             }
             alive
         });
+        if !dead.is_empty() {
+            return dead;
+        }
+        if epoll::wait(&self.epoll, &mut events, ms).is_err() {
+            return dead; // EINTR: a signal; the caller looks again
+        }
+        for event in &events {
+            let key = event.data.u64();
+            if key == WAKER_KEY {
+                drain_fd(self.waker_read);
+                continue;
+            }
+            if let Some((w, fd)) = self.watched.remove(&key) {
+                let _ = epoll::delete(&self.epoll, &fd);
+                self.keys.remove(&(w.pid, w.start_ticks));
+                dead.push(w);
+            }
+        }
         dead
     }
+}
+
+fn drain_fd(fd: RawFd) {
+    let mut buf = [0u8; 64];
+    while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
 }
 
 /// Hands the memory a check freed back to the system, so a daemon that
@@ -358,29 +558,51 @@ fn release_freed_memory() {
 }
 
 /// One pidfd per watched worker: lift the soft limit on open files to the
-/// hard one, so a thousand workers are all watched (the rest would fall back
-/// to polling /proc).
-fn raise_descriptor_limit() {
+/// hard one; returns the limit now in force.
+fn raise_descriptor_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
         }
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
     }
 }
 
-/// A pidfd for the worker, or `None` where the kernel has none (then the
-/// wait falls back to polling /proc every wake-up).
-fn open_pidfd(w: &Watched) -> Option<OwnedFd> {
+/// Why a worker got no pidfd.
+enum PidfdRefused {
+    /// It is gone already (or its PID is another process now).
+    Gone,
+    /// No descriptor left: it is checked at the interval.
+    Unavailable,
+    /// No pidfd on this kernel or backend: it is polled once a second.
+    NoKernel,
+}
+
+/// A pidfd for the worker, pinned to its start time.
+fn open_pidfd(w: &Watched) -> Result<OwnedFd, PidfdRefused> {
     #[cfg(target_os = "linux")]
     if !procinfo::portable() {
         use rustix::process::{pidfd_open, Pid, PidfdFlags};
-        let fd = pidfd_open(Pid::from_raw(w.pid)?, PidfdFlags::empty()).ok()?;
+        let pid = Pid::from_raw(w.pid).ok_or(PidfdRefused::Gone)?;
+        let fd = match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Err(PidfdRefused::Gone),
+            Err(rustix::io::Errno::NOSYS) => return Err(PidfdRefused::NoKernel),
+            Err(_) => return Err(PidfdRefused::Unavailable),
+        };
         // The PID could have been reused between the check and the open.
-        let same = procinfo::inspect(w.pid).is_some_and(|f| f.start_ticks == w.start_ticks);
-        return same.then_some(fd);
+        return match procinfo::inspect(w.pid) {
+            Some(f) if f.start_ticks == w.start_ticks && !f.is_zombie() => Ok(fd),
+            _ => Err(PidfdRefused::Gone),
+        };
     }
-    // The portable backend (macOS): no pidfd; the wait polls.
+    // The portable backend (macOS): no pidfd; such workers are polled.
     let _ = w;
-    None
+    Err(PidfdRefused::NoKernel)
 }

@@ -232,7 +232,7 @@ pub fn restart_in(
     let restarted = operator::restart(&mut actor, &snapshot, &id);
     // A start that failed for good gives the stream up, announced as a
     // check would (event, notify hook).
-    let give_ups = std::mem::take(&mut actor.gave_up);
+    let give_ups = std::mem::take(actor.gave_up.get_mut().unwrap_or_else(|e| e.into_inner()));
     let hooks = crate::tick::record::gave_up(
         &recorder,
         &mut crate::tick::TickMemory::default(),

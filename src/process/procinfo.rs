@@ -31,6 +31,42 @@ impl ProcFacts {
     }
 }
 
+/// The fields of a /proc/<pid>/stat line this monitor uses (`pid`, `uid`
+/// and `started_at` left for the caller). The command name may hold spaces
+/// and parentheses: the fields start after the last `)`.
+pub fn parse_stat(line: &[u8]) -> Option<ProcFacts> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(line.get(close + 2..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let mut num = || fields.next()?.parse::<i64>().ok();
+    let ppid = num()? as i32;
+    let pgrp = num()? as i32;
+    let session = num()? as i32;
+    // Fields 7 and 8, the flags (9), fields 10 to 21, the start time (22).
+    num()?;
+    num()?;
+    let flags = num()?;
+    for _ in 0..12 {
+        num()?;
+    }
+    let start_ticks = u64::try_from(num()?).ok()?;
+    Some(ProcFacts {
+        pid: 0,
+        state,
+        start_ticks,
+        started_at: SystemTime::UNIX_EPOCH,
+        uid: 0,
+        ppid,
+        pgrp,
+        session,
+        kernel_thread: flags & PF_KTHREAD != 0,
+    })
+}
+
+/// The kernel's flag for its own threads (include/linux/sched.h).
+const PF_KTHREAD: i64 = 0x0020_0000;
+
 /// The largest PID this kernel hands out.
 pub fn pid_max() -> u64 {
     static PID_MAX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -51,8 +87,6 @@ pub fn current_uid() -> u32 {
 mod linux {
     use super::*;
 
-    /// The kernel's flag for its own threads (include/linux/sched.h).
-    const PF_KTHREAD: u32 = 0x0020_0000;
     /// kthreadd, the parent of every kernel thread.
     const KTHREADD: i32 = 2;
 
@@ -63,7 +97,7 @@ mod linux {
         *KERNEL.get_or_init(|| {
             procfs::process::Process::new(KTHREADD)
                 .and_then(|p| p.stat())
-                .is_ok_and(|s| s.flags & PF_KTHREAD != 0)
+                .is_ok_and(|s| i64::from(s.flags) & PF_KTHREAD != 0)
         })
     }
 
@@ -84,28 +118,40 @@ mod linux {
         })
     }
 
+    /// One open, read and fstat of /proc/<pid>/stat into a stack buffer:
+    /// no allocation beyond the path (this runs for every PID file of a
+    /// check). The file's owner is the process's effective user, as the
+    /// /proc/<pid> directory's is.
     pub fn inspect(pid: i32) -> Option<ProcFacts> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
         if pid <= 0 {
             return None;
         }
-        let process = procfs::process::Process::new(pid).ok()?;
-        let stat = process.stat().ok()?;
-        let uid = process.uid().ok()?;
+        let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        let mut buf = [0u8; 1024];
+        let mut len = 0;
+        while len < buf.len() {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        let uid = file.metadata().ok()?.uid();
+        let stat = parse_stat(&buf[..len])?;
         let (boot, ticks) = boot_and_ticks()?;
         let started_at = SystemTime::UNIX_EPOCH
             + Duration::from_millis(boot)
-            + Duration::from_millis(stat.starttime * 1000 / ticks.max(1));
+            + Duration::from_millis(stat.start_ticks * 1000 / ticks.max(1));
         Some(ProcFacts {
             pid,
-            state: stat.state,
-            start_ticks: stat.starttime,
-            started_at,
             uid,
-            ppid: stat.ppid,
-            pgrp: stat.pgrp,
-            session: stat.session,
-            kernel_thread: stat.flags & PF_KTHREAD != 0
+            started_at,
+            kernel_thread: stat.kernel_thread
                 || ((pid == KTHREADD || stat.ppid == KTHREADD) && kthreadd_is_kernel()),
+            ..stat
         })
     }
 
@@ -357,5 +403,34 @@ mod tests {
                 .unwrap_or_else(|e| e.duration());
             assert!(apart <= Duration::from_secs(2), "{apart:?}");
         }
+    }
+
+    #[test]
+    fn stat_lines() {
+        let line = b"4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        let f = parse_stat(line).unwrap();
+        assert_eq!(
+            (f.state, f.ppid, f.pgrp, f.session, f.start_ticks),
+            ('S', 1, 4242, 4242, 987654)
+        );
+        let zombie = b"7 (z) Z 3 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55 0 0";
+        assert!(parse_stat(zombie).unwrap().is_zombie());
+        for bad in [&b""[..], b"7 (z", b"7 (z) S 1 2", b"7 (z) S x 7 7"] {
+            assert_eq!(parse_stat(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_as_procfs_sees_it() {
+        let me = std::process::id() as i32;
+        let facts = linux::inspect(me).unwrap();
+        let stat = procfs::process::Process::myself().unwrap().stat().unwrap();
+        assert_eq!(facts.start_ticks, stat.starttime);
+        assert_eq!(
+            (facts.ppid, facts.pgrp, facts.session),
+            (stat.ppid, stat.pgrp, stat.session)
+        );
+        assert_eq!(facts.uid, current_uid());
     }
 }

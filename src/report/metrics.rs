@@ -1,5 +1,6 @@
 //! Metrics: a Prometheus text file (`<ORCH>/state/metrics.prom`, replaced
-//! atomically after every check, for node_exporter's textfile collector) and,
+//! atomically after a check that changed a number (the check's duration and
+//! time are those of the last such check), for node_exporter's textfile collector) and,
 //! optionally, the same numbers as StatsD datagrams to a loopback address.
 //! Rendering is pure; only `write` and `send_statsd` do I/O.
 
@@ -119,6 +120,22 @@ pub fn render(s: &Snapshot) -> String {
         vec![(String::new(), format!("{:.3}", s.timestamp_secs))],
     );
     out
+}
+
+/// The series that change with every check (its duration and time).
+const PER_CHECK: [&str; 2] = [
+    "monitor_workers_check_duration_seconds ",
+    "monitor_workers_last_check_timestamp_seconds ",
+];
+
+/// Whether two renderings hold the same numbers apart from the check's own
+/// duration and time (then the file is not rewritten).
+pub fn same_numbers(old: &str, new: &str) -> bool {
+    fn kept(text: &str) -> impl Iterator<Item = &str> {
+        text.lines()
+            .filter(|l| !PER_CHECK.iter().any(|p| l.starts_with(p)))
+    }
+    kept(old).eq(kept(new))
 }
 
 /// Replaces the metrics file atomically (temp file + rename).

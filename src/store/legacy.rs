@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    classify, column_text, open_read_only, require_columns, Initiative, Progress, StoreError,
+    classify, column_str, open_read_only, require_columns, Initiative, Progress, StoreError,
     StreamRecord, StreamsRead,
 };
 
@@ -51,21 +51,70 @@ pub fn read_active_initiative(
     }
 }
 
-// `json_valid` guards every JSON function through CASE (which SQLite evaluates
-// lazily): one task with malformed metadata must not fail the whole query, as
-// it did in the original.
+// The metadata is parsed once per task, here, rather than by a JSON function
+// per field in SQL (each of which parses it again). Malformed metadata of
+// one task must not fail the whole read, as it did in the original.
 const STREAM_TASKS_SQL: &str = "\
-SELECT t.id, t.status,
-       CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.streamId') END,
-       CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.streamName') END,
-       CASE WHEN json_valid(t.metadata) THEN json_type(t.metadata, '$.dependencies') END,
-       CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.dependencies') END,
-              CASE WHEN json_valid(t.metadata) THEN 1 ELSE 0 END,
-       t.updated_at
+SELECT t.id, t.status, t.metadata, t.updated_at
 FROM tasks t JOIN prds p ON p.id = t.prd_id
 WHERE p.initiative_id = ?1 {archived}
-  AND CASE WHEN json_valid(t.metadata) THEN json_extract(t.metadata, '$.streamId') IS NOT NULL
-           ELSE t.metadata IS NOT NULL AND t.metadata <> '' END";
+  AND t.metadata IS NOT NULL AND t.metadata <> ''";
+
+/// The fields of a task's metadata a stream is made of (any JSON value, as
+/// SQLite's JSON functions took them).
+#[derive(serde::Deserialize)]
+struct Metadata {
+    #[serde(rename = "streamId", default)]
+    stream_id: Option<serde_json::Value>,
+    #[serde(rename = "streamName", default)]
+    stream_name: Option<serde_json::Value>,
+    #[serde(default)]
+    dependencies: Option<serde_json::Value>,
+}
+
+/// A metadata value as SQLite's `json_extract` would give it as text.
+fn as_text(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(u8::from(*b).to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// SQLite's `json_type` name of a value.
+fn json_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(true) => "true",
+        Value::Bool(false) => "false",
+        Value::Number(n) if n.is_f64() => "real",
+        Value::Number(_) => "integer",
+        Value::String(_) => "text",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// What a task's metadata says of its stream: `Err` for metadata that is
+/// no JSON object, `Ok(None)` for a task of no stream.
+fn parse_metadata(text: &str) -> Result<Option<Metadata>, ()> {
+    if !text.trim_start().starts_with('{') {
+        // Valid JSON that is no object has no streamId: no stream's task.
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Ok(None),
+            Err(_) => Err(()),
+        };
+    }
+    let meta: Metadata = serde_json::from_str(text).map_err(|_| ())?;
+    Ok(meta
+        .stream_id
+        .as_ref()
+        .is_some_and(|v| !v.is_null())
+        .then_some(meta))
+}
 
 /// All streams of the initiative with their progress, in one query.
 pub fn read_streams(
@@ -99,61 +148,75 @@ pub fn read_streams(
     let mut by_id: BTreeMap<String, StreamRecord> = BTreeMap::new();
     let mut warnings = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
-        let text = |i: usize| column_text(row, i).map_err(|e| classify(path, e, busy_timeout));
-        let task_id = text(0)?.unwrap_or_default();
-        let status = text(1)?.unwrap_or_default();
-        let valid: i64 = row.get(6).map_err(|e| classify(path, e, busy_timeout))?;
-        if valid == 0 {
-            warnings.push(format!(
-                "Task {task_id} has invalid JSON metadata; it belongs to no stream"
-            ));
-            continue;
+        // Borrowed from SQLite's row: a string is copied only when kept.
+        let text = |i: usize| column_str(row, i).map_err(|e| classify(path, e, busy_timeout));
+        let metadata = text(2)?.unwrap_or_default();
+        let meta = match parse_metadata(&metadata) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => continue,
+            Err(()) => {
+                let task_id = text(0)?.unwrap_or_default();
+                warnings.push(format!(
+                    "Task {task_id} has invalid JSON metadata; it belongs to no stream"
+                ));
+                continue;
+            }
+        };
+        let stream_id = meta
+            .stream_id
+            .as_ref()
+            .and_then(as_text)
+            .unwrap_or_default();
+        if !by_id.contains_key(&stream_id) {
+            by_id.insert(
+                stream_id.clone(),
+                StreamRecord {
+                    raw_id: stream_id.clone(),
+                    name: String::new(),
+                    dependencies: Vec::new(),
+                    progress: Progress::default(),
+                    last_update: None,
+                },
+            );
         }
-        let stream_id = text(2)?.unwrap_or_default();
-        let stream_name = text(3)?;
-        let deps_type = text(4)?;
-        let deps_json = text(5)?;
-        let record = by_id
-            .entry(stream_id.clone())
-            .or_insert_with(|| StreamRecord {
-                raw_id: stream_id.clone(),
-                name: String::new(),
-                dependencies: Vec::new(),
-                progress: Progress::default(),
-                last_update: None,
-            });
-        record.progress.add(&status);
-        if let Ok(Some(updated)) = column_text(row, 7) {
-            if record.last_update.as_ref().is_none_or(|u| updated > *u) {
-                record.last_update = Some(updated);
+        let record = by_id.get_mut(&stream_id).expect("just made");
+        record.progress.add(&text(1)?.unwrap_or_default());
+        if let Ok(Some(updated)) = column_str(row, 3) {
+            if record.last_update.as_deref().is_none_or(|u| *updated > *u) {
+                record.last_update = Some(updated.into_owned());
             }
         }
-        if let Some(name) = stream_name.filter(|n| !n.is_empty()) {
-            if record.name.is_empty() || name < record.name {
+        if let Some(name) = meta.stream_name.as_ref().and_then(as_text) {
+            if !name.is_empty() && (record.name.is_empty() || name < record.name) {
                 record.name = name;
             }
         }
-        match deps_type.as_deref() {
-            None | Some("null") => {}
-            Some("array") => {
-                let parsed: Vec<serde_json::Value> =
-                    deps_json.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
-                for dep in parsed {
+        match meta.dependencies {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(deps)) => {
+                for dep in deps {
                     match dep {
                         serde_json::Value::String(s) if !s.is_empty() => {
                             if !record.dependencies.contains(&s) {
                                 record.dependencies.push(s);
                             }
                         }
-                        other => warnings.push(format!(
+                        other => {
+                            let task_id = text(0)?.unwrap_or_default();
+                            warnings.push(format!(
                             "Task {task_id} of stream {stream_id} lists a dependency that is not a stream id: {other}; ignored"
-                        )),
+                        ))
+                        }
                     }
                 }
             }
-            Some(other) => warnings.push(format!(
-                "Task {task_id} of stream {stream_id} has dependencies that are not a list ({other}); treated as none"
-            )),
+            Some(other) => {
+                let task_id = text(0)?.unwrap_or_default();
+                let kind = json_type(&other);
+                warnings.push(format!(
+                "Task {task_id} of stream {stream_id} has dependencies that are not a list ({kind}); treated as none"
+            ))
+            }
         }
     }
     let streams = by_id
@@ -170,4 +233,38 @@ pub fn read_streams(
         warnings,
         tc: None,
     })
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+
+    #[test]
+    fn metadata_is_read_as_sqlite_json_functions_read_it() {
+        let id = |text: &str| match parse_metadata(text) {
+            Ok(Some(m)) => Ok(m.stream_id.as_ref().and_then(as_text)),
+            Ok(None) => Ok(None),
+            Err(()) => Err(()),
+        };
+        assert_eq!(
+            id(r#"{"streamId":"Stream-A"}"#),
+            Ok(Some("Stream-A".into()))
+        );
+        assert_eq!(id(r#"{"streamId":7}"#), Ok(Some("7".into())));
+        assert_eq!(id(r#"{"streamId":true}"#), Ok(Some("1".into())));
+        assert_eq!(id(r#"{"streamId":null}"#), Ok(None));
+        assert_eq!(id(r#"{"other":1}"#), Ok(None));
+        assert_eq!(id(r#"[1,2]"#), Ok(None));
+        assert_eq!(id(r#""text""#), Ok(None));
+        assert_eq!(id(r#"{"streamId":"#), Err(()));
+        assert_eq!(id("not json"), Err(()));
+        let types: Vec<&str> = [r#"null"#, "true", "false", "1", "1.5", r#""s""#, "[]", "{}"]
+            .iter()
+            .map(|t| json_type(&serde_json::from_str(t).unwrap()))
+            .collect();
+        assert_eq!(
+            types,
+            ["null", "true", "false", "integer", "real", "text", "array", "object"]
+        );
+    }
 }

@@ -121,6 +121,22 @@ pub(crate) fn column_text(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result
     })
 }
 
+/// A text column borrowed from the row when it is valid UTF-8 (as task
+/// data is), copied only to repair invalid bytes or to spell a number.
+pub(crate) fn column_str<'r>(
+    row: &'r rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<Option<std::borrow::Cow<'r, str>>> {
+    use rusqlite::types::ValueRef;
+    use std::borrow::Cow;
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(Cow::Owned(n.to_string())),
+        ValueRef::Real(f) => Some(Cow::Owned(f.to_string())),
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b)),
+    })
+}
+
 /// Opens a database read-only with a busy timeout.
 pub(crate) fn open_read_only(
     path: &Path,
@@ -157,6 +173,9 @@ pub(crate) fn open_read_only(
         Connection::open_with_flags(path, flags).map_err(|e| classify(path, e, busy_timeout))?;
     conn.busy_timeout(busy_timeout)
         .map_err(|e| classify(path, e, busy_timeout))?;
+    // Every read is one pass: a large page cache would only hold memory.
+    // (Only a hint: a locked database shows at the first real query.)
+    let _ = conn.execute_batch("PRAGMA cache_size = -256");
     Ok(conn)
 }
 
@@ -329,6 +348,62 @@ pub fn locate(
 /// The initiative and its streams, from whichever schema the project uses.
 /// `Ok(None)` when there is no active initiative (legacy only: the tc schema
 /// has none, so one is synthesised from the workspace).
+/// A read kept between the daemon's ticks, with the stamps of the files it
+/// came from.
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    kept: Option<(Vec<FileStamp>, Option<ProjectRead>)>,
+}
+
+/// What changes when a database file is written: size, mtime (ns), inode.
+type FileStamp = Option<(u64, i64, i64, u64)>;
+
+fn stamps(layout: &crate::layout::Layout, tasks_db: &Path) -> Vec<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let with_wal = |p: &Path| {
+        [
+            p.to_path_buf(),
+            PathBuf::from(format!("{}-wal", p.display())),
+        ]
+    };
+    let dirs = [tasks_db.parent(), layout.memory_db.parent()];
+    with_wal(tasks_db)
+        .into_iter()
+        .chain(with_wal(&layout.memory_db))
+        .chain(dirs.into_iter().flatten().map(Path::to_path_buf))
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .map(|m| (m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+        })
+        .collect()
+}
+
+/// [`read_project`], unless the databases (and their write-ahead logs and
+/// folders) are unchanged since the read `cache` keeps: then that read
+/// again, without a query.
+pub fn read_project_cached(
+    layout: &crate::layout::Layout,
+    busy_timeout: Duration,
+    cache: &mut ReadCache,
+) -> Result<Option<ProjectRead>, StoreError> {
+    if let Some((stamped, read)) = &cache.kept {
+        let tasks_db = read.as_ref().map(|r| r.source.tasks_db.clone());
+        if let Some(tasks_db) = tasks_db {
+            if stamps(layout, &tasks_db) == *stamped {
+                return Ok(read.clone());
+            }
+        }
+    }
+    cache.kept = None;
+    let read = read_project(layout, busy_timeout)?;
+    if let Some(r) = &read {
+        // Stamped after the read: a write during it makes the next tick read again.
+        cache.kept = Some((stamps(layout, &r.source.tasks_db), read.clone()));
+    }
+    Ok(read)
+}
+
 pub fn read_project(
     layout: &crate::layout::Layout,
     busy_timeout: Duration,

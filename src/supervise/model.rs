@@ -45,6 +45,27 @@ impl Default for State {
     }
 }
 
+impl State {
+    /// The state without its streams (the globals alone).
+    pub fn clone_globals(&self) -> State {
+        // Named field by field: a new global field must be added here.
+        let State {
+            version,
+            streams: _,
+            breaker_until_ms,
+            breaker_streams,
+            healthy_logged_ms,
+        } = self;
+        State {
+            version: *version,
+            streams: BTreeMap::new(),
+            breaker_until_ms: *breaker_until_ms,
+            breaker_streams: breaker_streams.clone(),
+            healthy_logged_ms: *healthy_logged_ms,
+        }
+    }
+}
+
 /// Lifecycle and restart accounting of one stream. Times are ms since the epoch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -34,7 +34,7 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
         }
     }
     let known: BTreeSet<&str> = valid.keys().map(String::as_str).collect();
-    let mut views = Vec::with_capacity(valid.len());
+    let mut all_dependencies = Vec::with_capacity(valid.len());
     for (id, record) in valid.values() {
         let mut dependencies: Vec<StreamId> = Vec::new();
         for dep in &record.dependencies {
@@ -52,14 +52,21 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
                 )),
             }
         }
-        views.push(StreamView {
-            id: id.clone(),
-            name: record.name.clone(),
+        all_dependencies.push(dependencies);
+    }
+    drop(known);
+    // The records are moved into the views, not copied.
+    let views = valid
+        .into_values()
+        .zip(all_dependencies)
+        .map(|((id, record), dependencies)| StreamView {
+            id,
+            name: record.name,
             dependencies,
             progress: record.progress,
-            last_update: record.last_update.clone(),
-        });
-    }
+            last_update: record.last_update,
+        })
+        .collect();
     (views, warnings)
 }
 

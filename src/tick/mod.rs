@@ -22,6 +22,7 @@ use crate::layout::{Layout, StreamId};
 use crate::report::log::{Kind, Level, Logger};
 use crate::state::StateStore;
 use crate::store::StoreError;
+use crate::supervise::assess::Verdict;
 use crate::supervise::model::{GiveUp, State};
 use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
 
@@ -63,7 +64,15 @@ pub struct TickSettings {
 #[derive(Debug, Default)]
 pub struct TickMemory {
     said: HashSet<String>,
+    /// The last read of the databases (reused while they are unchanged).
+    pub reads: crate::store::ReadCache,
+    /// Where the daemon takes the wrappers a tick spawns as soon as each
+    /// is spawned (not when the tick ends), so it reaps them at once.
+    pub handoff: Option<Handoff>,
 }
+
+/// Wrappers spawned by a tick still running, for the daemon to reap.
+pub type Handoff = std::sync::Arc<std::sync::Mutex<Vec<(StreamId, Child)>>>;
 
 impl TickMemory {
     /// Logs `msg` unless this memory said it already.
@@ -98,13 +107,31 @@ pub struct TickReport {
     pub hooks: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// What the plan step decided, and the state it left.
+/// What the plan step decided, and the state it left for the streams
+/// observed failing (the ones the announcements speak of).
 #[derive(Debug)]
 pub struct Decided {
     pub plan: Plan,
     pub state: State,
     /// The plan changed some stream's lifecycle.
     pub changed: bool,
+}
+
+/// The part of `state` the announcements need: the failing streams.
+fn failing_part(state: &State, snapshot: &Snapshot) -> State {
+    let streams = snapshot
+        .streams
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
+        .filter_map(|o| {
+            let id = o.view.id.as_str();
+            Some((id.to_string(), state.streams.get(id)?.clone()))
+        })
+        .collect();
+    State {
+        streams,
+        ..state.clone_globals()
+    }
 }
 
 /// Runs one check. `Err` means the check could not run (a database problem);
@@ -117,9 +144,14 @@ pub fn run_tick(
     memory: &mut TickMemory,
 ) -> Result<TickReport, StoreError> {
     let started = Instant::now();
-    let known = store.load();
     let probes = ProbeMode::Run(&settings.config);
-    let Some(snapshot) = take_snapshot(layout, settings.busy_timeout, &known, probes)? else {
+    // The state is read once here and again only if another monitor writes
+    // before the plan step.
+    let reads = &mut memory.reads;
+    let observed = store.view(|known| {
+        observe::take_snapshot_with(layout, settings.busy_timeout, known, probes, reads)
+    });
+    let Some(snapshot) = observed? else {
         let msg = "No active initiative found".to_string();
         memory.once(logger, Level::Warning, Kind::Report, msg);
         return Ok(TickReport::default());
@@ -129,12 +161,13 @@ pub fn run_tick(
     let monitoring = format!("Monitoring initiative: {}", snapshot.initiative.name);
     memory.once(logger, Level::Info, Kind::Report, monitoring);
     let recorder = Recorder::new(layout, logger);
-    let decided = decide(&snapshot, &known, store, settings, &recorder);
+    let decided = decide(&snapshot, store, settings, &recorder);
     let healthy = record::announce(&recorder, memory, settings, &snapshot, &decided);
     record::note_healthy_line(store, &decided.state, healthy);
     let mut actor = act::Actor::new(layout, settings, store, &recorder, &snapshot.initiative)
         .with_tc(snapshot.tc.as_ref());
-    let acted = act::carry_out(&mut actor, &snapshot, &decided.plan);
+    actor.handoff = memory.handoff.clone();
+    let acted = act::carry_out(&actor, &snapshot, &decided.plan);
     if let Some(older_than) = settings.recover_tasks {
         let scope = recover::Scope {
             source: &snapshot.source,
@@ -151,7 +184,8 @@ pub fn run_tick(
         .chain(acted.gave_up.iter().cloned())
         .collect();
     let hooks = record::gave_up(&recorder, memory, settings, &give_ups);
-    let final_state = record::metrics(&recorder, memory, settings, store, started.elapsed());
+    let next_due_ms = store.view(|state| record::next_wake(&snapshot, state, &decided.plan));
+    record::metrics(&recorder, memory, settings, store, started.elapsed());
     let unheld = |ids: Vec<StreamId>| -> Vec<StreamId> {
         ids.into_iter()
             .filter(|id| !held(&decided.state, id))
@@ -163,7 +197,7 @@ pub fn run_tick(
         cannot_tell: snapshot.cannot_tell(),
         running: acted.running,
         spawned: acted.spawned,
-        next_due_ms: record::next_wake(&snapshot, &final_state, &decided.plan),
+        next_due_ms,
         hooks,
     })
 }
@@ -174,7 +208,6 @@ pub fn run_tick(
 /// restart could repeat forever.
 fn decide(
     snapshot: &Snapshot,
-    known: &State,
     store: &StateStore,
     settings: &TickSettings,
     recorder: &Recorder<'_>,
@@ -184,26 +217,27 @@ fn decide(
     let mut changes = Changes::default();
     let planned = store.update(|s| {
         changes = Changes::default();
-        plan::plan_tick(s, &observations, &settings.plan, now, &mut changes)
+        let plan = plan::plan_tick(s, &observations, &settings.plan, now, &mut changes);
+        Decided {
+            plan,
+            state: failing_part(s, snapshot),
+            changed: !changes.changes.is_empty(),
+        }
     });
     let decided = match planned {
-        Ok((plan, state)) => Decided {
-            plan,
-            state,
-            changed: !changes.changes.is_empty(),
-        },
+        Ok(decided) => decided,
         Err(e) => {
             recorder.logger.error(&format!(
                 "Cannot record this check in the state file: {e}; no restart this time"
             ));
-            let mut state = known.clone();
+            let mut state = store.load();
             changes = Changes::default();
             let mut plan =
                 plan::plan_tick(&mut state, &observations, &settings.plan, now, &mut changes);
             plan.restarts.clear();
             Decided {
                 plan,
-                state,
+                state: failing_part(&state, snapshot),
                 changed: !changes.changes.is_empty(),
             }
         }

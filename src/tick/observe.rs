@@ -158,11 +158,23 @@ pub fn take_snapshot(
     known: &State,
     probes: ProbeMode<'_>,
 ) -> Result<Option<Snapshot>, StoreError> {
+    take_snapshot_with(layout, busy_timeout, known, probes, &mut Default::default())
+}
+
+/// [`take_snapshot`], the databases read again only when they changed since
+/// the read `cache` keeps (the daemon's interval ticks).
+pub fn take_snapshot_with(
+    layout: &Layout,
+    busy_timeout: Duration,
+    known: &State,
+    probes: ProbeMode<'_>,
+    cache: &mut store::ReadCache,
+) -> Result<Option<Snapshot>, StoreError> {
     let Some(store::ProjectRead {
         initiative,
         streams: read,
         source,
-    }) = store::read_project(layout, busy_timeout)?
+    }) = store::read_project_cached(layout, busy_timeout, cache)?
     else {
         return Ok(None);
     };
@@ -331,10 +343,16 @@ fn observe_streams(
     let project = Project::of(layout);
     let config = probe_mode.config();
     let now = now_ms();
+    // One listing of the PID directory spares a failed open per stream
+    // without a worker.
+    let present = pidfile::present(&layout.pids_dir());
     let mut observed: Vec<Observed> = views
         .into_iter()
         .map(|view| {
-            let pid_file = pidfile::read(&layout.pid_file(&view.id), pid_max);
+            let pid_file = match &present {
+                Some(names) if !names.contains(view.id.as_str()) => PidFile::Missing,
+                _ => pidfile::read(&layout.pid_file(&view.id), pid_max),
+            };
             let facts = match &pid_file {
                 PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
                 _ => None,

@@ -92,7 +92,7 @@ pub fn lift_breaker(
     let stream = only_for
         .cloned()
         .unwrap_or_else(|| StreamId::parse("all").expect("a valid stream id"));
-    let (lifted, _) = store
+    let lifted = store
         .update(|s| plan::lift_breaker(s, only_for, now_ms()))
         .map_err(|source| ActError::State {
             stream,

@@ -344,25 +344,29 @@ pub fn gave_up(
 }
 
 /// Writes `state/metrics.prom` (and StatsD, when asked) from the state as
-/// this check left it; returns that state.
+/// this check left it. The file is rewritten only when a number other than
+/// the check's own time changed: a check that changes nothing writes nothing.
 pub fn metrics(
     recorder: &Recorder<'_>,
     memory: &mut TickMemory,
     settings: &TickSettings,
     store: &StateStore,
     took: Duration,
-) -> State {
+) {
     let logger = recorder.logger;
-    let state = store.load();
-    let snapshot = prom::snapshot(&state, took, now_ms());
+    let snapshot = store.view(|state| prom::snapshot(state, took, now_ms()));
     let path = recorder.layout.metrics_file();
-    if let Err(e) = prom::write(&path, &prom::render(&snapshot)) {
-        memory.once(
-            logger,
-            Level::Error,
-            Kind::Action,
-            format!("Cannot write metrics: {e}"),
-        );
+    let text = prom::render(&snapshot);
+    let unchanged = std::fs::read_to_string(&path).is_ok_and(|old| prom::same_numbers(&old, &text));
+    if !unchanged {
+        if let Err(e) = prom::write(&path, &text) {
+            memory.once(
+                logger,
+                Level::Error,
+                Kind::Action,
+                format!("Cannot write metrics: {e}"),
+            );
+        }
     }
     if let Some(addr) = settings.statsd {
         if let Err(e) = prom::send_statsd(addr, &snapshot) {
@@ -374,7 +378,6 @@ pub fn metrics(
             );
         }
     }
-    state
 }
 
 /// When the daemon should wake for a deferred restart: the plan's earliest

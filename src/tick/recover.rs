@@ -178,8 +178,7 @@ pub fn after_tick(
     older_than: Duration,
     busy_timeout: Duration,
 ) {
-    let state = store.load();
-    let selection = select(scope.candidates(), &state, None);
+    let selection = store.view(|state| select(scope.candidates(), state, None));
     if selection.streams.is_empty() {
         return;
     }

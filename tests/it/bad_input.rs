@@ -452,9 +452,11 @@ fn failed_restart_backs_off(break_wrapper: impl Fn(&TestProject), reason: &str) 
         .stdout_has(reason)
         .no_panic();
     first.stdout_lacks("restarted (PID");
-    let state =
-        fs::read_to_string(p.state_file()).expect("the failure is recorded in the state file");
-    assert!(state.contains(reason), "{state}");
+    let state = p.state_json().to_string();
+    assert!(
+        state.contains(reason),
+        "the failure is recorded in the state: {state}"
+    );
 
     // The backoff starts at 1 s and doubles. A run that ends before half the
     // backoff has passed since the failure must not retry; if the machine
@@ -519,7 +521,7 @@ fn broken_wrapper_gives_up_at_once(break_wrapper: impl Fn(&TestProject), reason:
         .stdout_has(reason)
         .stdout_lacks("restarted (PID")
         .no_panic();
-    let state = fs::read_to_string(p.state_file()).unwrap();
+    let state = p.state_json().to_string();
     assert!(state.contains(reason), "{state}");
     p.run(&args)
         .expect_code(1)
@@ -570,7 +572,7 @@ fn state_file_moved_aside(content: &str, problem: &str) {
     let p = TestProject::new();
     p.dead_stream("api");
     fs::create_dir_all(p.orch.join("state")).unwrap();
-    fs::write(p.state_file(), content).unwrap();
+    fs::write(p.legacy_state_file(), content).unwrap();
 
     let r = p.run(&[]);
     r.expect_code(1)

@@ -11,7 +11,7 @@
 //! - the sentinels, live processes that are not workers (some named by PID
 //!   files as reused PIDs, some in freshly written PID files), are never
 //!   signalled: alive and not stopped;
-//! - the state file always loads (`state::parse`), nothing is moved aside as
+//! - the state always loads (the store's read-only view), nothing is moved aside as
 //!   corrupt, and `status --json` exits 0;
 //! - the low-budget stream never gets more restarts than its budget, across
 //!   daemon kills and one-shots;
@@ -291,14 +291,8 @@ impl Chaos<'_> {
             }
         }
         // The state file always loads; nothing was found corrupt.
-        match fs::read_to_string(self.p.state_file()) {
-            Ok(text) => {
-                if let Err(problem) = state::parse(&text) {
-                    self.fail(&format!("the state file {problem}:\n{text}"));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => self.fail(&format!("cannot read the state file: {e}")),
+        if let (_, Some(problem)) = self.p.state_store().read_only() {
+            self.fail(&format!("the state cannot be read: {problem}"));
         }
         let state_dir = self.p.orch.join("state");
         if let Ok(entries) = fs::read_dir(&state_dir) {

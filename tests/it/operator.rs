@@ -36,7 +36,8 @@ fresh   - not started  not_started             -          -         0  0/1 done
 ui      … waiting      waiting_on_deps         -          -         0  0/1 done
 ";
     assert_eq!(run.stdout, expected);
-    assert!(!p.state_file().exists(), "status writes nothing");
+    assert!(!p.state_db().exists(), "status writes nothing");
+    assert!(!p.legacy_state_file().exists(), "status writes nothing");
 }
 
 #[test]

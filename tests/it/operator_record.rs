@@ -100,15 +100,18 @@ fn reset_and_operator_restart_forgive_the_same_way() {
 fn status_leaves_a_corrupt_state_file_alone_and_the_check_moves_it_aside() {
     let p = TestProject::new();
     p.dead_stream("api");
-    fs::create_dir_all(p.state_file().parent().unwrap()).unwrap();
-    fs::write(p.state_file(), "{not json").unwrap();
+    fs::create_dir_all(p.legacy_state_file().parent().unwrap()).unwrap();
+    fs::write(p.legacy_state_file(), "{not json").unwrap();
     let before = p.snapshot();
     let run = p.run(&["status"]);
     run.expect_code(0).stderr_has("corrupt");
-    assert_eq!(fs::read_to_string(p.state_file()).unwrap(), "{not json");
+    assert_eq!(
+        fs::read_to_string(p.legacy_state_file()).unwrap(),
+        "{not json"
+    );
     assert_eq!(p.snapshot(), before, "status wrote nothing");
     p.run(&[]).expect_code(1);
-    let aside = fs::read_dir(p.state_file().parent().unwrap())
+    let aside = fs::read_dir(p.legacy_state_file().parent().unwrap())
         .unwrap()
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().contains(".corrupt-"));

@@ -328,7 +328,7 @@ fn resume_all_and_reset_lifting_the_breaker() {
         let mut state = p.state_json();
         state["breaker_until_ms"] = serde_json::json!(now_ms() + 600_000);
         state["breaker_streams"] = serde_json::json!(streams);
-        fs::write(p.state_file(), state.to_string()).unwrap();
+        p.write_state(&state);
     };
     let breaker_open = || {
         p.state_json()["breaker_until_ms"]

@@ -725,10 +725,7 @@ fn secrets_in_a_worker_log_are_redacted_everywhere() {
             "events.jsonl".into(),
             fs::read_to_string(p.logs_dir().join("events.jsonl")).unwrap(),
         ),
-        (
-            "monitor-state.json".into(),
-            fs::read_to_string(p.state_file()).unwrap(),
-        ),
+        ("the state".into(), p.state_json().to_string()),
         ("the console and status".into(), said),
     ];
     for (name, record) in &records {

@@ -99,8 +99,8 @@ fn project_with_v1_state() -> TestProject {
     let p = TestProject::new();
     p.write_config(SCENARIO_CONFIG);
     scenario_streams(&p);
-    fs::create_dir_all(p.state_file().parent().unwrap()).unwrap();
-    fs::copy(golden_v1(), p.state_file()).unwrap();
+    fs::create_dir_all(p.legacy_state_file().parent().unwrap()).unwrap();
+    fs::copy(golden_v1(), p.legacy_state_file()).unwrap();
     p
 }
 
@@ -111,7 +111,7 @@ fn golden_v1_json() -> Value {
 
 /// Files beside the state file that a monitor moved aside as unreadable.
 fn moved_aside(p: &TestProject) -> Vec<String> {
-    fs::read_dir(p.state_file().parent().unwrap())
+    fs::read_dir(p.legacy_state_file().parent().unwrap())
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -193,6 +193,15 @@ fn a_one_shot_check_on_a_v1_state_file_keeps_the_budgets_and_the_file() {
     }
     assert!(moved_aside(&p).is_empty(), "{:?}", moved_aside(&p));
 
+    // Migrated to the database on this first supervising run; the old
+    // file kept beside it, never read again.
+    assert!(p.state_db().exists());
+    assert!(!p.legacy_state_file().exists());
+    let kept = p.orch.join("state/monitor-state.json.migrated");
+    assert_eq!(
+        fs::read_to_string(kept).unwrap(),
+        fs::read_to_string(golden_v1()).unwrap()
+    );
     let state = p.state_json();
     let db = &state["streams"]["db"];
     assert_eq!(db["restarts"], 2, "{db:#}");

@@ -80,11 +80,7 @@ impl Actor<'_> {
 
     /// Spawns the worker of a stream whose restart is charged and recorded
     /// as begun, and records how it went.
-    pub(crate) fn launch(
-        &mut self,
-        obs: &Observed,
-        retry_context: Option<String>,
-    ) -> Option<Launched> {
+    pub(crate) fn launch(&self, obs: &Observed, retry_context: Option<String>) -> Option<Launched> {
         let id = &obs.view.id;
         let logger = self.recorder.logger;
         let noun = if obs.kind == ComponentKind::Worker {
@@ -280,7 +276,7 @@ impl Actor<'_> {
 
     /// A start that failed for good: the stream gives up now (its restart
     /// was charged; no backoff, no second try).
-    fn give_up_at_start(&mut self, obs: &Observed, noun: &str, error: &ActError, why: GiveUp) {
+    fn give_up_at_start(&self, obs: &Observed, noun: &str, error: &ActError, why: GiveUp) {
         let id = &obs.view.id;
         let logger = self.recorder.logger;
         logger.action(
@@ -300,13 +296,16 @@ impl Actor<'_> {
             logger.error(&format!("Cannot record the give-up of {id}: {e}"));
         }
         self.recorder.changes(&changes);
-        self.gave_up.push((id.clone(), why));
+        self.gave_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id.clone(), why));
     }
 
     /// Starts the component the way its kind is started.
     /// A worker is tagged with `nonce`, the spawn's name in the journal.
     fn start(
-        &mut self,
+        &self,
         obs: &Observed,
         retry_context: Option<String>,
         nonce: &str,
@@ -366,7 +365,7 @@ impl Actor<'_> {
 
     /// First start of a process component the daemon owns (not a restart:
     /// nothing is charged to its budget).
-    pub(super) fn start_owned(&mut self, obs: &Observed) -> Option<Launched> {
+    pub(super) fn start_owned(&self, obs: &Observed) -> Option<Launched> {
         let id = &obs.view.id;
         let logger = self.recorder.logger;
         let started = match self.start(obs, None, &proof::new_nonce()) {
@@ -403,11 +402,11 @@ impl Actor<'_> {
         Some(started)
     }
 
-    fn wrapper_call(&mut self, obs: &Observed, retry_context: Option<String>) -> WrapperCall {
+    fn wrapper_call(&self, obs: &Observed, retry_context: Option<String>) -> WrapperCall {
         let id = &obs.view.id;
         let template = self
             .template
-            .get_or_insert_with(|| prompt::load_template(&self.layout.prompt_override()));
+            .get_or_init(|| prompt::load_template(&self.layout.prompt_override()));
         let work_dir = self.layout.work_dir(id);
         let deps: Vec<String> = obs
             .view

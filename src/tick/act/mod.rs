@@ -161,14 +161,32 @@ pub struct Actor<'a> {
     pub(super) recorder: &'a Recorder<'a>,
     pub(super) initiative: &'a Initiative,
     pub(super) processes: &'a dyn Processes,
-    template: Option<String>,
+    template: std::sync::OnceLock<String>,
     /// Whose workers this actor proves (this project).
     project: Project,
     state_dir: PathBuf,
     /// A tc project: its streams' tc facts and workers.
     pub(super) tc: Option<&'a super::TcSnapshot>,
-    /// Streams whose start failed for good while this actor launched them.
-    pub gave_up: Vec<(StreamId, GiveUp)>,
+    /// Streams whose start failed for good while this actor launched them
+    /// (from the restart threads).
+    pub gave_up: std::sync::Mutex<Vec<(StreamId, GiveUp)>>,
+    /// Spawned wrappers go here at once when set (the daemon's), else into
+    /// the tick's [`Acted`].
+    pub handoff: Option<super::Handoff>,
+}
+
+impl Actor<'_> {
+    /// Records a wrapper just spawned: handed to the daemon at once, or kept
+    /// for the end of the tick.
+    fn spawned(&self, id: &StreamId, child: Child, acted: &mut Acted) {
+        match &self.handoff {
+            Some(handoff) => handoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((id.clone(), child)),
+            None => acted.spawned.push((id.clone(), child)),
+        }
+    }
 }
 
 impl<'a> Actor<'a> {
@@ -204,11 +222,12 @@ impl<'a> Actor<'a> {
             recorder,
             initiative,
             processes,
-            template: None,
+            template: std::sync::OnceLock::new(),
             project: Project::of(layout),
             state_dir: layout.state_dir(),
             tc: None,
-            gave_up: Vec::new(),
+            gave_up: std::sync::Mutex::new(Vec::new()),
+            handoff: None,
         }
     }
 
@@ -259,7 +278,7 @@ impl<'a> Actor<'a> {
     /// Restarts a failing stream if policy still allows once its lock is
     /// held. A stuck worker (running, failing liveness) is stopped gracefully
     /// first: a soft reset, with a retry context added to the new prompt.
-    fn restart(&mut self, obs: &Observed, order: &RestartOrder, acted: &mut Acted) {
+    fn restart(&self, obs: &Observed, order: &RestartOrder, acted: &mut Acted) {
         let id = &obs.view.id;
         let logger = self.recorder.logger;
         let _held = match self.lock_stream(id) {
@@ -422,7 +441,7 @@ impl<'a> Actor<'a> {
         if let Some(launched) = self.launch(obs, context) {
             acted.running.extend(launched.watched(id));
             if let Some(child) = launched.child {
-                acted.spawned.push((id.clone(), child));
+                self.spawned(id, child, acted);
             }
         }
     }
@@ -498,14 +517,20 @@ impl<'a> Actor<'a> {
     }
 }
 
-/// Carries out a tick's plan, stream by stream.
-pub fn carry_out(actor: &mut Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
+/// How many restarts run side by side: each waits for its own wrapper, so
+/// a wrapper that hangs holds up one of these and no other stream.
+pub const RESTART_THREADS: usize = 8;
+
+/// Carries out a tick's plan: restarts on a small pool of threads, the
+/// rest stream by stream.
+pub fn carry_out(actor: &Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
     let mut acted = Acted::default();
+    let mut restarts: Vec<(&Observed, &RestartOrder)> = Vec::new();
     for obs in &snapshot.streams {
         let id = &obs.view.id;
         let docker = matches!(obs.kind, ComponentKind::Docker { .. });
         if let Some(order) = plan.restarts(id) {
-            actor.restart(obs, order, &mut acted);
+            restarts.push((obs, order));
         } else if plan.gives_up(id) && matches!(obs.verdict, Verdict::Unhealthy { .. }) {
             actor.stop_given_up(obs);
         } else if obs.verdict == Verdict::Ready && actor.settings.start_ready {
@@ -517,14 +542,17 @@ pub fn carry_out(actor: &mut Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Act
             if let Some(launched) = actor.start_owned(obs) {
                 acted.running.extend(launched.watched(id));
                 if let Some(child) = launched.child {
-                    acted.spawned.push((id.clone(), child));
+                    actor.spawned(id, child, &mut acted);
                 }
             }
         } else if matches!(obs.liveness, Liveness::Stale { .. }) && !docker {
             actor.remove_stale(obs);
         }
     }
-    acted.gave_up.append(&mut actor.gave_up);
+    restart_all(actor, &restarts, &mut acted);
+    acted
+        .gave_up
+        .append(&mut actor.gave_up.lock().unwrap_or_else(|e| e.into_inner()));
     let launched: Vec<StreamId> = acted.running.iter().map(|w| w.stream.clone()).collect();
     for obs in snapshot.streams.iter().filter(|o| {
         !matches!(o.kind, ComponentKind::Docker { .. }) && !launched.contains(&o.view.id)
@@ -538,4 +566,34 @@ pub fn carry_out(actor: &mut Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Act
         }
     }
     acted
+}
+
+/// Runs the restarts on at most [`RESTART_THREADS`] threads, in the plan's
+/// order as far as threads are free.
+fn restart_all(actor: &Actor<'_>, jobs: &[(&Observed, &RestartOrder)], acted: &mut Acted) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    if jobs.len() <= 1 {
+        for (obs, order) in jobs {
+            actor.restart(obs, order, acted);
+        }
+        return;
+    }
+    let next = AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.len().min(RESTART_THREADS) {
+            scope.spawn(|| {
+                let mut mine = Acted::default();
+                while let Some((obs, order)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    actor.restart(obs, order, &mut mine);
+                }
+                done.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
+            });
+        }
+    });
+    for mine in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        acted.spawned.extend(mine.spawned);
+        acted.running.extend(mine.running);
+        acted.gave_up.extend(mine.gave_up);
+    }
 }

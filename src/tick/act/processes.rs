@@ -31,8 +31,9 @@ pub enum StopScope<'a> {
     Component { state_dir: &'a Path },
 }
 
-/// What act needs of the operating system's processes.
-pub trait Processes {
+/// What act needs of the operating system's processes (shared by the
+/// threads that restart streams side by side).
+pub trait Processes: Sync {
     /// Starts a worker through its wrapper and waits (bounded) for it.
     fn spawn_worker(&self, call: &WrapperCall, wait: Duration) -> Result<Launched, SpawnError>;
     /// Stops a process component gracefully (TERM, grace, KILL), pinned to

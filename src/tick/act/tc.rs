@@ -116,7 +116,7 @@ impl Actor<'_> {
 
     /// Starts a tc stream's worker with its launcher.
     pub(super) fn start_tc(
-        &mut self,
+        &self,
         obs: &Observed,
         retry_context: Option<&str>,
         nonce: &str,
@@ -186,7 +186,7 @@ impl Actor<'_> {
     /// `--start-ready`: starts a stream with a task ready and no worker, once
     /// the branches of its dependencies are merged into HEAD. Not a restart:
     /// nothing is charged to its budget.
-    pub(super) fn start_ready(&mut self, obs: &Observed, acted: &mut Acted) {
+    pub(super) fn start_ready(&self, obs: &Observed, acted: &mut Acted) {
         let id = &obs.view.id;
         let logger = self.recorder.logger;
         if self.tc_stream(id).is_none() {

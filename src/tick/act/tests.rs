@@ -2,8 +2,8 @@
 //! left alone, and what the state and the log say afterwards. The files
 //! (PID files, state, monitor.log) are real, in a temporary project.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::*;
@@ -21,17 +21,30 @@ use crate::supervise::policy::RestartPolicy;
 use crate::supervise::streams::StreamView;
 use crate::tick::{Snapshot, TickSettings};
 
+/// A RefCell-like cell the restart pool's threads can share.
+#[derive(Default)]
+struct Shared<T>(Mutex<T>);
+
+impl<T> Shared<T> {
+    fn borrow(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+    fn borrow_mut(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+}
+
 /// Processes that exist only in this table.
 #[derive(Default)]
 struct FakeProcesses {
-    table: RefCell<BTreeMap<i32, ProcFacts>>,
-    spawned: RefCell<Vec<WrapperCall>>,
-    stopped: RefCell<Vec<i32>>,
+    table: Shared<BTreeMap<i32, ProcFacts>>,
+    spawned: Shared<Vec<WrapperCall>>,
+    stopped: Shared<Vec<i32>>,
     /// The PID the next spawn writes into its PID file; None: it fails
     /// (no PID file in time).
     next_pid: Option<i32>,
     /// Live processes that are no stream's worker (fail the proof).
-    strangers: RefCell<Vec<i32>>,
+    strangers: Shared<Vec<i32>>,
     /// Spawns fail at once: the wrapper is missing.
     wrapper_missing: bool,
 }
@@ -169,7 +182,7 @@ impl Project {
     fn run(&self, fake: &FakeProcesses, snapshot: &Snapshot, plan: &Plan) -> Acted {
         let store = self.store();
         let recorder = Recorder::new(&self.layout, &self.logger);
-        let mut actor = Actor::with_processes(
+        let actor = Actor::with_processes(
             &self.layout,
             &self.settings,
             &store,
@@ -177,7 +190,7 @@ impl Project {
             &snapshot.initiative,
             fake,
         );
-        carry_out(&mut actor, snapshot, plan)
+        carry_out(&actor, snapshot, plan)
     }
 }
 

@@ -54,11 +54,38 @@ impl TestProject {
             .collect()
     }
 
+    /// The state as stored (database, or a JSON file not migrated yet),
+    /// read through the store's read-only view: Null when there is none; a
+    /// state that cannot be read fails the test.
     pub fn state_json(&self) -> serde_json::Value {
-        match fs::read_to_string(self.state_file()) {
-            Ok(text) => serde_json::from_str(&text).expect("state file is JSON"),
-            Err(_) => serde_json::Value::Null,
+        if !self.state_db().exists() && !self.legacy_state_file().exists() {
+            return serde_json::Value::Null;
         }
+        serde_json::to_value(self.stored_state()).expect("state serialises")
+    }
+
+    /// The state as stored, as the store reads it; a problem fails the test.
+    pub fn stored_state(&self) -> monitor_workers::state::State {
+        let (state, problem) = self.state_store().read_only();
+        if let Some(problem) = problem {
+            panic!("the state cannot be read: {problem}");
+        }
+        state
+    }
+
+    /// Replaces the stored state with `state` (as `state_json` shows it).
+    pub fn write_state(&self, state: &serde_json::Value) {
+        let new: monitor_workers::state::State =
+            serde_json::from_value(state.clone()).expect("a state");
+        self.state_store()
+            .update(|s| *s = new)
+            .expect("the state is written");
+    }
+
+    /// The project's state store, reporting nowhere.
+    pub fn state_store(&self) -> monitor_workers::state::StateStore {
+        let quiet = monitor_workers::report::log::Logger::new(None, true);
+        monitor_workers::state::StateStore::at(&self.orch.join("state"), quiet)
     }
 
     /// `state/daemon.json`, parsed (Null when absent or half written).

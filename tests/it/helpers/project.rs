@@ -109,8 +109,13 @@ impl TestProject {
     pub fn wrapper(&self) -> PathBuf {
         self.orch.join("worker-wrapper.sh")
     }
-    pub fn state_file(&self) -> PathBuf {
+    /// The JSON state file of earlier versions (migrated by the first check).
+    pub fn legacy_state_file(&self) -> PathBuf {
         self.orch.join("state").join("monitor-state.json")
+    }
+    /// The state database.
+    pub fn state_db(&self) -> PathBuf {
+        self.orch.join("state").join("monitor.db")
     }
     pub fn pid_path(&self, stream: &str) -> PathBuf {
         self.pids_dir().join(format!("{stream}.pid"))
