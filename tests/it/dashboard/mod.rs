@@ -138,7 +138,7 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
     assert_eq!(token_mode, 0o600, "the token file is private");
     let auth = bearer(&s.token);
     let own_origin = format!("http://{}", s.addr);
-    let state_before = std::fs::read(p.state_file()).ok();
+    let state_before = p.state_json();
     let events_before = p.events().len();
 
     // The page shell needs no token and holds no data.
@@ -226,11 +226,7 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
     assert_eq!(code, 413, "a large body is refused");
 
     assert!(is_alive(live_pid), "no refused request stopped the worker");
-    assert_eq!(
-        std::fs::read(p.state_file()).ok(),
-        state_before,
-        "state unchanged"
-    );
+    assert_eq!(p.state_json(), state_before, "state unchanged");
     assert_eq!(p.events().len(), events_before, "no event recorded");
 
     // The same request with the token and the page's own origin works.
@@ -280,7 +276,7 @@ fn refuses_reads_and_writes_without_the_token_or_from_a_foreign_origin() {
     assert_eq!(code, 400, "{body}");
     let mut state = p.state_json();
     state["breaker_until_ms"] = serde_json::json!(now_ms() + 600_000);
-    std::fs::write(p.state_file(), state.to_string()).unwrap();
+    p.write_state(&state);
     let (code, body) = http(
         &s.addr,
         "POST",
