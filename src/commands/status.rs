@@ -74,8 +74,14 @@ pub struct StreamStatus {
     pub reason: Option<String>,
     pub pid: Option<i32>,
     pub uptime_secs: Option<u64>,
+    /// Restarts without forward progress (the `--max-restarts` budget used).
     pub restarts: u32,
+    /// Restarts ever made.
     pub restarts_total: u32,
+    /// Restarts since an operator's last `reset` or `restart STREAM`.
+    pub restarts_since_reset: u32,
+    /// How the worker last ended, when known (`exit 127`).
+    pub last_exit: Option<String>,
     pub last_restart_ms: Option<u64>,
     pub last_restart_reason: Option<String>,
     pub next_restart_ms: Option<u64>,
@@ -90,6 +96,9 @@ pub struct StreamStatus {
     /// tc projects: the live workers seen (sessions, tc workers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<Vec<String>>,
+    /// `status STREAM`: the last lines of the stream's log, redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -252,6 +261,8 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 uptime_secs,
                 restarts: st.restarts,
                 restarts_total: st.restarts_total,
+                restarts_since_reset: st.restarts_since_reset,
+                last_exit: st.last_exit.clone(),
                 last_restart_ms: st.last_restart_ms,
                 last_restart_reason: st.last_restart_reason.clone(),
                 next_restart_ms: match st.lifecycle {
@@ -269,6 +280,8 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                         .map(|w| format!("{} {}", w.source.describe(), w.id))
                         .collect()
                 }),
+                log_tail: only
+                    .map(|_| log_tail(&ctx.layout.log_file(&o.view.id, &snapshot.initiative.id))),
             }
         })
         .collect();
@@ -287,18 +300,24 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
     })
 }
 
+/// The last lines of a worker log, redacted, for `status STREAM` (as
+/// `systemctl status` shows the journal's last lines).
+fn log_tail(path: &std::path::Path) -> Vec<String> {
+    let tail = crate::logtail::tail(path, 8192).unwrap_or_default();
+    crate::selfheal::redact::redact_lines(&crate::logtail::last_lines(&tail, STATUS_LOG_LINES))
+}
+
+/// How many log lines `status STREAM` shows.
+const STATUS_LOG_LINES: usize = 10;
+
 fn reason_missing(st: &crate::supervise::model::StreamState) -> bool {
     st.lifecycle.reason().is_none() && st.last_error.is_none()
 }
 
-/// The exit code of `status` in a tc project: 1 when a stream is dead,
-/// stuck or gave up, 3 when one cannot be told, else 0 (healthy, complete,
-/// waiting, blocked, ready, paused, stopped). A legacy project's status
-/// always exits 0, as it always did.
+/// The exit code of `status`, the one-shot check's table: 1 when a stream
+/// is dead, stuck or gave up, 3 when one cannot be told, else 0 (healthy,
+/// complete, waiting, blocked, ready, paused, stopped).
 pub fn outcome(report: &StatusReport) -> Outcome {
-    if report.schema != crate::store::SchemaKind::Tc {
-        return Outcome::Healthy;
-    }
     let has = |h: &[&str]| {
         report
             .streams

@@ -78,6 +78,13 @@ pub struct StreamState {
     /// Restarts ever made.
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts_total: u32,
+    /// Restarts since an operator last forgave the stream (`reset`,
+    /// `restart STREAM`): the RESTARTS column of `status`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts_since_reset: u32,
+    /// How the worker last ended, when known (`exit 127`, `SIGKILL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
     /// Completed tasks when the budget was last charged; more now = progress.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at_last_restart: Option<u32>,

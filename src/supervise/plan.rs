@@ -183,6 +183,9 @@ pub fn plan_tick(
             st.deaths_total += 1;
             st.last_failure_ms = Some(now_ms);
         }
+        if let (Verdict::Dead { .. }, Some(code)) = (&obs.verdict, obs.exit_code) {
+            st.last_exit = Some(format!("exit {code}"));
+        }
         if let (Some(uptime_ms), Kind::Unhealthy) = (early, st.lifecycle.kind()) {
             let how = match obs.exit_code {
                 Some(code) => format!("exit code {code}"),

@@ -213,6 +213,7 @@ pub fn charge_attempt(
 ) -> u32 {
     state.restarts = budget_used(state, completed_now) + 1;
     state.restarts_total += 1;
+    state.restarts_since_reset += 1;
     state.completed_at_last_restart = Some(completed_now);
     state.last_restart_ms = Some(now_ms);
     state.last_restart_reason = Some(reason.to_string());
@@ -231,6 +232,7 @@ pub fn charge_attempt(
 /// what runs now). Totals for metrics are kept.
 pub fn forgive(state: &mut StreamState) {
     state.restarts = 0;
+    state.restarts_since_reset = 0;
     state.streak = 0;
     state.next_attempt_ms = None;
     state.recent_restarts_ms.clear();

@@ -157,6 +157,8 @@ mod tests {
             uptime_secs: None,
             restarts: 0,
             restarts_total: 0,
+            restarts_since_reset: 0,
+            last_exit: None,
             last_restart_ms: None,
             last_restart_reason: None,
             next_restart_ms: None,
@@ -165,6 +167,7 @@ mod tests {
             tc_id: None,
             worktree: None,
             workers: None,
+            log_tail: None,
         }
     }
 

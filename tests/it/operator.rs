@@ -22,29 +22,34 @@ fn quiet_project() -> TestProject {
 #[test]
 fn status_text_snapshot_with_nothing_running() {
     let p = quiet_project();
+    // A dead stream: status exits 1, as the one-shot check does.
     let run = p.run(&["status"]);
-    run.expect_code(0);
+    run.expect_code(1);
     let expected = "\
 Monitor daemon: not running
 Initiative:     Initiative 3f2a9c1e-7b4d-4e8a-9c6f-1d2e3f4a5b6c (3f2a9c1e-7b4d-4e8a-9c6f-1d2e3f4a5b6c, IN PROGRESS)
 
-STREAM  HEALTH         STATE                 PID     UPTIME  RESTARTS  TASKS
-api     ✗ unhealthy    unhealthy               -          -         0  1/3 done
-        reason: no PID file
-done    ✓ complete     completed               -          -         0  2/2 done
-fresh   - not started  not_started             -          -         0  0/1 done
-ui      … waiting      waiting_on_deps         -          -         0  0/1 done
+STREAM  STATUS              PID     UPTIME  RESTARTS  LAST EXIT  TASKS
+api     ✗ unhealthy           -          -         0  -          1/3 done
+done    ✓ complete            -          -         0  -          2/2 done
+fresh   - not started         -          -         0  -          0/1 done
+ui      … waiting             -          -         0  -          0/1 done
 ";
     assert_eq!(run.stdout, expected);
+    let verbose = p.run(&["status", "--verbose"]).stdout;
+    assert!(verbose.contains("reason: no PID file"), "{verbose}");
     assert!(!p.state_db().exists(), "status writes nothing");
     assert!(!p.legacy_state_file().exists(), "status writes nothing");
+    // Without the dead stream, nothing is unhealthy: exit 0.
+    p.run(&["pause", "api"]).expect_code(0);
+    p.run(&["status"]).expect_code(0).stdout_has("‖ paused");
 }
 
 #[test]
 fn status_json_is_stable_and_documented() {
     let p = quiet_project();
     let run = p.run(&["status", "--json"]);
-    run.expect_code(0);
+    run.expect_code(1);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("status --json is JSON");
     assert_eq!(v["version"], 1);
     assert_eq!(v["daemon"]["running"], false);
@@ -67,6 +72,8 @@ fn status_json_is_stable_and_documented() {
         "uptime_secs",
         "restarts",
         "restarts_total",
+        "restarts_since_reset",
+        "last_exit",
         "last_restart_ms",
         "last_restart_reason",
         "next_restart_ms",
@@ -112,7 +119,7 @@ fn status_shows_a_running_worker_and_a_running_daemon() {
         "{text}"
     );
     assert!(
-        text.contains("✓ healthy") && text.contains(&worker.to_string()),
+        text.contains("✓ running") && text.contains(&worker.to_string()),
         "{text}"
     );
     assert!(text.contains("Schema:"), "verbose names the schema: {text}");

@@ -104,7 +104,7 @@ fn status_leaves_a_corrupt_state_file_alone_and_the_check_moves_it_aside() {
     fs::write(p.legacy_state_file(), "{not json").unwrap();
     let before = p.snapshot();
     let run = p.run(&["status"]);
-    run.expect_code(0).stderr_has("corrupt");
+    run.expect_code(1).stderr_has("corrupt");
     assert_eq!(
         fs::read_to_string(p.legacy_state_file()).unwrap(),
         "{not json"

@@ -5,7 +5,7 @@
 use colored::Colorize;
 use unicode_width::UnicodeWidthStr;
 
-use super::StatusReport;
+use super::{StatusReport, StreamStatus};
 
 /// `text` followed by spaces up to `width` terminal columns: counted by
 /// display width, so a stream name in CJK (two columns a character) or with
@@ -33,7 +33,47 @@ fn clock(ms: u64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// The table as of now.
 pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String {
+    render_text_at(report, verbose, color, crate::clock::now_ms())
+}
+
+/// One stream's STATUS cell: health and state in one, as `systemctl` does
+/// ("✗ backoff, next in 12s").
+fn status_cell(s: &StreamStatus, now_ms: u64) -> String {
+    match (s.health.as_str(), s.state.as_str()) {
+        ("healthy", _) => "✓ running".into(),
+        ("not_ready", _) => "◐ running, not ready".into(),
+        ("complete", _) => "✓ complete".into(),
+        ("waiting", _) => "… waiting".into(),
+        ("paused", _) => "‖ paused".into(),
+        ("stopped", _) => "■ stopped".into(),
+        ("starting", _) => "… starting".into(),
+        ("gave_up", _) => "✗ gave up".into(),
+        ("dead", _) => "✗ dead".into(),
+        ("blocked", _) => "‖ blocked".into(),
+        ("ready", _) => "… ready".into(),
+        ("unknown", _) => "? unknown".into(),
+        ("unhealthy", "backoff") => match s.next_restart_ms {
+            Some(next) => format!("✗ backoff, next {}", relative(next, now_ms)),
+            None => "✗ backoff".into(),
+        },
+        ("unhealthy", "restarting") => "… restarting".into(),
+        ("unhealthy", _) => "✗ unhealthy".into(),
+        _ => "- not started".into(),
+    }
+}
+
+/// A time relative to now: "in 12s", or "now" once it has come.
+fn relative(at_ms: u64, now_ms: u64) -> String {
+    match at_ms.saturating_sub(now_ms).div_ceil(1000) {
+        0 => "now".into(),
+        secs => format!("in {}", duration(secs)),
+    }
+}
+
+/// The table as of `now_ms`.
+pub fn render_text_at(report: &StatusReport, verbose: bool, color: bool, now_ms: u64) -> String {
     let mut out = String::new();
     let paint = |text: String, health: &str| -> String {
         if !color {
@@ -96,27 +136,29 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
     } else {
         String::new()
     };
+    let statuses: Vec<String> = report
+        .streams
+        .iter()
+        .map(|s| status_cell(s, now_ms))
+        .collect();
+    let status_width = statuses.iter().map(|t| t.width()).max().unwrap_or(6).max(6);
+    let exit_width = report
+        .streams
+        .iter()
+        .filter_map(|s| s.last_exit.as_ref().map(|e| e.width()))
+        .max()
+        .unwrap_or(9)
+        .max(9);
     out.push_str(&format!(
-        "{:<id_width$}  {name_head}{:<14} {:<16} {:>8}  {:>9}  {:>8}  TASKS\n",
-        "STREAM", "HEALTH", "STATE", "PID", "UPTIME", "RESTARTS"
+        "{}  {name_head}{}  {:>8}  {:>9}  {:>8}  {}  TASKS\n",
+        pad("STREAM", id_width),
+        pad("STATUS", status_width),
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        pad("LAST EXIT", exit_width),
     ));
-    for s in &report.streams {
-        let mark = match s.health.as_str() {
-            "healthy" => "✓ healthy",
-            "not_ready" => "◐ not ready",
-            "unhealthy" => "✗ unhealthy",
-            "complete" => "✓ complete",
-            "gave_up" => "✗ gave up",
-            "waiting" => "… waiting",
-            "paused" => "‖ paused",
-            "stopped" => "■ stopped",
-            "starting" => "… starting",
-            "dead" => "✗ dead",
-            "blocked" => "‖ blocked",
-            "ready" => "… ready",
-            "unknown" => "? unknown",
-            _ => "- not started",
-        };
+    for (s, status) in report.streams.iter().zip(&statuses) {
         let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let up = s.uptime_secs.map(duration).unwrap_or_else(|| "-".into());
         let tasks = format!(
@@ -140,29 +182,26 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
         } else {
             String::new()
         };
+        let last_exit = s.last_exit.as_deref().unwrap_or("-");
         out.push_str(&format!(
-            "{}  {name}{} {:<16} {:>8}  {:>9}  {:>8}  {}\n",
+            "{}  {name}{}  {:>8}  {:>9}  {:>8}  {}  {}\n",
             pad(&s.id, id_width),
-            paint(pad(mark, 14), &s.health),
-            s.state,
+            paint(pad(status, status_width), &s.health),
             pid,
             up,
-            s.restarts_total,
+            s.restarts_since_reset,
+            pad(last_exit, exit_width),
             tasks
         ));
-        let show_reason = verbose
-            || matches!(
-                s.health.as_str(),
-                "unhealthy" | "gave_up" | "paused" | "stopped" | "not_ready" | "dead" | "unknown"
-            );
-        if let Some(reason) = s.reason.as_ref().filter(|_| show_reason) {
+        if let Some(reason) = s.reason.as_ref().filter(|_| verbose) {
             out.push_str(&format!("{:id_width$}  reason: {reason}\n", ""));
         }
-        if let Some(next) = s.next_restart_ms {
+        if let Some(next) = s.next_restart_ms.filter(|_| verbose) {
             out.push_str(&format!(
-                "{:id_width$}  next restart: {}\n",
+                "{:id_width$}  next restart: {} ({})\n",
                 "",
-                clock(next)
+                clock(next),
+                relative(next, now_ms)
             ));
         }
         if verbose {
@@ -187,8 +226,8 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
                 out.push_str(&format!("{:id_width$}  worker: {worker}\n", ""));
             }
             out.push_str(&format!(
-                "{:id_width$}  budget used: {} (without progress)\n",
-                "", s.restarts
+                "{:id_width$}  state: {}; restarts: {} since reset, {} in all, budget used {} (without progress)\n",
+                "", s.state, s.restarts_since_reset, s.restarts_total, s.restarts
             ));
             for p in &s.probes {
                 let mark = match p.ok {
@@ -200,6 +239,16 @@ pub fn render_text(report: &StatusReport, verbose: bool, color: bool) -> String 
                     "{:id_width$}  probe {}: {mark}: {}\n",
                     "", p.probe, p.detail
                 ));
+            }
+        }
+        if let Some(lines) = &s.log_tail {
+            out.push_str(&format!(
+                "{:id_width$}  last {} log lines:\n",
+                "",
+                lines.len()
+            ));
+            for line in lines {
+                out.push_str(&format!("{:id_width$}    {line}\n", ""));
             }
         }
     }

@@ -96,12 +96,29 @@ impl TestProject {
             .unwrap_or(serde_json::Value::Null)
     }
 
-    /// `status --json`, parsed.
+    /// `status --json`, parsed; its exit code must match what it shows
+    /// (1 when a stream is dead, stuck or gave up, 3 when one is unknown).
     pub fn status_json(&self) -> serde_json::Value {
         let r = self.run(&["status", "--json"]);
-        r.expect_code(0).no_panic();
-        serde_json::from_str(&r.stdout)
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", r.stdout))
+        r.no_panic();
+        let v: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", r.stdout));
+        let healths: Vec<&str> = v["streams"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|s| s["health"].as_str()).collect())
+            .unwrap_or_default();
+        let want = if healths
+            .iter()
+            .any(|h| matches!(*h, "dead" | "unhealthy" | "gave_up"))
+        {
+            1
+        } else if healths.contains(&"unknown") {
+            3
+        } else {
+            0
+        };
+        r.expect_code(want);
+        v
     }
 
     /// One stream's entry of `status --json` (Null when absent).
