@@ -79,6 +79,10 @@ pub fn acquire_daemon_lock(layout: &Layout) -> Result<FileLock, DaemonError> {
 /// loop goes on; only failing to start is an error.
 /// `args` are the command-line arguments, recorded so `restart` can start
 /// the daemon again with the same settings.
+/// How the daemon reads its settings again on SIGHUP (`monitor.toml` and the
+/// flags it was started with); `Err` says why the new file is refused.
+pub type Reload<'a> = &'a dyn Fn() -> Result<TickSettings, String>;
+
 pub fn run(
     layout: &Layout,
     settings: &TickSettings,
@@ -86,6 +90,7 @@ pub fn run(
     store: &StateStore,
     interval: Duration,
     args: Vec<String>,
+    reload: Reload<'_>,
 ) -> Result<(), DaemonError> {
     let _lock = acquire_daemon_lock(layout)?;
     let descriptors = raise_descriptor_limit();
@@ -96,6 +101,12 @@ pub fn run(
             .map_err(DaemonError::Signals)?;
         signal_hook::flag::register(signal, Arc::clone(&shutdown)).map_err(DaemonError::Signals)?;
     }
+    // SIGHUP (a closed terminal, or an operator's "reload") never ends the
+    // daemon: it reads monitor.toml again, as supervisord and nginx do.
+    let hangup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+        .map_err(DaemonError::Signals)?;
+    let mut current = settings.clone();
     let waker = Waker::new().map_err(DaemonError::Signals)?;
     let mut watch = Watch::new(&waker, descriptors).map_err(DaemonError::Signals)?;
     let mut heartbeat = Heartbeat::new(layout, interval, args);
@@ -115,6 +126,18 @@ pub fn run(
     memory.handoff = Some(handoff.clone());
     let mut children: BTreeMap<StreamId, Child> = BTreeMap::new();
     while !shutdown.load(Ordering::SeqCst) {
+        if hangup.swap(false, Ordering::SeqCst) {
+            match reload() {
+                Ok(fresh) => {
+                    current = fresh;
+                    logger.info("Received SIGHUP: settings read again from monitor.toml");
+                }
+                Err(e) => logger.error(&format!(
+                    "Received SIGHUP, but the new settings are refused ({e}); keeping the ones in force"
+                )),
+            }
+        }
+        let settings = &current;
         let mut wake = Instant::now() + interval;
         // The tick runs beside the watch: deaths meanwhile are logged now
         // and checked by a tick right after this one.
@@ -165,7 +188,7 @@ pub fn run(
         release_freed_memory();
         wait_for_next_tick(
             wake,
-            &shutdown,
+            &[&shutdown, &hangup],
             &mut children,
             &mut watch,
             &mut heartbeat,
@@ -174,7 +197,7 @@ pub fn run(
     }
     logger.info("Received shutdown signal");
     let recorder = crate::tick::Recorder::new(layout, logger);
-    crate::tick::act::stop_owned_components(layout, settings, &recorder, store);
+    crate::tick::act::stop_owned_components(layout, &current, &recorder, store);
     reap_children(&mut children, logger);
     heartbeat.remove();
     waker.unregister();
@@ -272,13 +295,13 @@ pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
 /// daemon spawned exits or a signal arrives.
 fn wait_for_next_tick(
     deadline: Instant,
-    shutdown: &AtomicBool,
+    stop_waiting: &[&AtomicBool],
     children: &mut BTreeMap<StreamId, Child>,
     watch: &mut Watch,
     heartbeat: &mut Heartbeat,
     logger: &Logger,
 ) {
-    while !shutdown.load(Ordering::SeqCst) {
+    while !stop_waiting.iter().any(|f| f.load(Ordering::SeqCst)) {
         if heartbeat.due() {
             heartbeat.beat(logger);
         }

@@ -140,6 +140,10 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
         }
         let _dashboard = super::dashboard::for_daemon(cli, &ctx)?;
         let args = std::env::args().skip(1).collect();
+        let reload = || -> Result<TickSettings, String> {
+            let config = load_config(cli, &ctx.layout).map_err(|e| e.to_string())?;
+            Ok(resolve(cli, &config).map_err(|e| e.to_string())?.tick)
+        };
         return match daemon::run(
             &ctx.layout,
             settings,
@@ -147,6 +151,7 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
             &ctx.store,
             ctx.resolved.interval,
             args,
+            &reload,
         ) {
             Ok(()) => Ok(Outcome::Healthy),
             Err(e) => {

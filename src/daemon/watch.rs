@@ -28,6 +28,7 @@ impl Waker {
             signal_hook::consts::SIGCHLD,
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
         ] {
             waker
                 .signals

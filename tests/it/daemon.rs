@@ -210,3 +210,45 @@ fn no_active_initiative_then_one_started_while_the_daemon_runs() {
     );
     stop_daemon(&p, &d);
 }
+
+/// SIGHUP (a closed terminal, or "reload") never ends a foreground daemon:
+/// it reads monitor.toml again, refuses a bad one with a clear line and
+/// keeps the settings in force, and still stops cleanly on SIGTERM.
+#[test]
+fn sighup_reloads_the_config_and_never_ends_the_daemon() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    p.write_config("[monitor]\nauto_restart = false\n");
+    let d = p.spawn_daemon(&["--daemon", "--interval", "1"]);
+    assert!(
+        p.wait_log("Found 1 dead worker(s): api", SOON),
+        "{}",
+        p.monitor_log()
+    );
+    assert_eq!(p.count_in_log("Restarting worker api"), 0);
+
+    p.write_config("[monitor]\nauto_restart = true\n");
+    p.signal_ours(d.pid, Signal::SIGHUP);
+    assert!(
+        p.wait_log("Received SIGHUP: settings read again", SOON),
+        "{}",
+        p.monitor_log()
+    );
+    assert!(
+        p.wait_log("Restarting worker api", SOON),
+        "the reloaded auto_restart takes effect\n{}",
+        p.monitor_log()
+    );
+
+    p.write_config("[monitor]\nno_such_key = 1\n");
+    p.signal_ours(d.pid, Signal::SIGHUP);
+    assert!(
+        p.wait_log("new settings are refused", SOON),
+        "{}",
+        p.monitor_log()
+    );
+    assert!(is_alive(d.pid), "the daemon survived both SIGHUPs");
+    assert!(p.orch.join("state/daemon.json").exists());
+    p.stop_daemon(&d);
+    assert!(p.monitor_log().contains("Received shutdown signal"));
+}
