@@ -158,7 +158,7 @@ pub fn run(
                 }
                 let dead = watch.wait(heartbeat.left());
                 take_handed(&handoff, &mut children);
-                died |= say_deaths(dead, &mut children, logger);
+                died |= say_deaths(dead, &mut children, layout, logger);
             }
             (tick.join(), died)
         });
@@ -170,7 +170,7 @@ pub fn run(
                 }
                 let own: HashSet<i32> = children.values().map(|c| c.id() as i32).collect();
                 let gone = watch.set(report.running, &own, logger);
-                if say_deaths(gone, &mut children, logger) || died {
+                if say_deaths(gone, &mut children, layout, logger) || died {
                     wake = Instant::now();
                 }
                 if let Some(due) = report.next_due_ms {
@@ -187,6 +187,7 @@ pub fn run(
         heartbeat.beat(logger);
         release_freed_memory();
         wait_for_next_tick(
+            layout,
             wake,
             &[&shutdown, &hangup],
             &mut children,
@@ -198,7 +199,7 @@ pub fn run(
     logger.info("Received shutdown signal");
     let recorder = crate::tick::Recorder::new(layout, logger);
     crate::tick::act::stop_owned_components(layout, &current, &recorder, store);
-    reap_children(&mut children, logger);
+    reap_children(&mut children, layout, logger);
     heartbeat.remove();
     waker.unregister();
     logger.info("Monitor daemon stopped; workers keep running");
@@ -294,6 +295,7 @@ pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
 /// Sleeps until the interval is over, a watched worker dies, a wrapper the
 /// daemon spawned exits or a signal arrives.
 fn wait_for_next_tick(
+    layout: &Layout,
     deadline: Instant,
     stop_waiting: &[&AtomicBool],
     children: &mut BTreeMap<StreamId, Child>,
@@ -310,7 +312,7 @@ fn wait_for_next_tick(
             return;
         }
         let dead = watch.wait((deadline - now).min(heartbeat.left()));
-        if say_deaths(dead, children, logger) {
+        if say_deaths(dead, children, layout, logger) {
             return;
         }
     }
@@ -322,9 +324,10 @@ fn wait_for_next_tick(
 fn say_deaths(
     dead: Vec<Watched>,
     children: &mut BTreeMap<StreamId, Child>,
+    layout: &Layout,
     logger: &Logger,
 ) -> bool {
-    let mut ended = reap_children(children, logger);
+    let mut ended = reap_children(children, layout, logger);
     for w in dead {
         if !ended.iter().any(|(id, _)| *id == w.stream) {
             logger.warning(&format!("Worker {} (PID {}) died", w.stream, w.pid));
@@ -332,6 +335,20 @@ fn say_deaths(
         }
     }
     !ended.is_empty()
+}
+
+/// The live process a wrapper `wrapper` of stream `id` left running as its
+/// worker: named by the stream's PID file, in the wrapper's session.
+fn worker_left_running(layout: &Layout, id: &StreamId, wrapper: i32) -> Option<i32> {
+    use crate::process::{pidfile, procinfo};
+    let pidfile::PidFile::Pid { pid, .. } =
+        pidfile::read(&layout.pid_file(id), procinfo::pid_max())
+    else {
+        return None;
+    };
+    procinfo::inspect(pid)
+        .filter(|f| pid != wrapper && f.session == wrapper && !f.is_zombie())
+        .map(|f| f.pid)
 }
 
 /// Takes the wrappers the running tick has spawned so far.
@@ -345,12 +362,23 @@ fn take_handed(handoff: &crate::tick::Handoff, children: &mut BTreeMap<StreamId,
 /// Reaps exited wrappers; logs how each ended.
 fn reap_children(
     children: &mut BTreeMap<StreamId, Child>,
+    layout: &Layout,
     logger: &Logger,
 ) -> Vec<(StreamId, i32)> {
     let mut ended = Vec::new();
     children.retain(|id, child| match child.try_wait() {
         Ok(Some(status)) => {
             let pid = child.id() as i32;
+            // A wrapper that starts its worker and exits (its PID file names
+            // the worker, in the wrapper's session, which runs on) is not the
+            // worker's death.
+            if let Some(worker) = worker_left_running(layout, id, pid) {
+                logger.info(&format!(
+                    "The wrapper of worker {id} (PID {pid}) exited: {}; its worker (PID {worker}) runs on",
+                    describe_status(status)
+                ));
+                return false;
+            }
             logger.log(
                 Level::Warning,
                 crate::report::log::Kind::Report,

@@ -252,3 +252,40 @@ fn sighup_reloads_the_config_and_never_ends_the_daemon() {
     p.stop_daemon(&d);
     assert!(p.monitor_log().contains("Received shutdown signal"));
 }
+
+/// A wrapper that starts its worker in the background, writes the worker's
+/// PID and exits: the restart succeeds, and the wrapper's exit is not
+/// reported as the worker's.
+#[test]
+fn a_wrapper_that_forks_its_worker_and_exits_is_not_the_worker_dying() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = TestProject::new();
+    p.dead_stream("api");
+    std::fs::write(
+        p.wrapper(),
+        "#!/usr/bin/env bash\n# Starts the worker in the background and leaves.\nsleep 600 &\necho $! > \"$2\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(p.wrapper(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = p.spawn_daemon(&["--daemon", "--auto-restart", "--interval", "30"]);
+    assert!(
+        p.wait_log("Worker api restarted (PID", SOON),
+        "{}",
+        p.monitor_log()
+    );
+    let worker = restarted_pid(&p.monitor_log(), "api").expect("the worker's PID");
+    assert!(is_alive(worker));
+    assert!(
+        p.wait_log("its worker (PID", SOON),
+        "the wrapper's exit is told apart\n{}",
+        p.monitor_log()
+    );
+    let log = p.monitor_log();
+    assert!(
+        !log.contains(&format!("Worker api (PID {worker}) died")),
+        "{log}"
+    );
+    assert!(!log.contains("Failed to restart"), "{log}");
+    assert_eq!(p.count_in_log("Restarting worker api"), 1, "{log}");
+    p.stop_daemon(&d);
+}

@@ -253,11 +253,22 @@ impl Actor<'_> {
     /// are caught by the next check (`plan`).
     /// `began` is when the spawn began (the "after" of a failed start).
     fn settle(&self, obs: &Observed, started: &mut Launched, began: Instant) -> Option<ActError> {
+        let worker = started.pid;
         let child = started.child.as_mut()?;
         let seen = Instant::now();
         let wait = SETTLE.min(self.settings.plan.min_uptime);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
+                // A wrapper that starts its worker and exits, the PID file
+                // naming the worker (which runs on), has not failed.
+                let forked = worker != child.id() as i32
+                    && self
+                        .processes
+                        .inspect(worker)
+                        .is_some_and(|f| !f.is_zombie());
+                if forked {
+                    return None;
+                }
                 let tail = logtail::tail(&self.log_path(obs), 4096).unwrap_or_default();
                 return Some(ActError::FailedStart {
                     stream: obs.view.id.clone(),
