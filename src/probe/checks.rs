@@ -243,9 +243,10 @@ fn group_members(pid: i32) -> Vec<i32> {
     if leader.pgrp != pid {
         return vec![pid];
     }
-    procinfo::all_pids()
+    procinfo::all_facts()
         .into_iter()
-        .filter(|p| procinfo::inspect(*p).is_some_and(|f| f.pgrp == pid && !f.is_zombie()))
+        .filter(|f| f.pgrp == pid && !f.is_zombie())
+        .map(|f| f.pid)
         .collect()
 }
 

@@ -230,6 +230,17 @@ pub fn all_pids() -> Vec<i32> {
     ps::all_pids()
 }
 
+/// The facts of every process on the system, in one pass: one /proc read
+/// per PID, or a single `ps -A` in the portable backend (a `ps` per PID
+/// would take seconds on a busy machine).
+pub fn all_facts() -> Vec<ProcFacts> {
+    #[cfg(target_os = "linux")]
+    if !portable() {
+        return linux::all_pids().into_iter().filter_map(inspect).collect();
+    }
+    ps::all_facts()
+}
+
 /// Resident memory (KiB) and CPU time used so far (seconds) of a process,
 /// through `ps` (the /proc backend reads these itself).
 pub fn usage(pid: i32) -> Option<(u64, f64)> {
@@ -304,6 +315,17 @@ mod ps {
             .ok()?;
         let local = chrono::Local.from_local_datetime(&naive).earliest()?;
         Some(SystemTime::from(local))
+    }
+
+    pub fn all_facts() -> Vec<ProcFacts> {
+        ps(&["-A", "-o", "pid=,ppid=,pgid=,uid=,stat=,lstart="])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let pid = line.split_whitespace().next()?.parse().ok()?;
+                parse_line(line, pid)
+            })
+            .collect()
     }
 
     pub fn all_pids() -> Vec<i32> {
@@ -389,6 +411,9 @@ mod tests {
             "stable"
         );
         assert!(ps::all_pids().contains(&me));
+        assert!(ps::all_facts()
+            .iter()
+            .any(|f| f.pid == me && f.uid == current_uid()));
         assert!(ps::usage(me).is_some_and(|(rss, _)| rss > 0));
         #[cfg(target_os = "linux")]
         {

@@ -490,9 +490,8 @@ pub fn tagged_or_in_session(
 /// made only when the restart journal holds an unfinished spawn.
 pub fn find_spawn(project: &Project, stream: &str, nonce: &str) -> Option<ProcFacts> {
     let uid = procinfo::current_uid();
-    let mut carriers: Vec<ProcFacts> = procinfo::all_pids()
+    let mut carriers: Vec<ProcFacts> = procinfo::all_facts()
         .into_iter()
-        .filter_map(procinfo::inspect)
         .filter(|f| f.uid == uid && !f.is_zombie())
         .filter(|f| {
             let evidence = evidence(f);

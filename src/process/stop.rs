@@ -190,11 +190,9 @@ fn collect_targets(leader: &ProcFacts, our_uid: u32, authority: &Authority<'_>) 
     let whole_group = leader.pgrp == leader.pid && !protected.holds_group(leader.pid);
     let mut by_parent: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     let mut facts: BTreeMap<i32, ProcFacts> = BTreeMap::new();
-    for pid in procinfo::all_pids() {
-        if let Some(f) = procinfo::inspect(pid) {
-            by_parent.entry(f.ppid).or_default().push(pid);
-            facts.insert(pid, f);
-        }
+    for f in procinfo::all_facts() {
+        by_parent.entry(f.ppid).or_default().push(f.pid);
+        facts.insert(f.pid, f);
     }
     let mut chosen: BTreeSet<Target> = BTreeSet::new();
     let allowed = |f: &ProcFacts| refusal(f, our_uid, protected).is_none() && !f.is_zombie();
