@@ -17,7 +17,7 @@ use crate::supervise::policy::PolicyOverride;
 
 /// Component ids carry this prefix, so they never collide with a stream id
 /// in the state file, the PID files or the logs.
-pub const COMPONENT_PREFIX: char = '@';
+pub const COMPONENT_PREFIX: char = crate::supervise::streams::COMPONENT_PREFIX;
 
 /// How a component is observed, started and stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]

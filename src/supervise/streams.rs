@@ -19,10 +19,23 @@ pub struct StreamView {
 
 /// Validates ids and resolves dependencies. Problems come back as warnings;
 /// none of them stops the other streams.
+/// The first character of a component's id (`@<name>`), kept out of the
+/// database's stream ids.
+pub const COMPONENT_PREFIX: char = '@';
+
 pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
     let mut warnings = Vec::new();
     let mut valid: BTreeMap<String, (StreamId, StreamRecord)> = BTreeMap::new();
     for record in records {
+        // Ids starting with `@` name the components of monitor.toml: a
+        // database stream of that name would share their PID file and state.
+        if record.raw_id.starts_with(COMPONENT_PREFIX) {
+            warnings.push(format!(
+                "Skipping stream {}: ids starting with {COMPONENT_PREFIX} are reserved for the components of monitor.toml; rename it",
+                quote_raw_id(&record.raw_id)
+            ));
+            continue;
+        }
         match StreamId::parse(&record.raw_id) {
             Ok(id) => {
                 valid.insert(record.raw_id.clone(), (id, record));
@@ -128,6 +141,7 @@ mod tests {
         let (views, warnings) = resolve(vec![
             rec("Stream-A", &[]),
             rec("../../evil", &[]),
+            rec("@mcp", &[]),
             rec("Stream-B", &["Stream-A", "Ghost", "Stream-B"]),
         ]);
         let ids: Vec<&str> = views.iter().map(|v| v.id.as_str()).collect();
@@ -136,8 +150,11 @@ mod tests {
             views[1].dependencies,
             vec![StreamId::parse("Stream-A").unwrap()]
         );
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.contains("unsafe stream id")));
+        assert!(warnings
+            .iter()
+            .any(|w| w.contains("\"@mcp\"") && w.contains("reserved")));
         assert!(warnings
             .iter()
             .any(|w| w.contains("unknown stream \"Ghost\"")));
