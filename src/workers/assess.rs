@@ -99,6 +99,20 @@ mod tests {
 
     #[test]
     fn tc_verdicts_table() {
+        /// A row: name, progress, deps, unknown labels, all blocked, ready,
+        /// workers, log size, dispatched, verdict label.
+        type Case<'a> = (
+            &'a str,
+            Progress,
+            Vec<StreamId>,
+            &'a [String],
+            bool,
+            bool,
+            &'a StreamWorkers,
+            Option<u64>,
+            Option<&'a str>,
+            &'a str,
+        );
         let live = StreamWorkers {
             live: vec![LiveWorker {
                 source: SourceKind::ClaudeSession,
@@ -123,20 +137,7 @@ mod tests {
         let open = progress(3, 1, 0);
         let blocked = progress(3, 1, 2);
         let labels = ["Stream-X".to_string()];
-        // (name, progress, deps, unknown labels, all blocked, ready, workers, log, dispatched, verdict label)
-        #[allow(clippy::type_complexity)]
-        let cases: Vec<(
-            &str,
-            Progress,
-            Vec<StreamId>,
-            &[String],
-            bool,
-            bool,
-            &StreamWorkers,
-            Option<u64>,
-            Option<&str>,
-            &str,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "a live session anyone started",
                 open,
