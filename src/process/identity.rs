@@ -1,7 +1,7 @@
 //! Is the process a PID file names still our worker? [`judge`] is a pure
 //! judgement over the PID file, the kernel's facts and what the monitor
 //! remembered: zombies, vanished processes, reused PIDs and other users'
-//! processes are all "not running". [`judge_proven`] adds the identity proof
+//! processes are all "not running". [`judge_with`] adds the identity proof
 //! of [`super::proof`]: a live process that is not proven to be the
 //! stream's worker is not running either. Only a `Running` verdict ever
 //! leads to a signal.
@@ -103,30 +103,6 @@ pub fn judge(
     }
 }
 
-/// [`judge`], then the identity proof: a process that passes the kernel's
-/// checks but is not proven to be `stream`'s worker (tag, wrapper command
-/// line, or the session of `recorded`) is stale, with the proof's reason.
-pub fn judge_proven(
-    pid_file: &PidFile,
-    facts: Option<&ProcFacts>,
-    our_uid: u32,
-    remembered: Option<&Remembered>,
-    project: &Project,
-    stream: &str,
-    recorded: Option<&SpawnSession>,
-) -> Liveness {
-    let judged = judge(pid_file, facts, our_uid, remembered);
-    match (&judged, facts) {
-        (Liveness::Running { .. }, Some(f)) => match proof::prove(project, stream, f, recorded) {
-            Ok(_) => judged,
-            Err(not_ours) => Liveness::Stale {
-                reason: not_ours.to_string(),
-            },
-        },
-        _ => judged,
-    }
-}
-
 /// The liveness of a stream's worker: [`judge`], then `prove` on the
 /// process the PID file names; when that fails, the worker the monitor
 /// remembers, if `inspect` shows it is still the same process (PID and start
@@ -164,7 +140,8 @@ pub fn judge_with(
     }
 }
 
-/// [`judge_proven`], falling back to the worker the monitor remembers when
+/// [`judge_with`] with the proof of `stream` in `project`, falling back to
+/// the worker the monitor remembers when
 /// the PID file no longer names it: that process is the stream's worker only
 /// if it is still the same process (PID and start time), ours, alive, and
 /// proven again now — a remembered identity is never trusted on its own.

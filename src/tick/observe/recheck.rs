@@ -4,7 +4,7 @@
 //! identity proof where a worker must be proven.
 
 use crate::layout::{Layout, StreamId};
-use crate::process::identity::{self, judge, Liveness, Remembered};
+use crate::process::identity::{self, Liveness, Remembered};
 use crate::process::pidfile::{self, PidFile};
 use crate::process::procinfo;
 use crate::state::StateStore;
@@ -66,9 +66,9 @@ pub fn recheck_proven(
 /// The PID file's verdict, unless the file no longer names the worker the
 /// monitor last saw running and that very process (same PID, same start
 /// time, ours, not a zombie) still runs: a PID file overwritten or removed
-/// under a live worker must never lead to a second worker beside it.
-/// `inspect` gives the kernel's facts about the remembered PID (read only
-/// when the PID file alone does not prove a running worker).
+/// under a live worker must never lead to a second worker beside it. For
+/// what is judged by its PID file alone (components); workers go through
+/// [`identity::judge_with`] with the proof.
 pub fn judge_with_memory(
     pid_file: &PidFile,
     facts: Option<&procinfo::ProcFacts>,
@@ -76,17 +76,5 @@ pub fn judge_with_memory(
     remembered: Option<&Remembered>,
     inspect: &dyn Fn(i32) -> Option<procinfo::ProcFacts>,
 ) -> Liveness {
-    let judged = judge(pid_file, facts, our_uid, remembered);
-    if judged.is_running() {
-        return judged;
-    }
-    match remembered.and_then(|r| Some((r, inspect(r.pid)?))) {
-        Some((r, f)) if !f.is_zombie() && f.uid == our_uid && f.start_ticks == r.start_ticks => {
-            Liveness::Running {
-                pid: r.pid,
-                start_ticks: r.start_ticks,
-            }
-        }
-        _ => judged,
-    }
+    identity::judge_with(pid_file, facts, our_uid, remembered, inspect, &|_| Ok(()))
 }
