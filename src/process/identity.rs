@@ -25,6 +25,34 @@ pub struct Remembered {
     pub start_ticks: u64,
     /// When the PID file was last written, as seen then (seconds since epoch).
     pub pid_file_mtime: u64,
+    /// Set when this process was proven to be the stream's worker (by its
+    /// tag, its wrapper command line or its spawn), in the boot this names
+    /// ([`procinfo::boot_id`]). The same PID with the same start ticks in the
+    /// same boot is the same process, so it stays proven without reading its
+    /// environment again; anything else is proven afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven_in_boot: Option<u64>,
+}
+
+impl Remembered {
+    /// A worker proven now: the spawn that started it, or a proof just made.
+    pub fn proven(pid: i32, start_ticks: u64, pid_file_mtime: u64) -> Remembered {
+        Remembered {
+            pid,
+            start_ticks,
+            pid_file_mtime,
+            proven_in_boot: procinfo::boot_id(),
+        }
+    }
+
+    /// Whether `facts` is the very process proven before: same PID, same
+    /// start ticks, same boot.
+    pub fn vouches_for(&self, facts: &ProcFacts) -> bool {
+        self.proven_in_boot.is_some()
+            && self.proven_in_boot == procinfo::boot_id()
+            && self.pid == facts.pid
+            && self.start_ticks == facts.start_ticks
+    }
 }
 
 /// The verdict on one stream's PID file.
@@ -106,9 +134,8 @@ pub fn judge(
 /// The liveness of a stream's worker: [`judge`], then `prove` on the
 /// process the PID file names; when that fails, the worker the monitor
 /// remembers, if `inspect` shows it is still the same process (PID and start
-/// time), ours and alive, and `prove` accepts it again now — a PID file
-/// overwritten or removed under a live worker must never lead to a second
-/// worker beside it, and a remembered identity never vouches for itself.
+/// time), ours and alive, and `prove` accepts it — a PID file overwritten or
+/// removed under a live worker must never lead to a second worker beside it.
 pub fn judge_with(
     pid_file: &PidFile,
     facts: Option<&ProcFacts>,
@@ -141,10 +168,12 @@ pub fn judge_with(
 }
 
 /// [`judge_with`] with the proof of `stream` in `project`, falling back to
-/// the worker the monitor remembers when
-/// the PID file no longer names it: that process is the stream's worker only
-/// if it is still the same process (PID and start time), ours, alive, and
-/// proven again now — a remembered identity is never trusted on its own.
+/// the worker the monitor remembers when the PID file no longer names it:
+/// that process is the stream's worker only if it is still the same process
+/// (PID and start time), ours, alive, and proven. A proof made before holds
+/// for the very process it was made for (same PID, start ticks and boot:
+/// [`Remembered::vouches_for`]), so a steady worker's environment is read
+/// once, not on every check; a remembered PID alone vouches for nothing.
 pub fn judge_proven_with_memory(
     pid_file: &PidFile,
     facts: Option<&ProcFacts>,
@@ -153,9 +182,16 @@ pub fn judge_proven_with_memory(
     project: &Project,
     stream: &str,
 ) -> Liveness {
-    let recorded = remembered.and_then(|r| SpawnSession::of_remembered(r, project, stream));
+    // The recorded session is looked at only when a proof needs it.
+    let recorded = std::cell::OnceCell::new();
     let prove = |f: &ProcFacts| {
-        proof::prove(project, stream, f, recorded.as_ref())
+        if remembered.is_some_and(|r| r.vouches_for(f)) {
+            return Ok(());
+        }
+        let session = recorded.get_or_init(|| {
+            remembered.and_then(|r| SpawnSession::of_remembered(r, project, stream))
+        });
+        proof::prove(project, stream, f, session.as_ref())
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
@@ -227,6 +263,7 @@ mod tests {
             pid: 42,
             start_ticks: 500,
             pid_file_mtime: 1_000,
+            proven_in_boot: None,
         };
         let invalid = PidFile::Invalid {
             reason: "x".into(),
@@ -322,5 +359,72 @@ mod tests {
                 _ => panic!("{name}: unexpected {verdict:?}"),
             }
         }
+    }
+
+    /// A proof remembered for the very process (same PID, start ticks and
+    /// boot) holds without reading it again; any other memory proves nothing.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_remembered_proof_holds_for_the_same_process_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Project {
+            root: dir.path().to_path_buf(),
+            pids_dir: dir.path().join("pids"),
+        };
+        // An untagged process of ours: no tag, no wrapper command line.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let facts = procinfo::inspect(pid).expect("the child is alive");
+        let pid_file = PidFile::Pid {
+            pid,
+            fingerprint: Fingerprint {
+                content: pid.to_string(),
+                mtime: SystemTime::now() + Duration::from_secs(5),
+                inode: 1,
+            },
+        };
+        let me = procinfo::current_uid();
+        let judge = |r: Option<Remembered>| {
+            judge_proven_with_memory(&pid_file, Some(&facts), me, r.as_ref(), &project, "S")
+        };
+        let proven = Remembered::proven(pid, facts.start_ticks, 0);
+        assert!(proven.proven_in_boot.is_some());
+        let cases = [
+            ("proven before", Some(proven), true),
+            ("nothing remembered", None, false),
+            (
+                "remembered, never proven",
+                Some(Remembered {
+                    proven_in_boot: None,
+                    ..proven
+                }),
+                false,
+            ),
+            (
+                "proven in another boot",
+                Some(Remembered {
+                    proven_in_boot: proven.proven_in_boot.map(|b| b ^ 1),
+                    ..proven
+                }),
+                false,
+            ),
+            (
+                "proven for another start",
+                Some(Remembered {
+                    start_ticks: facts.start_ticks + 1,
+                    ..proven
+                }),
+                false,
+            ),
+        ];
+        for (name, remembered, running) in cases {
+            let verdict = judge(remembered);
+            assert_eq!(verdict.is_running(), running, "{name}: {verdict:?}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

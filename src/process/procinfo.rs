@@ -79,6 +79,23 @@ pub fn pid_max() -> u64 {
     })
 }
 
+/// This boot of the kernel, folded to 64 bits from
+/// `/proc/sys/kernel/random/boot_id`: a (PID, start ticks) pair names one
+/// process only within one boot. `None` without /proc (the portable backend).
+pub fn boot_id() -> Option<u64> {
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        if portable() {
+            return None;
+        }
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let hex: String = text.trim().chars().filter(|c| *c != '-').take(16).collect();
+        u64::from_str_radix(&hex, 16)
+            .ok()
+            .filter(|_| hex.len() == 16)
+    })
+}
+
 pub fn current_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }

@@ -110,6 +110,7 @@ fn restart(state: &mut State, s: &str, st: &PlanSettings, now: u64) -> Begin {
             pid: 100 + now as i32 / 1000,
             start_ticks: now,
             pid_file_mtime: now / 1000,
+            proven_in_boot: None,
         };
         finish(state, s, Ok(worker), now);
     }
@@ -409,6 +410,7 @@ fn deaths_within_the_startup_window_are_failed_starts() {
             pid: 42,
             start_ticks: 7,
             pid_file_mtime: start_ms / 1000,
+            proven_in_boot: None,
         });
         // The worker of our restart, charged just before.
         record.last_restart_ms = Some(start_ms - 100);

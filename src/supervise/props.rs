@@ -204,6 +204,7 @@ fn worker(pid: i32, now_ms: u64) -> Remembered {
         pid,
         start_ticks: now_ms,
         pid_file_mtime: now_ms / 1000,
+        proven_in_boot: None,
     }
 }
 

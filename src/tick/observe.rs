@@ -3,7 +3,7 @@
 //! about each PID, log sizes where the dead rule needs them, and the probes
 //! of running workers — with a per-stream verdict. Nothing here writes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::now_ms;
@@ -141,6 +141,53 @@ impl Snapshot {
     }
 }
 
+/// What the daemon's ticks keep of their observations, so that an interval
+/// tick redoes only what can have changed: the databases' read (kept while
+/// the files' stamps stay) and what a dead worker's log said (kept while the
+/// log's size and modification time stay). A one-shot check keeps nothing.
+#[derive(Debug, Default)]
+pub struct SnapshotMemory {
+    pub reads: store::ReadCache,
+    dead_logs: HashMap<StreamId, (LogStamp, DeadLog)>,
+}
+
+impl SnapshotMemory {
+    /// Memory that is kept from tick to tick (the daemon's).
+    pub fn keeping() -> SnapshotMemory {
+        SnapshotMemory {
+            reads: store::ReadCache::keeping(),
+            dead_logs: HashMap::new(),
+        }
+    }
+}
+
+/// A log's size and modification time: a log that kept both was not written.
+type LogStamp = (u64, Option<SystemTime>);
+
+/// What a dead worker's log says: the wrapper's exit code, when the log
+/// ended and its last words.
+#[derive(Debug, Clone, Default)]
+struct DeadLog {
+    exit_code: Option<i32>,
+    ended_ms: Option<u64>,
+    last_words: Option<String>,
+}
+
+impl DeadLog {
+    fn read(path: &std::path::Path, modified: Option<SystemTime>) -> DeadLog {
+        let tail = logtail::tail(path, 4096);
+        let exit_code = tail.as_deref().and_then(logtail::wrapper_exit_code);
+        if exit_code.is_none() {
+            return DeadLog::default();
+        }
+        DeadLog {
+            exit_code,
+            ended_ms: modified.map(crate::clock::epoch_ms),
+            last_words: tail.as_deref().and_then(logtail::last_words),
+        }
+    }
+}
+
 impl<'a> ProbeMode<'a> {
     fn config(&self) -> &'a ConfigFile {
         match self {
@@ -158,7 +205,13 @@ pub fn take_snapshot(
     known: &State,
     probes: ProbeMode<'_>,
 ) -> Result<Option<Snapshot>, StoreError> {
-    take_snapshot_with(layout, busy_timeout, known, probes, &mut Default::default())
+    take_snapshot_with(
+        layout,
+        busy_timeout,
+        known,
+        probes,
+        &mut SnapshotMemory::default(),
+    )
 }
 
 /// [`take_snapshot`], the databases read again only when they changed since
@@ -168,13 +221,13 @@ pub fn take_snapshot_with(
     busy_timeout: Duration,
     known: &State,
     probes: ProbeMode<'_>,
-    cache: &mut store::ReadCache,
+    memory: &mut SnapshotMemory,
 ) -> Result<Option<Snapshot>, StoreError> {
     let Some(store::ProjectRead {
         initiative,
         streams: read,
         source,
-    }) = store::read_project_cached(layout, busy_timeout, cache)?
+    }) = store::read_project_cached(layout, busy_timeout, &mut memory.reads)?
     else {
         return Ok(None);
     };
@@ -199,7 +252,7 @@ pub fn take_snapshot_with(
     if let Some(tc) = &tc {
         warnings.extend(tc.observed.warnings.iter().cloned());
     }
-    let mut streams = observe_streams(layout, &initiative, views, known, probes);
+    let mut streams = observe_streams(layout, &initiative, views, known, probes, memory);
     if let Some(tc) = &tc {
         judge_tc(layout, &initiative, &mut streams, tc, known, probes);
     }
@@ -288,11 +341,13 @@ fn judge_tc(
 pub fn observation(o: &Observed) -> Observation {
     let worker = match (&o.liveness, &o.pid_file) {
         (Liveness::Running { pid, start_ticks }, PidFile::Pid { fingerprint, .. }) => {
-            Some(Remembered {
-                pid: *pid,
-                start_ticks: *start_ticks,
-                pid_file_mtime: crate::clock::epoch_secs(fingerprint.mtime),
-            })
+            let mtime = crate::clock::epoch_secs(fingerprint.mtime);
+            // A worker is running only once proven; a component has no proof.
+            let mut worker = Remembered::proven(*pid, *start_ticks, mtime);
+            if o.kind != ComponentKind::Worker {
+                worker.proven_in_boot = None;
+            }
+            Some(worker)
         }
         _ => None,
     };
@@ -332,7 +387,10 @@ fn observe_streams(
     views: Vec<StreamView>,
     known: &State,
     probe_mode: ProbeMode<'_>,
+    memory: &mut SnapshotMemory,
 ) -> Vec<Observed> {
+    let keep_logs = memory.reads.keeps();
+    let mut dead_logs = HashMap::new();
     let complete: HashSet<StreamId> = views
         .iter()
         .filter(|v| v.progress.is_complete())
@@ -346,11 +404,15 @@ fn observe_streams(
     // One listing of the PID directory spares a failed open per stream
     // without a worker.
     let present = pidfile::present(&layout.pids_dir());
+    let pid_dir = present
+        .as_ref()
+        .and_then(|_| pidfile::PidDir::open(&layout.pids_dir()));
     let mut observed: Vec<Observed> = views
         .into_iter()
         .map(|view| {
-            let pid_file = match &present {
-                Some(names) if !names.contains(view.id.as_str()) => PidFile::Missing,
+            let pid_file = match (&present, &pid_dir) {
+                (Some(names), _) if !names.contains(view.id.as_str()) => PidFile::Missing,
+                (Some(_), Some(dir)) => dir.read(view.id.as_str(), pid_max),
                 _ => pidfile::read(&layout.pid_file(&view.id), pid_max),
             };
             let facts = match &pid_file {
@@ -427,12 +489,13 @@ fn observe_streams(
             .collect();
         // Only a stream that could be dead needs its log looked at.
         let log_path = layout.log_file(&o.view.id, &initiative.id);
-        let log_size =
+        let log_meta =
             if o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty() {
                 None
             } else {
-                std::fs::metadata(&log_path).ok().map(|m| m.len())
+                std::fs::metadata(&log_path).ok()
             };
+        let log_size = log_meta.as_ref().map(|m| m.len());
         if o.kind != ComponentKind::Worker {
             o.verdict = assess_component(o, known);
             continue;
@@ -445,17 +508,22 @@ fn observe_streams(
             &o.probe_verdict,
         );
         if let Verdict::Dead { .. } = o.verdict {
-            let tail = logtail::tail(&log_path, 4096);
-            o.exit_code = tail.as_deref().and_then(logtail::wrapper_exit_code);
-            if o.exit_code.is_some() {
-                o.ended_ms = std::fs::metadata(&log_path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .map(crate::clock::epoch_ms);
-                o.last_words = tail.as_deref().and_then(logtail::last_words);
+            let modified = log_meta.as_ref().and_then(|m| m.modified().ok());
+            let stamp = (log_size.unwrap_or(0), modified);
+            let said = match memory.dead_logs.remove(&o.view.id) {
+                Some((kept, said)) if kept == stamp && log_meta.is_some() => said,
+                _ => DeadLog::read(&log_path, modified),
+            };
+            o.exit_code = said.exit_code;
+            o.ended_ms = said.ended_ms;
+            o.last_words = said.last_words.clone();
+            if keep_logs {
+                dead_logs.insert(o.view.id.clone(), (stamp, said));
             }
         }
     }
+    // Only the logs of streams dead now are kept.
+    memory.dead_logs = dead_logs;
     observed
 }
 

@@ -133,14 +133,20 @@ impl Actor<'_> {
                 .map(str::to_string)
         });
         let outcome = match &result {
-            Ok(started) => Ok(Remembered {
-                pid: started.pid,
-                start_ticks: started.start_ticks,
-                pid_file_mtime: std::fs::metadata(self.layout.pid_file(id))
+            Ok(started) => {
+                let pid_file_mtime = std::fs::metadata(self.layout.pid_file(id))
                     .and_then(|m| m.modified())
                     .map(crate::clock::epoch_secs)
-                    .unwrap_or_else(|_| now_ms() / 1000),
-            }),
+                    .unwrap_or_else(|_| now_ms() / 1000);
+                // The spawn proved it (our child, or in our child's session);
+                // a container's PID is Docker's and proves nothing.
+                let mut worker =
+                    Remembered::proven(started.pid, started.start_ticks, pid_file_mtime);
+                if !started.watch || started.pid <= 0 {
+                    worker.proven_in_boot = None;
+                }
+                Ok(worker)
+            }
             Err(e) => Err(e.detail()),
         };
         let mut changes = Changes::default();
@@ -212,11 +218,8 @@ impl Actor<'_> {
             changes = Changes::default();
             st.spawn_intent = None;
             st.last_error = None;
-            st.worker = Some(Remembered {
-                pid: found.pid,
-                start_ticks: found.start_ticks,
-                pid_file_mtime: now / 1000,
-            });
+            // It carries the interrupted spawn's nonce: proven.
+            st.worker = Some(Remembered::proven(found.pid, found.start_ticks, now / 1000));
             let up = Event::Observed(Verdict::StartingUp { pid: found.pid });
             let _ = plan::apply_event(st, id, up, now, &mut changes);
         });
@@ -391,10 +394,12 @@ impl Actor<'_> {
         };
         let mut changes = Changes::default();
         let now = now_ms();
+        // A component is judged without a proof: nothing to remember of one.
         let worker = Remembered {
             pid: started.pid,
             start_ticks: started.start_ticks,
             pid_file_mtime: now / 1000,
+            proven_in_boot: None,
         };
         let recorded = self.store.update_stream(id, |st, _| {
             changes = Changes::default();

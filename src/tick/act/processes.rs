@@ -110,6 +110,7 @@ impl Processes for RealProcesses {
                     pid,
                     start_ticks: f.start_ticks,
                     pid_file_mtime: 0,
+                    proven_in_boot: None,
                 };
                 self.recorded_session(who, &remembered)
             });

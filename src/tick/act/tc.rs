@@ -241,10 +241,13 @@ impl Actor<'_> {
         let mut changes = Changes::default();
         let now = now_ms();
         // A process of its own (a tc worker) is remembered, as a restart's is.
-        let worker = (started.pid > 0).then_some(crate::process::identity::Remembered {
-            pid: started.pid,
-            start_ticks: started.start_ticks,
-            pid_file_mtime: now / 1000,
+        // A process of our own, our child: proven by its spawn.
+        let worker = (started.pid > 0).then(|| {
+            crate::process::identity::Remembered::proven(
+                started.pid,
+                started.start_ticks,
+                now / 1000,
+            )
         });
         let recorded = self.store.update_stream(id, |st, _| {
             changes = Changes::default();

@@ -123,6 +123,8 @@ fn stream_state() -> impl Strategy<Value = StreamState> {
                     pid,
                     start_ticks,
                     pid_file_mtime,
+                    // Both shapes round-trip: proven in some boot, or never.
+                    proven_in_boot: (start_ticks % 2 == 0).then_some(start_ticks ^ 0x5a5a),
                 }),
                 probes: ProbeSet { instance, records },
                 not_ready,
