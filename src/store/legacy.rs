@@ -2,7 +2,8 @@
 //! (`~/.claude/tasks/<ws>/tasks.db`, `~/.claude/memory/<ws>/memory.db`):
 //! streams live in the tasks' JSON metadata.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,15 +62,111 @@ WHERE p.initiative_id = ?1 {archived}
   AND t.metadata IS NOT NULL AND t.metadata <> ''";
 
 /// The fields of a task's metadata a stream is made of (any JSON value, as
-/// SQLite's JSON functions took them).
+/// SQLite's JSON functions took them), borrowed from the row where they can
+/// be: most tasks' metadata is read without copying a string.
 #[derive(serde::Deserialize)]
-struct Metadata {
-    #[serde(rename = "streamId", default)]
-    stream_id: Option<serde_json::Value>,
-    #[serde(rename = "streamName", default)]
-    stream_name: Option<serde_json::Value>,
-    #[serde(default)]
-    dependencies: Option<serde_json::Value>,
+struct Metadata<'a> {
+    #[serde(rename = "streamId", default, borrow)]
+    stream_id: Option<Field<'a>>,
+    #[serde(rename = "streamName", default, borrow)]
+    stream_name: Option<Field<'a>>,
+    #[serde(default, borrow)]
+    dependencies: Option<Field<'a>>,
+}
+
+/// One metadata value: a string borrowed from the row unless it has escapes,
+/// a list of values, or any other JSON value (booleans, numbers, objects).
+#[derive(Debug, Clone, PartialEq)]
+enum Field<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    List(Vec<Field<'a>>),
+    Other(serde_json::Value),
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Field<'a>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Field<'a>, D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Field<'a>, E> {
+                Ok(Field::Other(b.into()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Field<'a>, E> {
+                Ok(Field::Other(n.into()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Field<'a>, E> {
+                Ok(Field::Other(n.into()))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Field<'a>, E> {
+                Ok(Field::Other(
+                    serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+                ))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'a>, E> {
+                Ok(Field::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Field<'a>, E> {
+                Ok(Field::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Field<'a>, E> {
+                Ok(Field::Text(Cow::Owned(s)))
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Field<'a>, S::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Field<'a>>()? {
+                    items.push(item);
+                }
+                Ok(Field::List(items))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<Field<'a>, M::Error> {
+                let value = serde::Deserialize::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(Field::Other(value))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+    }
+}
+
+impl Field<'_> {
+    /// The value as SQLite's `json_extract` would give it as text.
+    fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Field::Text(s) => Some(Cow::Borrowed(s)),
+            Field::Null => None,
+            other => as_text(&other.to_value()).map(Cow::Owned),
+        }
+    }
+
+    /// The value as JSON (for messages about odd metadata).
+    fn to_value(&self) -> serde_json::Value {
+        match self {
+            Field::Null => serde_json::Value::Null,
+            Field::Text(s) => serde_json::Value::String(s.to_string()),
+            Field::List(items) => items.iter().map(Field::to_value).collect(),
+            Field::Other(v) => v.clone(),
+        }
+    }
 }
 
 /// A metadata value as SQLite's `json_extract` would give it as text.
@@ -100,7 +197,7 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 
 /// What a task's metadata says of its stream: `Err` for metadata that is
 /// no JSON object, `Ok(None)` for a task of no stream.
-fn parse_metadata(text: &str) -> Result<Option<Metadata>, ()> {
+fn parse_metadata(text: &str) -> Result<Option<Metadata<'_>>, ()> {
     if !text.trim_start().starts_with('{') {
         // Valid JSON that is no object has no streamId: no stream's task.
         return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -112,7 +209,7 @@ fn parse_metadata(text: &str) -> Result<Option<Metadata>, ()> {
     Ok(meta
         .stream_id
         .as_ref()
-        .is_some_and(|v| !v.is_null())
+        .is_some_and(|v| *v != Field::Null)
         .then_some(meta))
 }
 
@@ -145,7 +242,11 @@ pub fn read_streams(
         .query([initiative_id])
         .map_err(|e| classify(path, e, busy_timeout))?;
 
-    let mut by_id: BTreeMap<String, StreamRecord> = BTreeMap::new();
+    // Streams in the order first seen, found by id; a stream's tasks mostly
+    // come one after another, so the last one found is tried first.
+    let mut streams: Vec<StreamRecord> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut last: Option<usize> = None;
     let mut warnings = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
         // Borrowed from SQLite's row: a string is copied only when kept.
@@ -165,44 +266,56 @@ pub fn read_streams(
         let stream_id = meta
             .stream_id
             .as_ref()
-            .and_then(as_text)
+            .and_then(Field::text)
             .unwrap_or_default();
-        if !by_id.contains_key(&stream_id) {
-            by_id.insert(
-                stream_id.clone(),
-                StreamRecord {
-                    raw_id: stream_id.clone(),
-                    name: String::new(),
-                    dependencies: Vec::new(),
-                    progress: Progress::default(),
-                    last_update: None,
-                },
-            );
-        }
-        let record = by_id.get_mut(&stream_id).expect("just made");
+        let at = match last.filter(|&i| streams[i].raw_id == *stream_id) {
+            Some(i) => i,
+            None => match index.get(stream_id.as_ref()) {
+                Some(&i) => i,
+                None => {
+                    index.insert(stream_id.to_string(), streams.len());
+                    streams.push(StreamRecord {
+                        raw_id: stream_id.to_string(),
+                        name: String::new(),
+                        dependencies: Vec::new(),
+                        progress: Progress::default(),
+                        last_update: None,
+                    });
+                    streams.len() - 1
+                }
+            },
+        };
+        last = Some(at);
+        let record = &mut streams[at];
         record.progress.add(&text(1)?.unwrap_or_default());
         if let Ok(Some(updated)) = column_str(row, 3) {
-            if record.last_update.as_deref().is_none_or(|u| *updated > *u) {
-                record.last_update = Some(updated.into_owned());
+            match &mut record.last_update {
+                Some(u) if *updated > **u => {
+                    u.clear();
+                    u.push_str(&updated);
+                }
+                Some(_) => {}
+                None => record.last_update = Some(updated.into_owned()),
             }
         }
-        if let Some(name) = meta.stream_name.as_ref().and_then(as_text) {
-            if !name.is_empty() && (record.name.is_empty() || name < record.name) {
-                record.name = name;
+        if let Some(name) = meta.stream_name.as_ref().and_then(Field::text) {
+            if !name.is_empty() && (record.name.is_empty() || *name < *record.name) {
+                record.name = name.into_owned();
             }
         }
-        match meta.dependencies {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::Array(deps)) => {
+        match &meta.dependencies {
+            None | Some(Field::Null) => {}
+            Some(Field::List(deps)) => {
                 for dep in deps {
                     match dep {
-                        serde_json::Value::String(s) if !s.is_empty() => {
-                            if !record.dependencies.contains(&s) {
-                                record.dependencies.push(s);
+                        Field::Text(s) if !s.is_empty() => {
+                            if !record.dependencies.iter().any(|d| *d == **s) {
+                                record.dependencies.push(s.to_string());
                             }
                         }
                         other => {
                             let task_id = text(0)?.unwrap_or_default();
+                            let other = other.to_value();
                             warnings.push(format!(
                             "Task {task_id} of stream {stream_id} lists a dependency that is not a stream id: {other}; ignored"
                         ))
@@ -212,22 +325,19 @@ pub fn read_streams(
             }
             Some(other) => {
                 let task_id = text(0)?.unwrap_or_default();
-                let kind = json_type(&other);
+                let kind = json_type(&other.to_value());
                 warnings.push(format!(
                 "Task {task_id} of stream {stream_id} has dependencies that are not a list ({kind}); treated as none"
             ))
             }
         }
     }
-    let streams = by_id
-        .into_values()
-        .map(|mut s| {
-            if s.name.is_empty() {
-                s.name = s.raw_id.clone();
-            }
-            s
-        })
-        .collect();
+    streams.sort_unstable_by(|a, b| a.raw_id.cmp(&b.raw_id));
+    for s in &mut streams {
+        if s.name.is_empty() {
+            s.name = s.raw_id.clone();
+        }
+    }
     Ok(StreamsRead {
         streams,
         warnings,
@@ -242,7 +352,7 @@ mod metadata_tests {
     #[test]
     fn metadata_is_read_as_sqlite_json_functions_read_it() {
         let id = |text: &str| match parse_metadata(text) {
-            Ok(Some(m)) => Ok(m.stream_id.as_ref().and_then(as_text)),
+            Ok(Some(m)) => Ok(m.stream_id.as_ref().and_then(Field::text).map(String::from)),
             Ok(None) => Ok(None),
             Err(()) => Err(()),
         };
@@ -266,5 +376,34 @@ mod metadata_tests {
             types,
             ["null", "true", "false", "integer", "real", "text", "array", "object"]
         );
+    }
+
+    /// A field read borrowed from the row gives what serde_json's `Value`
+    /// gave: the same text (as SQLite's `json_extract`) and the same JSON.
+    #[test]
+    fn borrowed_fields_read_as_json_values_did() {
+        let values = [
+            r#""Stream-A""#,
+            r#""tab\there \u00e9""#,
+            "7",
+            "-3",
+            "1.5",
+            "1e5",
+            "true",
+            "false",
+            "null",
+            r#"["a", 2, null, ["x"]]"#,
+            r#"{"k": [1, "v"]}"#,
+            "[]",
+        ];
+        for text in values {
+            let field: Field = serde_json::from_str(text).unwrap();
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(field.to_value(), value, "{text}");
+            assert_eq!(field.text().map(String::from), as_text(&value), "{text}");
+        }
+        // A string without escapes is not copied.
+        let field: Field = serde_json::from_str(r#""plain""#).unwrap();
+        assert!(matches!(field, Field::Text(Cow::Borrowed("plain"))));
     }
 }
