@@ -101,6 +101,91 @@ pub fn present(dir: &Path) -> Option<std::collections::HashSet<String>> {
     Some(names)
 }
 
+/// The `pids/` directory held open while a check reads every stream's PID
+/// file: each file is opened relative to it (no walk of the whole path per
+/// file), without following a symlink and without blocking, and read with
+/// one `fstat` and one `read`. Anything unusual (a symlink, a FIFO, an I/O
+/// error) is handed to [`read`], which names it.
+pub struct PidDir {
+    dir: std::path::PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PidDir {
+    /// Opens `dir` if it is a real directory (not a symlink to one).
+    pub fn open(dir: &Path) -> Option<PidDir> {
+        use nix::fcntl::{open, OFlag};
+        use std::os::fd::FromRawFd;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let raw = open(dir, flags, nix::sys::stat::Mode::empty()).ok()?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        Some(PidDir {
+            dir: dir.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// Reads `<stream>.pid` in this directory, as [`read`] would.
+    pub fn read(&self, stream: &str, pid_max: u64) -> PidFile {
+        use nix::fcntl::{openat, OFlag};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let name = format!("{stream}.pid");
+        let slow = || read(&self.dir.join(&name), pid_max);
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let raw = match openat(
+            Some(self.fd.as_raw_fd()),
+            name.as_str(),
+            flags,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(raw) => raw,
+            Err(nix::errno::Errno::ENOENT) => return PidFile::Missing,
+            Err(_) => return slow(),
+        };
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        let mut file = unsafe { std::fs::File::from_raw_fd(raw) };
+        let Ok(meta) = file.metadata() else {
+            return slow();
+        };
+        if !meta.file_type().is_file() || meta.len() > MAX_PID_FILE_BYTES {
+            return slow();
+        }
+        let mut buf = [0u8; MAX_PID_FILE_BYTES as usize + 1];
+        let mut len = 0;
+        loop {
+            match file.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    len += n;
+                    if len == buf.len() {
+                        return slow();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return slow(),
+            }
+        }
+        let content = String::from_utf8_lossy(&buf[..len]).into_owned();
+        let fingerprint = Fingerprint {
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            inode: inode_of(&meta),
+            content,
+        };
+        match parse_pid(&fingerprint.content, pid_max) {
+            Ok(pid) => PidFile::Pid { pid, fingerprint },
+            Err(reason) => PidFile::Invalid {
+                reason,
+                fingerprint,
+            },
+        }
+    }
+}
+
 /// Reads a PID file. I/O errors other than absence count as invalid content
 /// so that one unreadable file never stops the check of other streams. The
 /// file is opened without following a symlink and without blocking: a FIFO,
@@ -260,5 +345,54 @@ mod tests {
                 _ => panic!("{text:?}: wanted {want:?}, got {got:?}"),
             }
         }
+    }
+
+    /// Reading through the held directory says exactly what reading by path
+    /// says, for every kind of file a `pids/` directory can hold.
+    #[test]
+    fn the_directory_read_agrees_with_the_path_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        std::fs::create_dir(&pids).unwrap();
+        let write = |name: &str, text: &[u8]| std::fs::write(pids.join(name), text).unwrap();
+        write("plain.pid", b"4321\n");
+        write("spaces.pid", b"  77 \n");
+        write("text.pid", b"abc");
+        write("empty.pid", b"");
+        write("long.pid", &[b'7'; 100]);
+        write("exactly64.pid", &[b'8'; 64]);
+        write("latin1.pid", b"12\xff");
+        std::os::unix::fs::symlink(pids.join("plain.pid"), pids.join("link.pid")).unwrap();
+        std::fs::create_dir(pids.join("dir.pid")).unwrap();
+        nix::unistd::mkfifo(&pids.join("fifo.pid"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let held = PidDir::open(&pids).expect("a real directory");
+        let names = [
+            "plain",
+            "spaces",
+            "text",
+            "empty",
+            "long",
+            "exactly64",
+            "latin1",
+            "link",
+            "dir",
+            "fifo",
+            "missing",
+        ];
+        for name in names {
+            let by_path = read(&pids.join(format!("{name}.pid")), 4_194_304);
+            assert_eq!(held.read(name, 4_194_304), by_path, "{name}");
+        }
+        assert!(matches!(
+            held.read("plain", 4_194_304),
+            PidFile::Pid { pid: 4321, .. }
+        ));
+        assert!(matches!(
+            held.read("fifo", 4_194_304),
+            PidFile::Invalid { .. }
+        ));
+        // A symlink in place of the directory is not held.
+        std::os::unix::fs::symlink(&pids, dir.path().join("linked")).unwrap();
+        assert!(PidDir::open(&dir.path().join("linked")).is_none());
     }
 }
