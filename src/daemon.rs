@@ -123,6 +123,7 @@ pub fn run(
     }
     let handoff = crate::tick::Handoff::default();
     let mut memory = TickMemory::default();
+    memory.reads = crate::tick::SnapshotMemory::keeping();
     memory.handoff = Some(handoff.clone());
     let mut children: BTreeMap<StreamId, Child> = BTreeMap::new();
     while !shutdown.load(Ordering::SeqCst) {

@@ -349,10 +349,35 @@ pub fn locate(
 /// `Ok(None)` when there is no active initiative (legacy only: the tc schema
 /// has none, so one is synthesised from the workspace).
 /// A read kept between the daemon's ticks, with the stamps of the files it
-/// came from.
+/// came from. The default keeps nothing (a one-shot check reads once, and a
+/// kept copy would only cost memory); [`ReadCache::keeping`] keeps.
 #[derive(Debug, Default)]
 pub struct ReadCache {
+    keep: bool,
     kept: Option<(Vec<FileStamp>, Option<ProjectRead>)>,
+    /// Counts the reads made (not reused): what was derived from a read
+    /// stays good while this has not moved.
+    generation: u64,
+}
+
+impl ReadCache {
+    /// A cache that keeps each read for the next tick (the daemon's).
+    pub fn keeping() -> ReadCache {
+        ReadCache {
+            keep: true,
+            ..ReadCache::default()
+        }
+    }
+
+    /// Whether reads are kept between ticks.
+    pub fn keeps(&self) -> bool {
+        self.keep
+    }
+
+    /// Moves on every read of the databases; stays put while a kept read is reused.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 /// What changes when a database file is written: size, mtime (ns), inode.
@@ -396,8 +421,9 @@ pub fn read_project_cached(
         }
     }
     cache.kept = None;
+    cache.generation += 1;
     let read = read_project(layout, busy_timeout)?;
-    if let Some(r) = &read {
+    if let Some(r) = read.as_ref().filter(|_| cache.keep) {
         // Stamped after the read: a write during it makes the next tick read again.
         cache.kept = Some((stamps(layout, &r.source.tasks_db), read.clone()));
     }

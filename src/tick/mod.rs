@@ -26,7 +26,7 @@ use crate::supervise::assess::Verdict;
 use crate::supervise::model::{GiveUp, State};
 use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
 
-pub use observe::{take_snapshot, Observed, ProbeMode, Snapshot, TcSnapshot};
+pub use observe::{take_snapshot, Observed, ProbeMode, Snapshot, SnapshotMemory, TcSnapshot};
 pub use record::Recorder;
 
 /// How a tick behaves.
@@ -64,8 +64,9 @@ pub struct TickSettings {
 #[derive(Debug, Default)]
 pub struct TickMemory {
     said: HashSet<String>,
-    /// The last read of the databases (reused while they are unchanged).
-    pub reads: crate::store::ReadCache,
+    /// The last read of the databases (reused while they are unchanged)
+    /// and what dead workers' logs said (while they are unwritten).
+    pub reads: SnapshotMemory,
     /// Where the daemon takes the wrappers a tick spawns as soon as each
     /// is spawned (not when the tick ends), so it reaps them at once.
     pub handoff: Option<Handoff>,
