@@ -102,7 +102,11 @@ impl Actor<'_> {
         }
         let began = Instant::now();
         let began_at = std::time::SystemTime::now();
-        let mut result = self.start(obs, retry_context, &intent_nonce);
+        // Spawning is bounded; the watch that follows holds no permit.
+        let mut result = {
+            let _permit = self.spawning.acquire();
+            self.start(obs, retry_context, &intent_nonce)
+        };
         if let Ok(started) = &mut result {
             if let Some(failure) = self.settle(obs, started, began) {
                 result = Err(failure);

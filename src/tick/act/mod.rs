@@ -7,6 +7,7 @@
 //! [`Processes`] trait, so the decisions here are unit-tested without them.
 
 mod launch;
+mod pool;
 mod processes;
 mod stop;
 mod tc;
@@ -173,6 +174,8 @@ pub struct Actor<'a> {
     /// Spawned wrappers go here at once when set (the daemon's), else into
     /// the tick's [`Acted`].
     pub handoff: Option<super::Handoff>,
+    /// Spawns under way at once (each waits for its wrapper's PID file).
+    pub(super) spawning: pool::Permits,
 }
 
 impl Actor<'_> {
@@ -228,6 +231,7 @@ impl<'a> Actor<'a> {
             tc: None,
             gave_up: std::sync::Mutex::new(Vec::new()),
             handoff: None,
+            spawning: pool::Permits::new(pool::SPAWNS_AT_ONCE),
         }
     }
 
@@ -517,10 +521,6 @@ impl<'a> Actor<'a> {
     }
 }
 
-/// How many restarts run side by side: each waits for its own wrapper, so
-/// a wrapper that hangs holds up one of these and no other stream.
-pub const RESTART_THREADS: usize = 8;
-
 /// Carries out a tick's plan: restarts on a small pool of threads, the
 /// rest stream by stream.
 pub fn carry_out(actor: &Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
@@ -549,7 +549,7 @@ pub fn carry_out(actor: &Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
             actor.remove_stale(obs);
         }
     }
-    restart_all(actor, &restarts, &mut acted);
+    pool::restart_all(actor, &restarts, &mut acted);
     acted
         .gave_up
         .append(&mut actor.gave_up.lock().unwrap_or_else(|e| e.into_inner()));
@@ -566,34 +566,4 @@ pub fn carry_out(actor: &Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
         }
     }
     acted
-}
-
-/// Runs the restarts on at most [`RESTART_THREADS`] threads, in the plan's
-/// order as far as threads are free.
-fn restart_all(actor: &Actor<'_>, jobs: &[(&Observed, &RestartOrder)], acted: &mut Acted) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    if jobs.len() <= 1 {
-        for (obs, order) in jobs {
-            actor.restart(obs, order, acted);
-        }
-        return;
-    }
-    let next = AtomicUsize::new(0);
-    let done = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.len().min(RESTART_THREADS) {
-            scope.spawn(|| {
-                let mut mine = Acted::default();
-                while let Some((obs, order)) = jobs.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    actor.restart(obs, order, &mut mine);
-                }
-                done.lock().unwrap_or_else(|e| e.into_inner()).push(mine);
-            });
-        }
-    });
-    for mine in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        acted.spawned.extend(mine.spawned);
-        acted.running.extend(mine.running);
-        acted.gave_up.extend(mine.gave_up);
-    }
 }
