@@ -354,7 +354,7 @@ pub fn locate(
 #[derive(Debug, Default)]
 pub struct ReadCache {
     keep: bool,
-    kept: Option<(Vec<FileStamp>, Option<ProjectRead>)>,
+    kept: Option<(Vec<FileStamp>, Option<std::sync::Arc<ProjectRead>>)>,
     /// Counts the reads made (not reused): what was derived from a read
     /// stays good while this has not moved.
     generation: u64,
@@ -411,7 +411,7 @@ pub fn read_project_cached(
     layout: &crate::layout::Layout,
     busy_timeout: Duration,
     cache: &mut ReadCache,
-) -> Result<Option<ProjectRead>, StoreError> {
+) -> Result<Option<std::sync::Arc<ProjectRead>>, StoreError> {
     if let Some((stamped, read)) = &cache.kept {
         let tasks_db = read.as_ref().map(|r| r.source.tasks_db.clone());
         if let Some(tasks_db) = tasks_db {
@@ -422,10 +422,10 @@ pub fn read_project_cached(
     }
     cache.kept = None;
     cache.generation += 1;
-    let read = read_project(layout, busy_timeout)?;
+    let read = read_project(layout, busy_timeout)?.map(std::sync::Arc::new);
     if let Some(r) = read.as_ref().filter(|_| cache.keep) {
         // Stamped after the read: a write during it makes the next tick read again.
-        cache.kept = Some((stamps(layout, &r.source.tasks_db), read.clone()));
+        cache.kept = Some((stamps(layout, &r.source.tasks_db), Some(r.clone())));
     }
     Ok(read)
 }

@@ -4,21 +4,20 @@
 //! of running workers — with a per-stream verdict. Nothing here writes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::now_ms;
 use crate::component::{self, ComponentKind};
 use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
-use crate::logtail;
 use crate::probe::{self, checks, CheckSpec, ProbeSet, ProbeSpec, ProbeVerdict};
 use crate::process::identity::{self, Liveness, Remembered};
 use crate::process::pidfile::{self, PidFile};
+use crate::process::procinfo;
 use crate::process::proof::Project;
-use crate::process::{docker, procinfo};
 use crate::store::{self, Initiative, StoreError};
 use crate::supervise::assess::{assess, Verdict};
-use crate::supervise::lifecycle;
 use crate::supervise::model::State;
 use crate::supervise::plan::Observation;
 use crate::supervise::policy::PolicyOverride;
@@ -26,13 +25,20 @@ use crate::supervise::streams::{self, StreamView};
 use crate::workers;
 use crate::workers::observe::{TcObservation, TcStreamObs};
 
+mod components;
+mod memory;
 mod recheck;
+use components::{assess_component, observe_component};
+use memory::DeadLog;
+pub use memory::SnapshotMemory;
 pub use recheck::{judge_with_memory, recheck, recheck_proven, recheck_with};
 
 /// One stream as observed in this tick.
 #[derive(Debug)]
 pub struct Observed {
-    pub view: StreamView,
+    /// Shared with the daemon's kept read: the same for every tick while
+    /// the databases are unchanged.
+    pub view: Arc<StreamView>,
     pub pid_file: PidFile,
     pub liveness: Liveness,
     pub verdict: Verdict,
@@ -141,53 +147,6 @@ impl Snapshot {
     }
 }
 
-/// What the daemon's ticks keep of their observations, so that an interval
-/// tick redoes only what can have changed: the databases' read (kept while
-/// the files' stamps stay) and what a dead worker's log said (kept while the
-/// log's size and modification time stay). A one-shot check keeps nothing.
-#[derive(Debug, Default)]
-pub struct SnapshotMemory {
-    pub reads: store::ReadCache,
-    dead_logs: HashMap<StreamId, (LogStamp, DeadLog)>,
-}
-
-impl SnapshotMemory {
-    /// Memory that is kept from tick to tick (the daemon's).
-    pub fn keeping() -> SnapshotMemory {
-        SnapshotMemory {
-            reads: store::ReadCache::keeping(),
-            dead_logs: HashMap::new(),
-        }
-    }
-}
-
-/// A log's size and modification time: a log that kept both was not written.
-type LogStamp = (u64, Option<SystemTime>);
-
-/// What a dead worker's log says: the wrapper's exit code, when the log
-/// ended and its last words.
-#[derive(Debug, Clone, Default)]
-struct DeadLog {
-    exit_code: Option<i32>,
-    ended_ms: Option<u64>,
-    last_words: Option<String>,
-}
-
-impl DeadLog {
-    fn read(path: &std::path::Path, modified: Option<SystemTime>) -> DeadLog {
-        let tail = logtail::tail(path, 4096);
-        let exit_code = tail.as_deref().and_then(logtail::wrapper_exit_code);
-        if exit_code.is_none() {
-            return DeadLog::default();
-        }
-        DeadLog {
-            exit_code,
-            ended_ms: modified.map(crate::clock::epoch_ms),
-            last_words: tail.as_deref().and_then(logtail::last_words),
-        }
-    }
-}
-
 impl<'a> ProbeMode<'a> {
     fn config(&self) -> &'a ConfigFile {
         match self {
@@ -223,20 +182,49 @@ pub fn take_snapshot_with(
     probes: ProbeMode<'_>,
     memory: &mut SnapshotMemory,
 ) -> Result<Option<Snapshot>, StoreError> {
-    let Some(store::ProjectRead {
-        initiative,
-        streams: read,
-        source,
-    }) = store::read_project_cached(layout, busy_timeout, &mut memory.reads)?
-    else {
+    let Some(read) = store::read_project_cached(layout, busy_timeout, &mut memory.reads)? else {
         return Ok(None);
     };
-    let mut warnings = read.warnings;
-    let (views, more) = streams::resolve(read.streams);
+    let generation = memory.reads.generation();
+    let cached = match &memory.views {
+        Some((made_from, views, more)) if *made_from == generation => {
+            Some((views.clone(), more.clone()))
+        }
+        _ => None,
+    };
+    // A read nobody keeps is taken apart; a kept one is copied from, and
+    // its streams are resolved only once.
+    let (initiative, source, mut warnings, tc_project, records) = match Arc::try_unwrap(read) {
+        Ok(r) => (
+            r.initiative,
+            r.source,
+            r.streams.warnings,
+            r.streams.tc,
+            Some(r.streams.streams),
+        ),
+        Err(kept) => (
+            kept.initiative.clone(),
+            kept.source.clone(),
+            kept.streams.warnings.clone(),
+            kept.streams.tc.clone(),
+            cached.is_none().then(|| kept.streams.streams.clone()),
+        ),
+    };
+    let (views, more) = match (cached, records) {
+        (Some(cached), _) => cached,
+        (None, records) => {
+            let (views, more) = streams::resolve(records.unwrap_or_default());
+            let views: Vec<Arc<StreamView>> = views.into_iter().map(Arc::new).collect();
+            if memory.reads.keeps() {
+                memory.views = Some((generation, views.clone(), more.clone()));
+            }
+            (views, more)
+        }
+    };
     warnings.extend(more);
     // A tc project's workers are sessions and tc worker processes: every
     // source is asked once, before the streams are judged.
-    let tc = read.tc.map(|project| {
+    let tc = tc_project.map(|project| {
         let observed = workers::observe::observe(
             layout,
             &project,
@@ -384,7 +372,7 @@ fn parse_task_time(text: &str) -> Option<SystemTime> {
 fn observe_streams(
     layout: &Layout,
     initiative: &Initiative,
-    views: Vec<StreamView>,
+    views: Vec<Arc<StreamView>>,
     known: &State,
     probe_mode: ProbeMode<'_>,
     memory: &mut SnapshotMemory,
@@ -488,13 +476,12 @@ fn observe_streams(
             .cloned()
             .collect();
         // Only a stream that could be dead needs its log looked at.
-        let log_path = layout.log_file(&o.view.id, &initiative.id);
-        let log_meta =
-            if o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty() {
-                None
-            } else {
-                std::fs::metadata(&log_path).ok()
-            };
+        let could_be_dead =
+            !(o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty());
+        let log_path = could_be_dead.then(|| layout.log_file(&o.view.id, &initiative.id));
+        let log_meta = log_path
+            .as_ref()
+            .and_then(|path| std::fs::metadata(path).ok());
         let log_size = log_meta.as_ref().map(|m| m.len());
         if o.kind != ComponentKind::Worker {
             o.verdict = assess_component(o, known);
@@ -510,9 +497,10 @@ fn observe_streams(
         if let Verdict::Dead { .. } = o.verdict {
             let modified = log_meta.as_ref().and_then(|m| m.modified().ok());
             let stamp = (log_size.unwrap_or(0), modified);
-            let said = match memory.dead_logs.remove(&o.view.id) {
-                Some((kept, said)) if kept == stamp && log_meta.is_some() => said,
-                _ => DeadLog::read(&log_path, modified),
+            let said = match (memory.dead_logs.remove(&o.view.id), &log_path) {
+                (Some((kept, said)), _) if kept == stamp && log_meta.is_some() => said,
+                (_, Some(path)) => DeadLog::read(path, modified),
+                (_, None) => DeadLog::read(&layout.log_file(&o.view.id, &initiative.id), modified),
             };
             o.exit_code = said.exit_code;
             o.ended_ms = said.ended_ms;
@@ -525,89 +513,6 @@ fn observe_streams(
     // Only the logs of streams dead now are kept.
     memory.dead_logs = dead_logs;
     observed
-}
-
-/// Observes a declared component (a process the daemon owns, a container).
-fn observe_component(layout: &Layout, known: &State, c: component::Declared) -> Observed {
-    let known_stream = known.streams.get(c.id.as_str());
-    let (pid_file, liveness, exit_code) = match &c.kind {
-        ComponentKind::Docker { container } => {
-            let (liveness, exit) = docker::liveness(container, Duration::from_secs(5));
-            (PidFile::Missing, liveness, exit)
-        }
-        _ => {
-            let pid_file = pidfile::read(&layout.pid_file(&c.id), procinfo::pid_max());
-            let facts = match &pid_file {
-                PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
-                _ => None,
-            };
-            let seen = known_stream.and_then(|s| s.worker.as_ref());
-            let uid = procinfo::current_uid();
-            let liveness =
-                judge_with_memory(&pid_file, facts.as_ref(), uid, seen, &procinfo::inspect);
-            (pid_file.clone(), liveness, None)
-        }
-    };
-    let probes = match &liveness {
-        Liveness::Running { pid, start_ticks } if !c.probes.is_empty() => {
-            let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
-            Some(recorded.for_instance(*pid, *start_ticks))
-        }
-        _ => None,
-    };
-    let started_at = liveness
-        .pid()
-        .and_then(procinfo::inspect)
-        .map(|f| f.started_at);
-    Observed {
-        view: StreamView {
-            id: c.id,
-            name: c.name,
-            dependencies: Vec::new(),
-            progress: crate::store::Progress::default(),
-            last_update: None,
-        },
-        pid_file,
-        liveness,
-        verdict: Verdict::NoTasks,
-        exit_code,
-        ended_ms: None,
-        last_words: None,
-        probes,
-        probe_specs: c.probes,
-        probe_verdict: ProbeVerdict::default(),
-        started_at,
-        policy: c.policy,
-        kind: c.kind,
-    }
-}
-
-/// A component should always run: not running is dead, unless it was never
-/// started (a process component before the daemon first starts it).
-fn assess_component(o: &Observed, known: &State) -> Verdict {
-    if let Liveness::Running { pid, .. } = o.liveness {
-        return match (&o.probe_verdict.failing, o.probe_verdict.starting) {
-            (Some(reason), _) => Verdict::Unhealthy {
-                pid,
-                reason: reason.clone(),
-            },
-            (None, true) => Verdict::StartingUp { pid },
-            (None, false) => Verdict::Running { pid },
-        };
-    }
-    let never_started = known
-        .streams
-        .get(o.view.id.as_str())
-        .is_none_or(|s| s.lifecycle.kind() == lifecycle::Kind::NotStarted);
-    match (&o.kind, &o.liveness) {
-        (ComponentKind::Process { .. }, _) if never_started => Verdict::NeverStarted,
-        (_, Liveness::Stale { reason }) => Verdict::Dead {
-            reason: reason.clone(),
-        },
-        _ => Verdict::Dead {
-            reason: "not running".into(),
-        },
-    }
 }
 
 fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> checks::Target {

@@ -71,7 +71,7 @@ pub fn launcher_of(config: &ConfigFile, id: &str) -> LauncherKind {
 pub fn observe(
     layout: &Layout,
     tc: &TcProject,
-    views: &[StreamView],
+    views: &[std::sync::Arc<StreamView>],
     known: &State,
     config: &ConfigFile,
     tasks_db: &Path,

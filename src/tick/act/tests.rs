@@ -200,7 +200,7 @@ fn id(s: &str) -> StreamId {
 
 fn observed(s: &str, verdict: Verdict, liveness: Liveness) -> Observed {
     Observed {
-        view: StreamView {
+        view: std::sync::Arc::new(StreamView {
             id: id(s),
             name: s.into(),
             dependencies: Vec::new(),
@@ -210,7 +210,7 @@ fn observed(s: &str, verdict: Verdict, liveness: Liveness) -> Observed {
                 ..Progress::default()
             },
             last_update: None,
-        },
+        }),
         pid_file: PidFile::Missing,
         liveness,
         verdict,
