@@ -156,6 +156,10 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
     let leader_start = procinfo::inspect(leader).map(|f| f.start_ticks);
     let our_uid = procinfo::current_uid();
     let deadline = Instant::now() + wait;
+    // A wrapper writes its PID file within a few milliseconds: look again
+    // soon at first, then every 20 ms (a restart holds a spawn slot while
+    // it waits here).
+    let mut pause = Duration::from_millis(1);
     loop {
         let file = pidfile::read(&call.pid_file, procinfo::pid_max());
         if let (pidfile::PidFile::Pid { pid, .. }, Some(leader_start)) = (&file, leader_start) {
@@ -187,7 +191,8 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
             stop_spawned(&mut child);
             return Err(SpawnError::NoPidFile(wait));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
