@@ -295,7 +295,9 @@ fn tc_worker_launch_is_found_and_tied_to_its_stream() {
         tag: None,
     })
     .unwrap();
-    assert!(wait_for(|| args_file.is_file(), WAIT));
+    // The fake writes its arguments a line at a time: wait for the last.
+    let written = || fs::read_to_string(&args_file).is_ok_and(|s| s.ends_with("--\n"));
+    assert!(wait_for(written, WAIT));
     assert_eq!(
         fs::read_to_string(&args_file).unwrap(),
         format!(
