@@ -140,6 +140,8 @@ pub fn run(
         }
         let settings = &current;
         let mut wake = Instant::now() + interval;
+        // Deaths seen so far are said; the rest of the watched are alive.
+        memory.reads.pin_alive(watch.pinned());
         // The tick runs beside the watch: deaths meanwhile are logged now
         // and checked by a tick right after this one.
         let done = AtomicBool::new(false);

@@ -102,6 +102,15 @@ impl Watch {
         })
     }
 
+    /// The workers watched by a pidfd that has not fired: alive, and the
+    /// very process first watched (a pidfd pins it). PID → start ticks.
+    pub(super) fn pinned(&self) -> HashMap<i32, u64> {
+        self.watched
+            .values()
+            .map(|(w, _)| (w.pid, w.start_ticks))
+            .collect()
+    }
+
     /// Watches exactly `running` (less the daemon's own children, `own`);
     /// returns the workers that were already gone when their pidfd was to
     /// be opened.

@@ -404,7 +404,7 @@ fn observe_streams(
                 _ => pidfile::read(&layout.pid_file(&view.id), pid_max),
             };
             let facts = match &pid_file {
-                PidFile::Pid { pid, .. } => procinfo::inspect(*pid),
+                PidFile::Pid { pid, .. } => memory.facts(*pid),
                 _ => None,
             };
             let known_stream = known.streams.get(view.id.as_str());

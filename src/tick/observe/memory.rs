@@ -8,13 +8,16 @@ use std::time::SystemTime;
 
 use crate::layout::StreamId;
 use crate::logtail;
+use crate::process::procinfo::{self, ProcFacts};
 use crate::store;
 use crate::supervise::streams::StreamView;
 
 /// What the daemon's ticks keep of their observations, so that an interval
 /// tick redoes only what can have changed: the databases' read (kept while
-/// the files' stamps stay) and what a dead worker's log said (kept while the
-/// log's size and modification time stay). A one-shot check keeps nothing.
+/// the files' stamps stay), what a dead worker's log said (kept while the
+/// log's size and modification time stay), and the kernel's facts about a
+/// worker the daemon holds a pidfd of that has not fired (the same process,
+/// alive). A one-shot check keeps nothing.
 #[derive(Debug, Default)]
 pub struct SnapshotMemory {
     pub reads: store::ReadCache,
@@ -22,6 +25,11 @@ pub struct SnapshotMemory {
     /// the read's generation they came from.
     pub(super) views: Option<(u64, Vec<Arc<StreamView>>, Vec<String>)>,
     pub(super) dead_logs: HashMap<StreamId, (LogStamp, DeadLog)>,
+    /// Workers alive as of the tick's start, by PID: their start ticks (the
+    /// daemon's pidfds that have not fired).
+    alive: HashMap<i32, u64>,
+    /// The facts last read of each such worker.
+    facts: HashMap<i32, ProcFacts>,
 }
 
 impl SnapshotMemory {
@@ -29,9 +37,38 @@ impl SnapshotMemory {
     pub fn keeping() -> SnapshotMemory {
         SnapshotMemory {
             reads: store::ReadCache::keeping(),
-            views: None,
-            dead_logs: HashMap::new(),
+            ..SnapshotMemory::default()
         }
+    }
+
+    /// The workers the daemon watches by pidfd and knows alive now: PID and
+    /// start ticks. Facts of other processes are always read afresh.
+    pub fn pin_alive(&mut self, alive: HashMap<i32, u64>) {
+        self.facts
+            .retain(|pid, f| alive.get(pid) == Some(&f.start_ticks));
+        self.alive = alive;
+    }
+
+    /// The facts of `pid`: kept ones while the daemon's pidfd vouches that
+    /// it is the same process and alive, else read now (and kept when the
+    /// daemon watches it).
+    pub(super) fn facts(&mut self, pid: i32) -> Option<ProcFacts> {
+        let pinned = self.alive.get(&pid).copied();
+        if let (Some(start), Some(kept)) = (pinned, self.facts.get(&pid)) {
+            if kept.start_ticks == start && !kept.is_zombie() {
+                return Some(kept.clone());
+            }
+        }
+        let fresh = procinfo::inspect(pid);
+        match (&fresh, pinned) {
+            (Some(f), Some(start)) if f.start_ticks == start && !f.is_zombie() => {
+                self.facts.insert(pid, f.clone());
+            }
+            _ => {
+                self.facts.remove(&pid);
+            }
+        }
+        fresh
     }
 }
 
@@ -59,5 +96,53 @@ impl DeadLog {
             ended_ms: modified.map(crate::clock::epoch_ms),
             last_words: tail.as_deref().and_then(logtail::last_words),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Kept facts stand only for a worker pinned alive with the same start
+    /// ticks; anything else is read afresh.
+    #[test]
+    fn facts_are_kept_only_while_the_worker_is_pinned_alive() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let start = procinfo::inspect(pid).unwrap().start_ticks;
+        let mut memory = SnapshotMemory::keeping();
+
+        // Not pinned: read, not kept.
+        assert!(memory.facts(pid).is_some());
+        assert!(memory.facts.is_empty());
+
+        // Pinned with another start: read, not kept.
+        memory.pin_alive(HashMap::from([(pid, start + 1)]));
+        assert!(memory.facts(pid).is_some());
+        assert!(memory.facts.is_empty());
+
+        // Pinned: read once, then kept.
+        memory.pin_alive(HashMap::from([(pid, start)]));
+        assert_eq!(memory.facts(pid).unwrap().start_ticks, start);
+        assert_eq!(memory.facts[&pid].start_ticks, start);
+
+        // It dies (a zombie: our unreaped child). While the daemon still
+        // pins it the kept facts stand (its pidfd has not been seen firing);
+        // unpinned, the next look reads the zombie.
+        child.kill().unwrap();
+        let zombie = || procinfo::inspect(pid).is_some_and(|f| f.is_zombie());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !zombie() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(zombie());
+        assert!(!memory.facts(pid).unwrap().is_zombie());
+        memory.pin_alive(HashMap::new());
+        assert!(memory.facts.is_empty());
+        assert!(memory.facts(pid).unwrap().is_zombie());
+        child.wait().unwrap();
     }
 }
