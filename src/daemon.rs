@@ -123,7 +123,7 @@ pub fn run(
     }
     let handoff = crate::tick::Handoff::default();
     let mut memory = TickMemory::default();
-    memory.reads = crate::tick::SnapshotMemory::keeping();
+    memory.snapshot = crate::tick::SnapshotMemory::keeping();
     memory.handoff = Some(handoff.clone());
     let mut children: BTreeMap<StreamId, Child> = BTreeMap::new();
     while !shutdown.load(Ordering::SeqCst) {
@@ -141,7 +141,7 @@ pub fn run(
         let settings = &current;
         let mut wake = Instant::now() + interval;
         // Deaths seen so far are said; the rest of the watched are alive.
-        memory.reads.pin_alive(watch.pinned());
+        memory.snapshot.pin_alive(watch.pinned());
         // The tick runs beside the watch: deaths meanwhile are logged now
         // and checked by a tick right after this one.
         let done = AtomicBool::new(false);

@@ -170,19 +170,23 @@ impl PidDir {
                 Err(_) => return slow(),
             }
         }
-        let content = String::from_utf8_lossy(&buf[..len]).into_owned();
         let fingerprint = Fingerprint {
+            content: String::from_utf8_lossy(&buf[..len]).into_owned(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             inode: inode_of(&meta),
-            content,
         };
-        match parse_pid(&fingerprint.content, pid_max) {
-            Ok(pid) => PidFile::Pid { pid, fingerprint },
-            Err(reason) => PidFile::Invalid {
-                reason,
-                fingerprint,
-            },
-        }
+        judged(fingerprint, pid_max)
+    }
+}
+
+/// A PID file's content judged: a usable PID or why not.
+fn judged(fingerprint: Fingerprint, pid_max: u64) -> PidFile {
+    match parse_pid(&fingerprint.content, pid_max) {
+        Ok(pid) => PidFile::Pid { pid, fingerprint },
+        Err(reason) => PidFile::Invalid {
+            reason,
+            fingerprint,
+        },
     }
 }
 
@@ -227,9 +231,8 @@ pub fn read(path: &Path, pid_max: u64) -> PidFile {
     let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
     let mut bytes = Vec::new();
     let read = file.take(MAX_PID_FILE_BYTES + 1).read_to_end(&mut bytes);
-    let content = String::from_utf8_lossy(&bytes).into_owned();
     let fingerprint = Fingerprint {
-        content: content.clone(),
+        content: String::from_utf8_lossy(&bytes).into_owned(),
         mtime,
         inode,
     };
@@ -245,13 +248,7 @@ pub fn read(path: &Path, pid_max: u64) -> PidFile {
             fingerprint,
         };
     }
-    match parse_pid(&content, pid_max) {
-        Ok(pid) => PidFile::Pid { pid, fingerprint },
-        Err(reason) => PidFile::Invalid {
-            reason,
-            fingerprint,
-        },
-    }
+    judged(fingerprint, pid_max)
 }
 
 #[cfg(unix)]

@@ -64,9 +64,9 @@ pub struct TickSettings {
 #[derive(Debug, Default)]
 pub struct TickMemory {
     said: HashSet<String>,
-    /// The last read of the databases (reused while they are unchanged)
-    /// and what dead workers' logs said (while they are unwritten).
-    pub reads: SnapshotMemory,
+    /// What the last look at the project keeps for the next: the databases'
+    /// read, dead workers' logs, pinned workers' facts.
+    pub snapshot: SnapshotMemory,
     /// Where the daemon takes the wrappers a tick spawns as soon as each
     /// is spawned (not when the tick ends), so it reaps them at once.
     pub handoff: Option<Handoff>,
@@ -148,7 +148,7 @@ pub fn run_tick(
     let probes = ProbeMode::Run(&settings.config);
     // The state is read once here and again only if another monitor writes
     // before the plan step.
-    let reads = &mut memory.reads;
+    let reads = &mut memory.snapshot;
     let observed = store.view(|known| {
         observe::take_snapshot_with(layout, settings.busy_timeout, known, probes, reads)
     });
