@@ -3,7 +3,7 @@
 //! about each PID, log sizes where the dead rule needs them, and the probes
 //! of running workers — with a per-stream verdict. Nothing here writes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,7 +29,6 @@ mod components;
 mod memory;
 mod recheck;
 use components::{assess_component, observe_component};
-use memory::DeadLog;
 pub use memory::SnapshotMemory;
 pub use recheck::{judge_with_memory, recheck, recheck_proven, recheck_with};
 
@@ -377,8 +376,6 @@ fn observe_streams(
     probe_mode: ProbeMode<'_>,
     memory: &mut SnapshotMemory,
 ) -> Vec<Observed> {
-    let keep_logs = memory.reads.keeps();
-    let mut dead_logs = HashMap::new();
     let complete: HashSet<StreamId> = views
         .iter()
         .filter(|v| v.progress.is_complete())
@@ -478,10 +475,10 @@ fn observe_streams(
         // Only a stream that could be dead needs its log looked at.
         let could_be_dead =
             !(o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty());
-        let log_path = could_be_dead.then(|| layout.log_file(&o.view.id, &initiative.id));
-        let log_meta = log_path
-            .as_ref()
-            .and_then(|path| std::fs::metadata(path).ok());
+        let log_path = || layout.log_file(&o.view.id, &initiative.id);
+        let log_meta = could_be_dead
+            .then(|| std::fs::metadata(log_path()).ok())
+            .flatten();
         let log_size = log_meta.as_ref().map(|m| m.len());
         if o.kind != ComponentKind::Worker {
             o.verdict = assess_component(o, known);
@@ -495,23 +492,13 @@ fn observe_streams(
             &o.probe_verdict,
         );
         if let Verdict::Dead { .. } = o.verdict {
-            let modified = log_meta.as_ref().and_then(|m| m.modified().ok());
-            let stamp = (log_size.unwrap_or(0), modified);
-            let said = match (memory.dead_logs.remove(&o.view.id), &log_path) {
-                (Some((kept, said)), _) if kept == stamp && log_meta.is_some() => said,
-                (_, Some(path)) => DeadLog::read(path, modified),
-                (_, None) => DeadLog::read(&layout.log_file(&o.view.id, &initiative.id), modified),
-            };
+            let said = memory.dead_log(&o.view.id, &log_path(), log_meta.as_ref());
             o.exit_code = said.exit_code;
             o.ended_ms = said.ended_ms;
-            o.last_words = said.last_words.clone();
-            if keep_logs {
-                dead_logs.insert(o.view.id.clone(), (stamp, said));
-            }
+            o.last_words = said.last_words;
         }
     }
-    // Only the logs of streams dead now are kept.
-    memory.dead_logs = dead_logs;
+    memory.end_of_dead_logs();
     observed
 }
 

@@ -24,7 +24,9 @@ pub struct SnapshotMemory {
     /// The streams resolved from the kept read, with their warnings, and
     /// the read's generation they came from.
     pub(super) views: Option<(u64, Vec<Arc<StreamView>>, Vec<String>)>,
-    pub(super) dead_logs: HashMap<StreamId, (LogStamp, DeadLog)>,
+    dead_logs: HashMap<StreamId, (LogStamp, DeadLog)>,
+    /// The logs of the streams found dead in the tick under way.
+    dead_now: HashMap<StreamId, (LogStamp, DeadLog)>,
     /// Workers alive as of the tick's start, by PID: their start ticks (the
     /// daemon's pidfds that have not fired).
     alive: HashMap<i32, u64>,
@@ -69,6 +71,34 @@ impl SnapshotMemory {
             }
         }
         fresh
+    }
+
+    /// What the log at `path` of dead stream `id` says: what the last tick
+    /// read while the log keeps its size and modification time (`meta`,
+    /// `None` when it could not be looked at), else read now. The daemon
+    /// keeps it for the next tick; a one-shot keeps nothing.
+    pub(super) fn dead_log(
+        &mut self,
+        id: &StreamId,
+        path: &std::path::Path,
+        meta: Option<&std::fs::Metadata>,
+    ) -> DeadLog {
+        let modified = meta.and_then(|m| m.modified().ok());
+        let stamp = (meta.map_or(0, |m| m.len()), modified);
+        let said = match self.dead_logs.remove(id) {
+            Some((kept, said)) if kept == stamp && meta.is_some() => said,
+            _ => DeadLog::read(path, modified),
+        };
+        if self.reads.keeps() {
+            self.dead_now.insert(id.clone(), (stamp, said.clone()));
+        }
+        said
+    }
+
+    /// The end of a tick's look at the logs: only the streams dead now are
+    /// remembered.
+    pub(super) fn end_of_dead_logs(&mut self) {
+        self.dead_logs = std::mem::take(&mut self.dead_now);
     }
 }
 
@@ -144,5 +174,51 @@ mod tests {
         assert!(memory.facts.is_empty());
         assert!(memory.facts(pid).unwrap().is_zombie());
         child.wait().unwrap();
+    }
+
+    /// A dead worker's log is read again as soon as it changes size or
+    /// time, and not before; only the daemon's memory keeps it.
+    #[test]
+    fn a_dead_log_is_read_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.log");
+        let id = StreamId::parse("api").unwrap();
+        let exit_line = |code: u8| {
+            format!("work\n[wrapper] 2026-01-01T00:00:00+0000 exited with code {code}\n")
+        };
+        let write = |text: String, at: SystemTime| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        };
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let look = |memory: &mut SnapshotMemory| {
+            let meta = std::fs::metadata(&path).ok();
+            let said = memory.dead_log(&id, &path, meta.as_ref());
+            memory.end_of_dead_logs();
+            said.exit_code
+        };
+        let mut daemon = SnapshotMemory::keeping();
+        write(exit_line(3), at);
+        assert_eq!(look(&mut daemon), Some(3));
+        // Same size and time, other words: the kept reading stands.
+        write(exit_line(4), at);
+        assert_eq!(look(&mut daemon), Some(3));
+        // A new time: read again.
+        write(exit_line(4), at + std::time::Duration::from_secs(1));
+        assert_eq!(look(&mut daemon), Some(4));
+        // A new size at the same time: read again.
+        write(exit_line(17), at + std::time::Duration::from_secs(1));
+        assert_eq!(look(&mut daemon), Some(17));
+        // A one-shot keeps nothing: every look reads.
+        let mut once = SnapshotMemory::default();
+        write(exit_line(5), at);
+        assert_eq!(look(&mut once), Some(5));
+        write(exit_line(6), at);
+        assert_eq!(look(&mut once), Some(6));
     }
 }
