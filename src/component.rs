@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 
 use crate::config::{ComponentType, ConfigFile};
 use crate::layout::{Layout, StreamId};
@@ -88,10 +88,9 @@ pub fn spawn_process(
     log: &Path,
 ) -> Result<(i32, u64, Child), String> {
     let (program, args) = command.split_first().ok_or("empty command")?;
-    let mut cmd = Command::new(program);
-    cmd.args(args).current_dir(cwd).envs(env);
-    crate::process::detach(&mut cmd, Some(log))
+    let mut cmd = crate::process::detached(program, Some(log))
         .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+    cmd.args(args).current_dir(cwd).envs(env);
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;

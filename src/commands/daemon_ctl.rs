@@ -2,7 +2,6 @@
 //! when one runs), `stop` (SIGTERM, wait; a second stop forces), `restart`
 //! (stop, then start with the settings the daemon recorded).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
@@ -143,10 +142,9 @@ fn spawn_daemon(ctx: &Context, args: Vec<String>, say_stale: bool) -> Result<Out
     let out_path = layout.daemon_out();
     let exe = std::env::current_exe()
         .map_err(|e| Failure::CouldNotRun(format!("cannot find this binary: {e}")))?;
-    let mut command = Command::new(exe);
-    command.args(&args).current_dir(&layout.project_root);
-    crate::process::detach(&mut command, Some(&out_path))
+    let mut command = crate::process::detached(exe, Some(&out_path))
         .map_err(|e| Failure::CouldNotRun(format!("cannot open {}: {e}", out_path.display())))?;
+    command.args(&args).current_dir(&layout.project_root);
     let mut child = command
         .spawn()
         .map_err(|e| Failure::CouldNotRun(format!("cannot start the daemon: {e}")))?;

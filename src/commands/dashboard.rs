@@ -45,11 +45,9 @@ fn open_browser(url: &str) {
     } else {
         "xdg-open"
     };
-    let mut command = std::process::Command::new(opener);
-    command.arg(url);
-    if crate::process::detach(&mut command, None).is_ok() {
+    if let Ok(mut command) = crate::process::detached(opener, None) {
         // A missing opener is fine: the URL is printed above.
-        let _ = command.spawn();
+        let _ = command.arg(url).spawn();
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use super::identity::{judge, Liveness};
@@ -132,7 +132,10 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
         source,
     })?;
     let nonce = tag.nonce;
-    let mut command = Command::new(&call.wrapper);
+    let mut command = super::detached(&call.wrapper, None).map_err(|source| SpawnError::Exec {
+        path: call.wrapper.clone(),
+        source,
+    })?;
     command
         .arg(&call.stream)
         .arg(&call.pid_file)
@@ -144,10 +147,6 @@ pub fn spawn_worker(call: &WrapperCall, wait: Duration) -> Result<Started, Spawn
         .env(proof::PROJECT_VAR, project_root)
         .env(proof::SPAWN_VAR, &nonce)
         .current_dir(&call.work_dir);
-    super::detach(&mut command, None).map_err(|source| SpawnError::Exec {
-        path: call.wrapper.clone(),
-        source,
-    })?;
     let mut child = command.spawn().map_err(|source| SpawnError::Exec {
         path: call.wrapper.clone(),
         source,

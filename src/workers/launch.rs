@@ -87,17 +87,21 @@ fn last_line(path: &Path) -> String {
 /// A detached child (the monitor's one way: `process::detach`): its own
 /// session, stdin closed, output appended to `log`, in `work_dir`, without
 /// the monitor's own settings.
-fn detached(program: &OsStr, work_dir: &Path, log: &Path) -> Result<Command, LaunchError> {
+fn detached(
+    program: &OsStr,
+    work_dir: &Path,
+    log: &Path,
+) -> Result<crate::process::detach::Detached, LaunchError> {
     if !work_dir.is_dir() {
         return Err(LaunchError::NoWorkDir(work_dir.to_path_buf()));
     }
-    let mut command = Command::new(program);
+    let mut command =
+        crate::process::detached(program, Some(log)).map_err(|source| LaunchError::Log {
+            path: log.to_path_buf(),
+            source,
+        })?;
     command.current_dir(work_dir);
     without_monitor_env(&mut command);
-    crate::process::detach(&mut command, Some(log)).map_err(|source| LaunchError::Log {
-        path: log.to_path_buf(),
-        source,
-    })?;
     Ok(command)
 }
 

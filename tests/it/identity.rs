@@ -595,3 +595,90 @@ fn a_pid_file_naming_the_daemon_is_never_signalled() {
     }
     p.stop_daemon(&d);
 }
+
+/// The pipe descriptors a process holds, as `pipe:[inode]`.
+fn pipes_of(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A worker the monitor starts (through its own binary, without a fork of
+/// the monitor) is detached exactly as before: it leads a session of its
+/// own, runs the wrapper itself (same PID, nothing of the launcher left in
+/// its command line), and holds neither a descriptor the monitor inherited
+/// from whatever started it (here a pipe, as cron's) nor the pipe the
+/// launcher reported on.
+#[test]
+fn a_restarted_worker_is_detached_and_inherits_no_descriptor() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    let (inherited_read, inherited_write) = nix::unistd::pipe().expect("pipe");
+    let inherited = format!(
+        "pipe:[{}]",
+        fs::metadata(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&inherited_write)
+        ))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap()
+    );
+    let keep = std::os::fd::AsRawFd::as_raw_fd(&inherited_write);
+    let mut cmd = p.monitor_std();
+    cmd.arg("--auto-restart")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: dup2 only, between fork and exec: the monitor inherits the
+    // pipe at descriptor 7, not close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(keep, 7) != 7 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("the monitor runs");
+    drop(inherited_read);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let worker = restarted_pid(&stdout, "api").unwrap_or_else(|| panic!("not restarted: {stdout}"));
+    assert_eq!(proc_session(worker), Some(worker), "not a session leader");
+    let cmdline = fs::read(format!("/proc/{worker}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(cmdline.contains("worker-wrapper.sh"), "{cmdline}");
+    assert!(!cmdline.contains("--monitor-workers-detach"), "{cmdline}");
+    let pipes = pipes_of(worker);
+    assert!(
+        !pipes.contains(&inherited),
+        "the worker holds the inherited pipe: {pipes:?}"
+    );
+    assert!(pipes.is_empty(), "the worker holds a pipe: {pipes:?}");
+}
+
+/// A wrapper that cannot be executed although it is an executable file
+/// (its interpreter is missing) is the restart's error, worded as the
+/// kernel says it, and is retried later: it is not taken for a missing
+/// `claude` (exit 127 of a wrapper that ran).
+#[test]
+fn a_wrapper_whose_interpreter_is_missing_is_the_spawn_error() {
+    let p = TestProject::new();
+    p.dead_stream("api");
+    fs::write(p.wrapper(), "#!/nonexistent/interpreter\nexit 0\n").unwrap();
+    let wrapper = p.wrapper().display().to_string();
+    let r = p.run(&["--auto-restart", "--max-restarts", "10"]);
+    r.expect_code(1)
+        .stdout_has("Restarting worker api (attempt 1/10)")
+        .stdout_has(&format!(
+            "Failed to restart worker api: cannot run {wrapper}: No such file or directory"
+        ))
+        .stdout_lacks("gave up")
+        .stdout_lacks("claude not found")
+        .no_panic();
+}
