@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,7 +158,7 @@ pub fn run(
             let mut died = false;
             while !done.load(Ordering::SeqCst) && !tick.is_finished() {
                 if heartbeat.due() {
-                    heartbeat.beat(logger);
+                    heartbeat.touch(logger);
                 }
                 let dead = watch.wait(heartbeat.left());
                 take_handed(&handoff, &mut children);
@@ -230,6 +231,9 @@ struct Heartbeat {
     record: DaemonRecord,
     last: Instant,
     failed: bool,
+    /// The file last written (device, inode): between checks only its
+    /// modification time is moved, while it is still that file.
+    written: Option<(u64, u64)>,
 }
 
 impl Heartbeat {
@@ -249,6 +253,7 @@ impl Heartbeat {
             },
             last: Instant::now(),
             failed: false,
+            written: None,
         }
     }
 
@@ -272,6 +277,39 @@ impl Heartbeat {
             Ok(()) => self.failed = false,
             Err(_) => {}
         }
+        self.written = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+    }
+
+    /// The heartbeat between checks: the record's modification time moves
+    /// (one syscall, no new file), which readers take as its heartbeat; the
+    /// record is written whole if it is no longer the file this daemon wrote.
+    fn touch(&mut self, logger: &Logger) {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        let ours = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .is_some_and(|m| m.file_type().is_file() && Some((m.dev(), m.ino())) == self.written);
+        let now = TimeSpec::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let touched = ours
+            && utimensat(
+                None,
+                &self.path,
+                &now,
+                &now,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .is_ok();
+        if touched {
+            self.last = Instant::now();
+        } else {
+            self.beat(logger);
+        }
     }
 
     fn due(&self) -> bool {
@@ -291,8 +329,21 @@ impl Heartbeat {
 /// The daemon's record, if a daemon wrote one (a FIFO or symlink in its
 /// place is no record: never waited on, never followed).
 pub fn read_daemon_record(layout: &Layout) -> Option<DaemonRecord> {
-    let bytes = crate::process::safe_file::read_capped(&layout.daemon_record(), 1 << 16).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    record_at(&layout.daemon_record())
+}
+
+/// The daemon record at `path`, its heartbeat the later of the one written
+/// in it and the file's modification time.
+fn record_at(path: &std::path::Path) -> Option<DaemonRecord> {
+    let bytes = crate::process::safe_file::read_capped(path, 1 << 16).ok()?;
+    let mut record: DaemonRecord = serde_json::from_slice(&bytes).ok()?;
+    // Between checks the daemon moves only the file's time.
+    let touched = std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .map(crate::clock::epoch_ms)
+        .unwrap_or(0);
+    record.heartbeat_ms = record.heartbeat_ms.max(touched);
+    Some(record)
 }
 
 /// Sleeps until the interval is over, a watched worker dies, a wrapper the
@@ -308,7 +359,7 @@ fn wait_for_next_tick(
 ) {
     while !stop_waiting.iter().any(|f| f.load(Ordering::SeqCst)) {
         if heartbeat.due() {
-            heartbeat.beat(logger);
+            heartbeat.touch(logger);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -397,4 +448,78 @@ fn reap_children(
         Err(_) => false,
     });
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Between checks the heartbeat moves the record's time, not its
+    /// content, and readers take that time; a record that is no longer the
+    /// daemon's file (replaced, or a symlink planted) is written whole.
+    #[test]
+    fn the_heartbeat_between_checks_moves_only_the_record_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        let logger = Logger::new(None, true);
+        let started = Instant::now() - HEARTBEAT_EVERY;
+        let mut heartbeat = Heartbeat {
+            path: path.clone(),
+            record: DaemonRecord {
+                pid: 1,
+                start_ticks: 2,
+                started_ms: 3,
+                heartbeat_ms: 1_000,
+                interval_secs: 30,
+                args: vec!["--daemon".into()],
+            },
+            last: started,
+            failed: false,
+            written: None,
+        };
+        heartbeat.beat(&logger);
+        let written = std::fs::read(&path).unwrap();
+        let beat_ms = record_at(&path).unwrap().heartbeat_ms;
+        let old = std::time::SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(
+            record_at(&path).unwrap().heartbeat_ms,
+            beat_ms,
+            "the written time"
+        );
+
+        heartbeat.last = started;
+        heartbeat.touch(&logger);
+        assert!(!heartbeat.due());
+        assert_eq!(std::fs::read(&path).unwrap(), written, "content unchanged");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode, "same file");
+        let touched = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(touched > old + Duration::from_secs(500));
+        assert!(record_at(&path).unwrap().heartbeat_ms >= crate::clock::epoch_ms(touched));
+
+        // A symlink in its place is not touched (nor followed): the record
+        // is written whole again, a file of its own.
+        let elsewhere = dir.path().join("elsewhere.json");
+        std::fs::write(&elsewhere, "{}").unwrap();
+        let before = std::fs::metadata(&elsewhere).unwrap().modified().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        heartbeat.touch(&logger);
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_file());
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"{}");
+        assert_eq!(
+            std::fs::metadata(&elsewhere).unwrap().modified().unwrap(),
+            before
+        );
+        assert_eq!(record_at(&path).unwrap().pid, 1);
+    }
 }
