@@ -128,6 +128,34 @@ impl PidDir {
 
     /// Reads `<stream>.pid` in this directory, as [`read`] would.
     pub fn read(&self, stream: &str, pid_max: u64) -> PidFile {
+        self.read_stamped(stream, pid_max).0
+    }
+
+    /// The stamp of `<stream>.pid` in this directory when it is a regular
+    /// file (one `fstatat`, not following a symlink).
+    pub fn stamp(&self, stream: &str) -> Option<Stamp> {
+        use nix::fcntl::AtFlags;
+        use std::os::fd::AsRawFd;
+        let name = format!("{stream}.pid");
+        let st = nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            name.as_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()?;
+        let regular = st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG;
+        regular.then_some(Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            modified: (st.st_mtime, st.st_mtime_nsec),
+            changed: (st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+
+    /// Reads `<stream>.pid` as [`PidDir::read`] does, with the stamp of the
+    /// regular file read (`None` for anything else).
+    pub fn read_stamped(&self, stream: &str, pid_max: u64) -> (PidFile, Option<Stamp>) {
         use nix::fcntl::{openat, OFlag};
         use std::os::fd::{AsRawFd, FromRawFd};
         let name = format!("{stream}.pid");
@@ -144,16 +172,16 @@ impl PidDir {
             nix::sys::stat::Mode::empty(),
         ) {
             Ok(raw) => raw,
-            Err(nix::errno::Errno::ENOENT) => return PidFile::Missing,
-            Err(_) => return slow(),
+            Err(nix::errno::Errno::ENOENT) => return (PidFile::Missing, None),
+            Err(_) => return (slow(), None),
         };
         // SAFETY: `openat` just returned this descriptor and nothing else owns it.
         let mut file = unsafe { std::fs::File::from_raw_fd(raw) };
         let Ok(meta) = file.metadata() else {
-            return slow();
+            return (slow(), None);
         };
         if !meta.file_type().is_file() || meta.len() > MAX_PID_FILE_BYTES {
-            return slow();
+            return (slow(), None);
         }
         let mut buf = [0u8; MAX_PID_FILE_BYTES as usize + 1];
         let mut len = 0;
@@ -163,11 +191,11 @@ impl PidDir {
                 Ok(n) => {
                     len += n;
                     if len == buf.len() {
-                        return slow();
+                        return (slow(), None);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return slow(),
+                Err(_) => return (slow(), None),
             }
         }
         let fingerprint = Fingerprint {
@@ -175,7 +203,43 @@ impl PidDir {
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             inode: inode_of(&meta),
         };
-        judged(fingerprint, pid_max)
+        (judged(fingerprint, pid_max), Some(Stamp::of(&meta)))
+    }
+}
+
+/// One state of a regular file as `fstat` shows it: any write, truncation,
+/// replacement or rename changes it, since the change time cannot be set
+/// back (unlike the modification time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file had been left alone for a while when it was read
+    /// at `read_at`: file times come from a coarse clock, so a second write
+    /// just after a read could leave the same stamp; one after a quiet
+    /// spell cannot.
+    pub fn settled_before(&self, read_at: SystemTime) -> bool {
+        let (secs, nanos) = self.changed;
+        let changed = SystemTime::UNIX_EPOCH
+            + std::time::Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
+        changed + std::time::Duration::from_millis(100) < read_at
     }
 }
 

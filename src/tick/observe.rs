@@ -397,7 +397,7 @@ fn observe_streams(
         .map(|view| {
             let pid_file = match (&present, &pid_dir) {
                 (Some(names), _) if !names.contains(view.id.as_str()) => PidFile::Missing,
-                (Some(_), Some(dir)) => dir.read(view.id.as_str(), pid_max),
+                (Some(_), Some(dir)) => memory.pid_file(dir, &view.id, pid_max),
                 _ => pidfile::read(&layout.pid_file(&view.id), pid_max),
             };
             let facts = match &pid_file {
@@ -441,6 +441,7 @@ fn observe_streams(
             }
         })
         .collect();
+    memory.end_of_pid_files();
     observed.extend(
         component::declared(config, layout)
             .into_iter()

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use crate::layout::StreamId;
 use crate::logtail;
+use crate::process::pidfile::{PidDir, PidFile, Stamp};
 use crate::process::procinfo::{self, ProcFacts};
 use crate::store;
 use crate::supervise::streams::StreamView;
@@ -30,7 +31,14 @@ pub struct SnapshotMemory {
     /// Workers alive as of the tick's start, by PID: their start ticks (the
     /// daemon's pidfds that have not fired).
     alive: HashMap<i32, u64>,
-    /// The facts last read of each such worker.
+    /// The PID files read, by stream: what each said, its stamp, when it
+    /// was read and against which largest PID it was judged.
+    pid_files: HashMap<StreamId, KeptPidFile>,
+    /// The PID files of the tick under way.
+    pid_files_now: HashMap<StreamId, KeptPidFile>,
+    /// The facts last read of each live process the streams name (the
+    /// daemon's only): used only while pinned with the same start ticks, so
+    /// the first interval tick after a worker is watched reads nothing.
     facts: HashMap<i32, ProcFacts>,
 }
 
@@ -44,7 +52,8 @@ impl SnapshotMemory {
     }
 
     /// The workers the daemon watches by pidfd and knows alive now: PID and
-    /// start ticks. Facts of other processes are always read afresh.
+    /// start ticks. Facts of other processes are always read afresh, and
+    /// are forgotten here.
     pub fn pin_alive(&mut self, alive: HashMap<i32, u64>) {
         self.facts
             .retain(|pid, f| alive.get(pid) == Some(&f.start_ticks));
@@ -52,8 +61,8 @@ impl SnapshotMemory {
     }
 
     /// The facts of `pid`: kept ones while the daemon's pidfd vouches that
-    /// it is the same process and alive, else read now (and kept when the
-    /// daemon watches it).
+    /// it is the same process and alive, else read now (and kept by the
+    /// daemon, for when it watches that process).
     pub(super) fn facts(&mut self, pid: i32) -> Option<ProcFacts> {
         let pinned = self.alive.get(&pid).copied();
         if let (Some(start), Some(kept)) = (pinned, self.facts.get(&pid)) {
@@ -62,8 +71,8 @@ impl SnapshotMemory {
             }
         }
         let fresh = procinfo::inspect(pid);
-        match (&fresh, pinned) {
-            (Some(f), Some(start)) if f.start_ticks == start && !f.is_zombie() => {
+        match &fresh {
+            Some(f) if self.reads.keeps() && !f.is_zombie() => {
                 self.facts.insert(pid, f.clone());
             }
             _ => {
@@ -95,11 +104,57 @@ impl SnapshotMemory {
         said
     }
 
+    /// The PID file of stream `id` in `dir`: what the daemon read last
+    /// while the file keeps its stamp and had been left alone before that
+    /// read, else read now (one `fstatat` instead of open, read, close).
+    pub(super) fn pid_file(&mut self, dir: &PidDir, id: &StreamId, pid_max: u64) -> PidFile {
+        if !self.reads.keeps() {
+            return dir.read(id.as_str(), pid_max);
+        }
+        if let Some(kept) = self.pid_files.remove(id) {
+            let unchanged = kept.pid_max == pid_max
+                && kept.stamp.settled_before(kept.read_at)
+                && dir.stamp(id.as_str()) == Some(kept.stamp);
+            if unchanged {
+                let file = kept.file.clone();
+                self.pid_files_now.insert(id.clone(), kept);
+                return file;
+            }
+        }
+        let read_at = SystemTime::now();
+        let (file, stamp) = dir.read_stamped(id.as_str(), pid_max);
+        if let Some(stamp) = stamp {
+            let kept = KeptPidFile {
+                stamp,
+                read_at,
+                pid_max,
+                file: file.clone(),
+            };
+            self.pid_files_now.insert(id.clone(), kept);
+        }
+        file
+    }
+
+    /// The end of a tick's look at the PID files: only those read in it
+    /// are remembered.
+    pub(super) fn end_of_pid_files(&mut self) {
+        self.pid_files = std::mem::take(&mut self.pid_files_now);
+    }
+
     /// The end of a tick's look at the logs: only the streams dead now are
     /// remembered.
     pub(super) fn end_of_dead_logs(&mut self) {
         self.dead_logs = std::mem::take(&mut self.dead_now);
     }
+}
+
+/// A PID file as the daemon read it.
+#[derive(Debug)]
+struct KeptPidFile {
+    stamp: Stamp,
+    read_at: SystemTime,
+    pid_max: u64,
+    file: PidFile,
 }
 
 /// A log's size and modification time: a log that kept both was not written.
@@ -134,7 +189,8 @@ mod tests {
     use super::*;
 
     /// Kept facts stand only for a worker pinned alive with the same start
-    /// ticks; anything else is read afresh.
+    /// ticks; anything else is read afresh. What the daemon read before it
+    /// pinned a worker serves once the worker is pinned.
     #[test]
     fn facts_are_kept_only_while_the_worker_is_pinned_alive() {
         let mut child = std::process::Command::new("sleep")
@@ -145,19 +201,29 @@ mod tests {
         let start = procinfo::inspect(pid).unwrap().start_ticks;
         let mut memory = SnapshotMemory::keeping();
 
-        // Not pinned: read, not kept.
-        assert!(memory.facts(pid).is_some());
-        assert!(memory.facts.is_empty());
+        // A one-shot keeps nothing.
+        let mut once = SnapshotMemory::default();
+        assert!(once.facts(pid).is_some());
+        assert!(once.facts.is_empty());
 
-        // Pinned with another start: read, not kept.
-        memory.pin_alive(HashMap::from([(pid, start + 1)]));
-        assert!(memory.facts(pid).is_some());
-        assert!(memory.facts.is_empty());
-
-        // Pinned: read once, then kept.
-        memory.pin_alive(HashMap::from([(pid, start)]));
-        assert_eq!(memory.facts(pid).unwrap().start_ticks, start);
+        // Not pinned: read, and kept for a pin to come, never used unpinned.
+        let mut seen = memory.facts(pid).unwrap();
         assert_eq!(memory.facts[&pid].start_ticks, start);
+        seen.ppid = -7;
+        memory.facts.insert(pid, seen.clone());
+        assert_ne!(memory.facts(pid).unwrap().ppid, -7, "read afresh");
+
+        // Pinned with another start: dropped at the pin, read afresh.
+        memory.facts.insert(pid, seen.clone());
+        memory.pin_alive(HashMap::from([(pid, start + 1)]));
+        assert!(memory.facts.is_empty());
+        assert_ne!(memory.facts(pid).unwrap().ppid, -7);
+
+        // Pinned with its start: what was read before the pin serves.
+        memory.facts.insert(pid, seen.clone());
+        memory.pin_alive(HashMap::from([(pid, start)]));
+        assert_eq!(memory.facts(pid).unwrap().ppid, -7, "the kept facts");
+        memory.facts.insert(pid, procinfo::inspect(pid).unwrap());
 
         // It dies (a zombie: our unreaped child). While the daemon still
         // pins it the kept facts stand (its pidfd has not been seen firing);
@@ -174,6 +240,73 @@ mod tests {
         assert!(memory.facts.is_empty());
         assert!(memory.facts(pid).unwrap().is_zombie());
         child.wait().unwrap();
+    }
+
+    /// A PID file the daemon read is not read again while its stamp stays
+    /// and it had been left alone before that read; a write, a replacement
+    /// or a read too close to the last change reads it again. A one-shot
+    /// reads every time.
+    #[test]
+    fn a_pid_file_is_read_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = PidDir::open(dir.path()).unwrap();
+        let id = StreamId::parse("api").unwrap();
+        let path = dir.path().join("api.pid");
+        std::fs::write(&path, "4242\n").unwrap();
+        let pid_of = |f: &PidFile| match f {
+            PidFile::Pid { pid, .. } => *pid,
+            other => panic!("{other:?}"),
+        };
+        let mut daemon = SnapshotMemory::keeping();
+        let look = |memory: &mut SnapshotMemory| {
+            let file = memory.pid_file(&pids, &id, 4_194_304);
+            memory.end_of_pid_files();
+            pid_of(&file)
+        };
+        assert_eq!(look(&mut daemon), 4242);
+        // Plant another reading under the file's real stamp, read long
+        // after the file's last change: it is what the next look says.
+        let plant = |memory: &mut SnapshotMemory, pid: &str, read_at: SystemTime| {
+            let (file, stamp) = pids.read_stamped("api", 4_194_304);
+            let PidFile::Pid { fingerprint, .. } = file else {
+                panic!()
+            };
+            let file = PidFile::Pid {
+                pid: pid.parse().unwrap(),
+                fingerprint,
+            };
+            let kept = KeptPidFile {
+                stamp: stamp.unwrap(),
+                read_at,
+                pid_max: 4_194_304,
+                file,
+            };
+            memory.pid_files.insert(id.clone(), kept);
+        };
+        let later = SystemTime::now() + std::time::Duration::from_secs(1);
+        plant(&mut daemon, "777", later);
+        assert_eq!(look(&mut daemon), 777, "kept while unchanged");
+        assert_eq!(look(&mut daemon), 777, "and again");
+        // Rewritten (same size): read again.
+        std::fs::write(&path, "4343\n").unwrap();
+        assert_eq!(look(&mut daemon), 4343);
+        // Replaced by another file: read again.
+        plant(&mut daemon, "777", later);
+        std::fs::write(dir.path().join("new"), "4444\n").unwrap();
+        std::fs::rename(dir.path().join("new"), &path).unwrap();
+        assert_eq!(look(&mut daemon), 4444);
+        // Read right after its change: not trusted to be settled.
+        plant(&mut daemon, "777", SystemTime::now());
+        assert_eq!(look(&mut daemon), 4444);
+        // Judged against another largest PID: judged again.
+        plant(&mut daemon, "777", later);
+        let file = daemon.pid_file(&pids, &id, 4000);
+        assert!(matches!(file, PidFile::Invalid { .. }), "{file:?}");
+        // A one-shot keeps nothing.
+        let mut once = SnapshotMemory::default();
+        plant(&mut once, "777", later);
+        assert_eq!(look(&mut once), 4444);
+        assert!(once.pid_files.is_empty(), "a one-shot keeps no reading");
     }
 
     /// A dead worker's log is read again as soon as it changes size or
