@@ -734,7 +734,12 @@ fn the_tc_worker_launcher_runs_the_next_ready_task() {
         environ(pid).contains(&format!("MONITOR_WORKERS_STREAM={sid}")),
         "a tc worker the monitor starts carries its tag"
     );
-    assert!(wait_for(|| args_file.is_file(), WAIT));
+    // The fake writes its arguments line by line: read them once whole.
+    let written = || fs::read_to_string(&args_file).is_ok_and(|s| s.ends_with("--\n"));
+    assert!(
+        wait_for(written, WAIT),
+        "the tc worker never wrote its arguments"
+    );
     let work_dir = t.p.proj.join(".worktrees").join(&sid);
     assert_eq!(
         fs::read_to_string(&args_file).unwrap(),
