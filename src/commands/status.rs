@@ -172,7 +172,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
             )));
         }
     }
-    let observations: Vec<_> = snapshot.streams.iter().map(observation).collect();
+    let observations = snapshot.streams.iter().map(observation);
     let now = now_ms();
     // Judge a copy: status never writes.
     let settings = PlanSettings {
@@ -181,7 +181,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
     };
     plan::plan_tick(
         &mut state,
-        &observations,
+        observations,
         &settings,
         now,
         &mut plan::Changes::default(),

@@ -151,17 +151,40 @@ pub fn apply_event(
     Ok(())
 }
 
+/// What the restart half of a tick needs of a stream left failing by its
+/// observation (the observations themselves are not kept: one pass).
+struct Failing {
+    id: StreamId,
+    policy: Option<PolicyOverride>,
+    completed_tasks: u32,
+    exit_code: Option<i32>,
+}
+
 /// Advances `state` by one tick of observations and plans restarts; the
-/// state changes go to `changes`.
-pub fn plan_tick(
+/// state changes go to `changes`. The observations are taken in one pass,
+/// so a caller can make each as it goes instead of holding them all.
+pub fn plan_tick<I>(
     state: &mut State,
-    observed: &[Observation],
+    observed: I,
     settings: &PlanSettings,
     now_ms: u64,
     changes: &mut Changes,
-) -> Plan {
+) -> Plan
+where
+    I: IntoIterator,
+    I::Item: std::borrow::Borrow<Observation>,
+{
     let mut plan = Plan::default();
+    let window = settings.breaker.window.as_millis() as u64;
+    // Failures that already opened the breaker do not open it again: only
+    // those since it last closed count.
+    let since = state.breaker_until_ms.unwrap_or(0);
+    let mut failed_ids: Vec<String> = Vec::new();
+    let mut seen = 0usize;
+    let mut failing: Vec<Failing> = Vec::new();
     for obs in observed {
+        let obs = std::borrow::Borrow::<Observation>::borrow(&obs);
+        seen += 1;
         // A stream seen for the first time is classified, not transitioned:
         // its first state is not news for the log.
         let first_sight = !state.streams.contains_key(obs.id.as_str());
@@ -231,44 +254,42 @@ pub fn plan_tick(
             st.probes = probes.clone();
         }
         st.not_ready = obs.not_ready.clone();
+        if st
+            .last_failure_ms
+            .is_some_and(|t| t + window > now_ms && t >= since)
+        {
+            failed_ids.push(obs.id.to_string());
+        }
+        if matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
+            failing.push(Failing {
+                id: obs.id.clone(),
+                policy: obs.policy,
+                completed_tasks: obs.completed_tasks,
+                exit_code: obs.exit_code,
+            });
+        }
     }
 
-    let window = settings.breaker.window.as_millis() as u64;
-    // Failures that already opened the breaker do not open it again: only
-    // those since it last closed count.
-    let since = state.breaker_until_ms.unwrap_or(0);
-    let failed_ids: Vec<String> = observed
-        .iter()
-        .filter(|o| {
-            state.streams[o.id.as_str()]
-                .last_failure_ms
-                .is_some_and(|t| t + window > now_ms && t >= since)
-        })
-        .map(|o| o.id.to_string())
-        .collect();
     let failed = failed_ids.len();
     let breaker_active = state.breaker_until_ms.is_some_and(|u| u > now_ms);
     if settings.auto_restart
         && !breaker_active
-        && policy::breaker_trips(failed, observed.len(), &settings.breaker)
+        && policy::breaker_trips(failed, seen, &settings.breaker)
     {
         let until = now_ms + settings.breaker.cooldown.as_millis() as u64;
         state.breaker_until_ms = Some(until);
         state.breaker_streams = failed_ids;
-        plan.breaker_opened = Some((failed, observed.len(), until));
+        plan.breaker_opened = Some((failed, seen, until));
     }
 
     if !settings.auto_restart {
         return plan;
     }
-    for obs in observed {
+    for obs in &failing {
         let st = state
             .streams
             .get_mut(obs.id.as_str())
             .expect("entry made above");
-        if !matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
-            continue;
-        }
         let policy = policy::effective(obs.policy, &settings.policy);
         match policy::decide_restart(
             st,
