@@ -5,9 +5,9 @@
 //! through the `docker` CLI. Lifecycle, policy and probes never look at the
 //! kind: each kind only says how it is observed, started and stopped, here.
 
+use crate::process::detach::Child;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 
 use crate::config::{ComponentType, ConfigFile};
 use crate::layout::{Layout, StreamId};

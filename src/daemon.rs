@@ -12,10 +12,10 @@
 //! interval instead (said once). Only one daemon runs per project:
 //! `state/daemon.lock` is held for its whole life and names its PID.
 
+use crate::process::detach::Child;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,9 +2,6 @@
 //! the library decided. Everything else lives in the library.
 
 fn main() -> std::process::ExitCode {
-    // Started only to detach and run a worker (or other program) for a
-    // monitor: that never returns.
-    monitor_workers::process::detach::serve_if_asked();
     // Before any thread exists: a worker that runs the monitor must not make
     // the monitor look like that worker, and children get the descriptor
     // limit the monitor was given.

@@ -215,7 +215,7 @@ pub fn restart_in(
     cli: &Cli,
     raw: &str,
     grace: Duration,
-) -> Result<Option<std::process::Child>, Failure> {
+) -> Result<Option<crate::process::detach::Child>, Failure> {
     let id = ctx.known_stream(cli, raw)?;
     let snapshot = ctx.snapshot(cli)?;
     let recorder = ctx.recorder();

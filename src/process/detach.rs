@@ -5,33 +5,29 @@
 //! of the caller's other descriptors, and the descriptor limit the monitor
 //! started with.
 //!
-//! A program named by a path is started through this binary itself: the
-//! monitor `posix_spawn`s `/proc/self/exe` with [`DETACH_ARG`], and that
-//! fresh, small process detaches and `exec`s the program (same PID, so the
-//! caller's `Child` is the program's). A `fork` of the daemon would copy
-//! the page tables of a process with hundreds of restart threads and make
-//! every one of them fault on its next write; 200 restarts at once spent a
-//! third of their CPU there. Anything else (a name looked up on PATH, a
-//! binary whose `main` does not serve [`DETACH_ARG`], such as the test
-//! harness) is forked with the same steps between fork and exec, so its
-//! errors read as they always did.
+//! A program named by a path is started by `clone(CLONE_VM | CLONE_VFORK)`,
+//! as `posix_spawn` does: the child borrows the monitor's memory until it
+//! execs, so nothing is copied. A `fork` of the daemon copied the page
+//! tables of a process with hundreds of restart threads and made every one
+//! of them fault on its next write: 200 restarts at once spent a third of
+//! their CPU there. Between clone and exec the child only makes system
+//! calls on memory prepared beforehand (no allocation, no lock), with every
+//! signal blocked until it has reset the monitor's handlers. Anything else
+//! (a name looked up on PATH) is forked by `std` with the same steps between
+//! fork and exec, so its errors read as they always did.
 
-use std::ffi::{OsStr, OsString};
-use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
+use nix::libc;
+
 use super::safe_file;
-
-/// The first argument that makes this binary detach and run the program
-/// named after it, instead of monitoring.
-pub const DETACH_ARG: &str = "--monitor-workers-detach";
-
-/// Set by a `main` that serves [`DETACH_ARG`] (through [`serve_if_asked`]).
-static SERVED: AtomicBool = AtomicBool::new(false);
 
 /// The soft and hard RLIMIT_NOFILE this process started with.
 static ORIGINAL_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
@@ -40,8 +36,10 @@ static ORIGINAL_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
 /// and working directory as to any `Command`, then [`Detached::spawn`].
 pub struct Detached {
     command: Command,
-    /// Started through this binary: an exec failure comes back on stdin.
-    via_self: bool,
+    /// Where stdout and stderr go (`None`: /dev/null), for the vfork.
+    output: Option<std::fs::File>,
+    /// Started by vfork here rather than forked by `std`.
+    vfork: bool,
 }
 
 impl std::ops::Deref for Detached {
@@ -61,84 +59,29 @@ impl std::ops::DerefMut for Detached {
 /// (or discarded).
 pub fn detached(program: impl AsRef<OsStr>, output: Option<&Path>) -> std::io::Result<Detached> {
     let program = program.as_ref();
-    let (out, err) = match output {
+    let file = match output {
         Some(path) => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             // Never through a symlink, never blocking on a FIFO.
-            let file = safe_file::open_append(path).map_err(|e| e.into_io())?;
-            (Stdio::from(file.try_clone()?), Stdio::from(file))
+            Some(safe_file::open_append(path).map_err(|e| e.into_io())?)
         }
+        None => None,
+    };
+    let mut command = Command::new(program);
+    let vfork = by_vfork(program);
+    if vfork {
+        return Ok(Detached {
+            command,
+            output: file,
+            vfork,
+        });
+    }
+    let (out, err) = match file {
+        Some(file) => (Stdio::from(file.try_clone()?), Stdio::from(file)),
         None => (Stdio::null(), Stdio::null()),
     };
-    let (mut command, via_self) = match through_self(program) {
-        Some(command) => (command, true),
-        None => (forked(program), false),
-    };
-    command.stdin(Stdio::null()).stdout(out).stderr(err);
-    Ok(Detached { command, via_self })
-}
-
-impl Detached {
-    /// Starts it. Through this binary, the child reports on its stdin (a
-    /// pipe, close-on-exec past the detaching step) why it could not exec
-    /// the program, so a failure is this call's error as with a fork.
-    pub fn spawn(&mut self) -> std::io::Result<Child> {
-        if !self.via_self {
-            return self.command.spawn();
-        }
-        let (report, reporter) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        self.command.stdin(Stdio::from(reporter));
-        let spawned = self.command.spawn();
-        // Our copy of the write end goes, or the read below never ends.
-        self.command.stdin(Stdio::null());
-        let mut child = spawned?;
-        let mut errno = [0u8; 4];
-        let mut got = 0;
-        let mut report = std::fs::File::from(report);
-        while got < errno.len() {
-            match report.read(&mut errno[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        if got < errno.len() {
-            return Ok(child);
-        }
-        let _ = child.wait();
-        Err(std::io::Error::from_raw_os_error(i32::from_le_bytes(errno)))
-    }
-}
-
-/// `/proc/self/exe DETACH_ARG LIMIT PROGRAM`, when this binary serves it
-/// and `program` is a path to a file that can be run.
-fn through_self(program: &OsStr) -> Option<Command> {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    if !cfg!(target_os = "linux") || !SERVED.load(Ordering::Relaxed) {
-        return None;
-    }
-    if !program.as_bytes().contains(&b'/') {
-        return None;
-    }
-    let meta = std::fs::metadata(program).ok()?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return None;
-    }
-    let mut command = Command::new("/proc/self/exe");
-    command
-        .arg(DETACH_ARG)
-        .arg(limit_to_restore().map_or("-".to_string(), |soft| soft.to_string()))
-        .arg(program);
-    Some(command)
-}
-
-/// `program` forked, detached between fork and exec.
-fn forked(program: &OsStr) -> Command {
-    let mut command = Command::new(program);
     // SAFETY: setsid, close_range/fcntl and get/setrlimit are
     // async-signal-safe; nothing else runs between fork and exec.
     unsafe {
@@ -148,76 +91,370 @@ fn forked(program: &OsStr) -> Command {
             restore_descriptor_limit()
         });
     }
-    command
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
+    Ok(Detached {
+        command,
+        output: None,
+        vfork,
+    })
 }
 
-/// The detaching half, in the child: when this process was started with
-/// [`DETACH_ARG`], it leaves the monitor's session, marks inherited
-/// descriptors close-on-exec, lowers the descriptor limit to the one given,
-/// takes /dev/null as stdin and becomes the program. It never returns then:
-/// on failure it writes the errno to the pipe it was given as stdin and
-/// exits 127 when the program is missing, else 126, as a shell would.
-/// Otherwise it notes that this binary serves the argument. The first call
-/// of `main`, before anything reads the environment: the spawn tag it
-/// carries is the worker's.
-pub fn serve_if_asked() {
-    let mut args = std::env::args_os();
-    let _exe = args.next();
-    if args.next().as_deref() != Some(OsStr::new(DETACH_ARG)) {
-        SERVED.store(true, Ordering::Relaxed);
-        return;
-    }
-    let limit: Option<u64> = args.next().and_then(|l| l.to_str()?.parse().ok());
-    let mut report = 0;
-    let error = match args.next() {
-        Some(program) => become_detached(&program, args, limit, &mut report),
-        None => std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    };
-    let errno = error.raw_os_error().unwrap_or(nix::libc::EINVAL);
-    // SAFETY: a write of four bytes from a local buffer to the reporting pipe.
-    unsafe {
-        nix::libc::write(report, errno.to_le_bytes().as_ptr().cast(), 4);
-    }
-    std::process::exit(if errno == nix::libc::ENOENT { 127 } else { 126 });
+/// Whether `program` is started by vfork: on Linux, a path to a file that
+/// can be run (so the errors a spawn reports are the same either way).
+fn by_vfork(program: &OsStr) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    cfg!(target_os = "linux")
+        && program.as_bytes().contains(&b'/')
+        && std::fs::metadata(program)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Detaches this process and execs `program`; returns only on failure,
-/// with `report` the descriptor of the reporting pipe then.
-fn become_detached(
-    program: &OsStr,
-    args: impl Iterator<Item = OsString>,
-    limit: Option<u64>,
-    report: &mut i32,
-) -> std::io::Error {
-    use nix::libc;
-    let prepared = (|| -> std::io::Result<()> {
-        // The reporting pipe moves to fd 3, close-on-exec: the program's
-        // exec closes it, which tells the monitor the exec happened.
-        // SAFETY: descriptor calls on this process's own descriptors.
+impl Detached {
+    /// Starts it.
+    pub fn spawn(&mut self) -> std::io::Result<Child> {
+        if !self.vfork {
+            return self.command.spawn().map(Child::from);
+        }
+        spawn_vforked(&self.command, self.output.as_ref()).map(|pid| Child {
+            inner: Inner::Vforked { pid, status: None },
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn spawn_vforked(command: &Command, output: Option<&std::fs::File>) -> std::io::Result<i32> {
+    Prepared::of(command, output)?.spawn()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spawn_vforked(_: &Command, _: Option<&std::fs::File>) -> std::io::Result<i32> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// A detached child: forked by `std`, or started by vfork here.
+#[derive(Debug)]
+pub struct Child {
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Std(std::process::Child),
+    Vforked {
+        pid: i32,
+        status: Option<ExitStatus>,
+    },
+}
+
+impl From<std::process::Child> for Child {
+    fn from(child: std::process::Child) -> Child {
+        Child {
+            inner: Inner::Std(child),
+        }
+    }
+}
+
+impl Child {
+    /// Its PID.
+    pub fn id(&self) -> u32 {
+        match &self.inner {
+            Inner::Std(child) => child.id(),
+            Inner::Vforked { pid, .. } => *pid as u32,
+        }
+    }
+
+    /// Its exit status if it has ended (reaped then), without waiting.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    /// Waits for it to end and reaps it.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.reap(0)? {
+                return Ok(status);
+            }
+        }
+    }
+
+    /// Sends it SIGKILL (nothing once it has been reaped: its PID may be
+    /// another process's by then).
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        match &mut self.inner {
+            Inner::Std(child) => child.kill(),
+            Inner::Vforked {
+                status: Some(_), ..
+            } => Ok(()),
+            Inner::Vforked { pid, .. } => {
+                // SAFETY: a signal to our own unreaped child.
+                if unsafe { libc::kill(*pid, libc::SIGKILL) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self, flags: libc::c_int) -> std::io::Result<Option<ExitStatus>> {
+        match &mut self.inner {
+            Inner::Std(child) if flags == 0 => child.wait().map(Some),
+            Inner::Std(child) => child.try_wait(),
+            Inner::Vforked {
+                status: Some(status),
+                ..
+            } => Ok(Some(*status)),
+            Inner::Vforked { pid, status } => {
+                let mut raw = 0;
+                // SAFETY: waitpid on our own child, with a local out-parameter.
+                match unsafe { libc::waitpid(*pid, &mut raw, flags) } {
+                    0 => Ok(None),
+                    n if n == *pid => {
+                        let done = ExitStatus::from_raw(raw);
+                        *status = Some(done);
+                        Ok(Some(done))
+                    }
+                    _ => {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() == std::io::ErrorKind::Interrupted {
+                            Ok(None)
+                        } else {
+                            Err(e)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+/// Everything the vforked child needs, made before the clone: it may not
+/// allocate.
+struct Prepared {
+    program: CString,
+    argv: Vec<CString>,
+    /// `/bin/sh PROGRAM ARGS...`, for a script without a `#!` line (as
+    /// `execvp` runs it).
+    sh_argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: Option<CString>,
+    stdin: std::fs::File,
+    output: std::fs::File,
+    /// The soft descriptor limit to give back (`u64::MAX`: none).
+    limit: u64,
+}
+
+#[cfg(target_os = "linux")]
+/// What the child reads: raw pointers into [`Prepared`], and where it
+/// leaves the errno of a failure.
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    sh_argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdin: libc::c_int,
+    output: libc::c_int,
+    limit: u64,
+    failed: AtomicI32,
+}
+
+#[cfg(target_os = "linux")]
+fn c_string(text: &OsStr) -> std::io::Result<CString> {
+    CString::new(text.as_bytes()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "an argument or variable holds a NUL byte",
+        )
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+impl Prepared {
+    fn of(command: &Command, output: Option<&std::fs::File>) -> std::io::Result<Prepared> {
+        let program = c_string(command.get_program())?;
+        let mut argv = vec![program.clone()];
+        for arg in command.get_args() {
+            argv.push(c_string(arg)?);
+        }
+        let sh_argv = std::iter::once(c"/bin/sh".to_owned())
+            .chain(argv.iter().cloned())
+            .collect();
+        let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => env.insert(key.to_os_string(), value.to_os_string()),
+                None => env.remove(key),
+            };
+        }
+        let envp = env
+            .iter()
+            .map(|(k, v)| {
+                let mut pair = k.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(v.as_bytes());
+                c_string(OsStr::from_bytes(&pair))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let cwd = command
+            .get_current_dir()
+            .map(|d| c_string(d.as_os_str()))
+            .transpose()?;
+        let null = || {
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+        };
+        let output = match output {
+            Some(file) => file.try_clone()?,
+            None => null()?,
+        };
+        Ok(Prepared {
+            program,
+            argv,
+            sh_argv,
+            envp,
+            cwd,
+            stdin: null()?,
+            output,
+            limit: limit_to_restore().unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Clones the child and waits until it has exec'd or failed to.
+    fn spawn(&self) -> std::io::Result<i32> {
+        const STACK: usize = 128 * 1024;
+        let argv = null_terminated(&self.argv);
+        let sh_argv = null_terminated(&self.sh_argv);
+        let envp = null_terminated(&self.envp);
+        // SAFETY: plain-data structures, filled in before use.
+        let (mut all, mut mask): (libc::sigset_t, libc::sigset_t) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: signal mask calls on this thread, with local sets.
         unsafe {
-            if libc::dup2(0, 3) != 3 {
-                return Err(std::io::Error::last_os_error());
-            }
-            *report = 3;
-            if libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let null = std::fs::File::open("/dev/null")?;
-            if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) != 0 {
-                return Err(std::io::Error::last_os_error());
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut mask);
+        }
+        let args = ChildArgs {
+            program: self.program.as_ptr(),
+            argv: argv.as_ptr(),
+            sh_argv: sh_argv.as_ptr(),
+            envp: envp.as_ptr(),
+            cwd: self.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            stdin: self.stdin.as_raw_fd(),
+            output: self.output.as_raw_fd(),
+            limit: self.limit,
+            failed: AtomicI32::new(0),
+        };
+        let mut stack = vec![0u8; STACK];
+        // The stack grows down from its 16-byte aligned top.
+        let top = (stack.as_mut_ptr() as usize + STACK) & !15;
+        // SAFETY: CLONE_VFORK suspends this thread until the child has
+        // exec'd or exited, so `args`, the strings and the stack outlive
+        // its use of them; the child runs only `vforked_child`.
+        let pid = unsafe {
+            libc::clone(
+                vforked_child,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &args as *const ChildArgs as *mut libc::c_void,
+            )
+        };
+        let cloned = std::io::Error::last_os_error();
+        // SAFETY: the mask saved above, back on this thread.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+        }
+        drop(stack);
+        if pid < 0 {
+            return Err(cloned);
+        }
+        match args.failed.load(Ordering::SeqCst) {
+            0 => Ok(pid),
+            errno => {
+                let mut raw = 0;
+                // SAFETY: reaping the child that just failed to exec.
+                unsafe { libc::waitpid(pid, &mut raw, 0) };
+                Err(std::io::Error::from_raw_os_error(errno))
             }
         }
-        nix::unistd::setsid()?;
-        cloexec_inherited_fds()?;
-        match limit {
-            Some(soft) => lower_descriptor_limit(soft),
-            None => Ok(()),
-        }
-    })();
-    if let Err(e) = prepared {
-        return e;
     }
-    Command::new(program).args(args).exec()
+}
+
+#[cfg(target_os = "linux")]
+/// The child between clone and exec: system calls only, on memory the
+/// parent prepared; on failure it leaves the errno for the parent and
+/// exits 127.
+extern "C" fn vforked_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildArgs`, alive while the parent is
+    // suspended by CLONE_VFORK; every call below is async-signal-safe.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        let fail = |a: &ChildArgs| -> ! {
+            a.failed.store(*libc::__errno_location(), Ordering::SeqCst);
+            libc::_exit(127)
+        };
+        // The monitor's handlers live in memory this child borrows: every
+        // caught signal goes back to its default before any is let in, and
+        // SIGPIPE too (Rust ignores it; a program expects its default), as
+        // `std` does for the programs it starts.
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut now) == 0
+                && now.sa_sigaction != libc::SIG_DFL
+                && (now.sa_sigaction != libc::SIG_IGN || signal == libc::SIGPIPE)
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        if libc::setsid() < 0 {
+            fail(a);
+        }
+        if libc::dup2(a.stdin, 0) < 0 || libc::dup2(a.output, 1) < 0 || libc::dup2(a.output, 2) < 0
+        {
+            fail(a);
+        }
+        if !a.cwd.is_null() && libc::chdir(a.cwd) < 0 {
+            fail(a);
+        }
+        if cloexec_inherited_fds().is_err() {
+            fail(a);
+        }
+        if a.limit != u64::MAX {
+            let mut now: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) == 0
+                && now.rlim_cur != a.limit
+                && a.limit <= now.rlim_max
+            {
+                now.rlim_cur = a.limit;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &now) < 0 {
+                    fail(a);
+                }
+            }
+        }
+        // An empty mask, whatever the monitor's thread had blocked.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(a.program, a.argv, a.envp);
+        if *libc::__errno_location() == libc::ENOEXEC {
+            libc::execve(c"/bin/sh".as_ptr(), a.sh_argv, a.envp);
+        }
+        fail(a)
+    }
 }
 
 /// Remembers the descriptor limit the monitor started with, before anything
@@ -289,4 +526,100 @@ pub fn cloexec_inherited_fds() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Runs `program ARGS` detached by vfork, output to a file; its output.
+    fn run(dir: &Path, program: &str, args: &[&str], setup: impl Fn(&mut Detached)) -> String {
+        let out = dir.join("out");
+        let _ = std::fs::remove_file(&out);
+        let mut command = detached(program, Some(&out)).unwrap();
+        assert!(command.vfork, "{program} is started by vfork");
+        command.args(args);
+        setup(&mut command);
+        let status = command.spawn().unwrap().wait().unwrap();
+        assert!(status.success(), "{program} {args:?}: {status}");
+        std::fs::read_to_string(&out).unwrap()
+    }
+
+    /// A vforked child starts as a forked one did: a session of its own,
+    /// no signal blocked (whatever the spawning thread blocks), SIGPIPE at
+    /// its default, the environment and directory the command was given,
+    /// the descriptor limit unchanged unless the monitor raised its own.
+    #[test]
+    fn a_vforked_child_starts_detached_and_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: mask calls on this test's thread with local sets.
+        let old = unsafe {
+            let (mut usr1, mut old): (libc::sigset_t, libc::sigset_t) =
+                (std::mem::zeroed(), std::mem::zeroed());
+            libc::sigemptyset(&mut usr1);
+            libc::sigaddset(&mut usr1, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, &mut old);
+            old
+        };
+        let status = run(dir.path(), "/bin/cat", &["/proc/self/status"], |_| {});
+        let stat = run(dir.path(), "/bin/cat", &["/proc/self/stat"], |_| {});
+        // SAFETY: the mask saved above, back on this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        let field = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+        };
+        assert_eq!(field("SigBlk:"), 0, "{status}");
+        assert_eq!(field("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{status}");
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let pid: &str = stat.split_whitespace().next().unwrap();
+        assert_eq!(fields[3], pid, "session: {stat}");
+        assert_eq!(fields[2], pid, "process group: {stat}");
+
+        let env = run(dir.path(), "/usr/bin/env", &[], |c| {
+            c.env("DETACH_PROBE", "given").env_remove("HOME");
+        });
+        assert!(env.lines().any(|l| l == "DETACH_PROBE=given"), "{env}");
+        assert!(!env.lines().any(|l| l.starts_with("HOME=")), "{env}");
+        assert!(
+            env.lines().any(|l| l.starts_with("PATH=")),
+            "inherited: {env}"
+        );
+
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let cwd = run(dir.path(), "/bin/pwd", &["-P"], |c| {
+            c.current_dir(&sub);
+        });
+        assert_eq!(cwd.trim(), sub.canonicalize().unwrap().to_str().unwrap());
+    }
+
+    /// A script without a `#!` line runs through /bin/sh (as `execvp` runs
+    /// it); a missing interpreter is the spawn's error, and the failed child
+    /// is reaped.
+    #[test]
+    fn a_vforked_script_runs_and_a_missing_interpreter_is_the_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("plain");
+        std::fs::write(&script, "echo ran with \"$1\"\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let said = run(dir.path(), script.to_str().unwrap(), &["it"], |_| {});
+        assert_eq!(said, "ran with it\n");
+
+        let broken = dir.path().join("broken");
+        std::fs::write(&broken, "#!/nonexistent/interpreter\n").unwrap();
+        std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut command = detached(&broken, None).unwrap();
+        let error = command.spawn().unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+    }
+
+    /// A name looked up on PATH is forked by std, as before.
+    #[test]
+    fn a_program_found_on_path_is_forked_by_std() {
+        let command = detached("true", None).unwrap();
+        assert!(!command.vfork);
+    }
 }

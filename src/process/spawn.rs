@@ -8,7 +8,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
+
+use crate::process::detach::Child;
 use std::time::{Duration, Instant};
 
 use super::identity::{judge, Liveness};

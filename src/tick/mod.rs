@@ -11,9 +11,9 @@ pub mod operator;
 pub mod record;
 pub mod recover;
 
+use crate::process::detach::Child;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;

@@ -5,8 +5,8 @@
 //! handlers run the CLI's own report and verbs (`status::collect`,
 //! `control::*_in`, `tick::operator`) on the blocking pool.
 
+use crate::process::detach::Child;
 use std::convert::Infallible;
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,8 @@
 //! job files and /proc only (no `claude agents` run), so a session another
 //! monitor just dispatched is never twinned.
 
+use crate::process::detach::Child;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::Duration;
 
 use crate::layout::{Layout, StreamId};

@@ -19,7 +19,9 @@
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
+
+use crate::process::detach::Child;
 use std::time::{Duration, Instant};
 
 use super::claude_session::parse_job;

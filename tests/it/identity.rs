@@ -609,12 +609,11 @@ fn pipes_of(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A worker the monitor starts (through its own binary, without a fork of
-/// the monitor) is detached exactly as before: it leads a session of its
-/// own, runs the wrapper itself (same PID, nothing of the launcher left in
-/// its command line), and holds neither a descriptor the monitor inherited
-/// from whatever started it (here a pipe, as cron's) nor the pipe the
-/// launcher reported on.
+/// A worker the monitor starts (by vfork, without a copy of the monitor)
+/// is detached exactly as a fork left it: it leads a session of its own,
+/// runs the wrapper (its command line is the wrapper's), has SIGPIPE at
+/// its default, and holds no descriptor the
+/// monitor inherited from whatever started it (here a pipe, as cron's).
 #[test]
 fn a_restarted_worker_is_detached_and_inherits_no_descriptor() {
     let p = TestProject::new();
@@ -653,7 +652,17 @@ fn a_restarted_worker_is_detached_and_inherits_no_descriptor() {
     let cmdline = fs::read(format!("/proc/{worker}/cmdline")).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline);
     assert!(cmdline.contains("worker-wrapper.sh"), "{cmdline}");
-    assert!(!cmdline.contains("--monitor-workers-detach"), "{cmdline}");
+    // SIGPIPE at its default, as std leaves it (the monitor ignores it).
+    let status = fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let field = |name: &str| {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+    };
+    assert_eq!(
+        field("SigIgn:") & (1 << (13 - 1)),
+        0,
+        "SIGPIPE ignored in the worker"
+    );
     let pipes = pipes_of(worker);
     assert!(
         !pipes.contains(&inherited),

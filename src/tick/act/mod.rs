@@ -16,8 +16,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod tests_support;
 
+use crate::process::detach::Child;
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::Duration;
 
 use crate::clock::now_ms;
