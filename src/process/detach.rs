@@ -32,8 +32,9 @@ use super::safe_file;
 /// The soft and hard RLIMIT_NOFILE this process started with.
 static ORIGINAL_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
 
-/// A command that runs `program` detached: add its arguments, environment
-/// and working directory as to any `Command`, then [`Detached::spawn`].
+/// A command that runs `program` detached: give it its arguments,
+/// environment and working directory, then [`Detached::spawn`]. Only these
+/// are offered (not the whole `Command`): the vfork honours exactly them.
 pub struct Detached {
     command: Command,
     /// Where stdout and stderr go (`None`: /dev/null), for the vfork.
@@ -42,16 +43,38 @@ pub struct Detached {
     vfork: bool,
 }
 
-impl std::ops::Deref for Detached {
-    type Target = Command;
-    fn deref(&self) -> &Command {
-        &self.command
+impl Detached {
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Detached {
+        self.command.arg(arg);
+        self
     }
-}
 
-impl std::ops::DerefMut for Detached {
-    fn deref_mut(&mut self) -> &mut Command {
-        &mut self.command
+    pub fn args(&mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> &mut Detached {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Detached {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn envs(
+        &mut self,
+        vars: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
+    ) -> &mut Detached {
+        self.command.envs(vars);
+        self
+    }
+
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Detached {
+        self.command.env_remove(key);
+        self
+    }
+
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Detached {
+        self.command.current_dir(dir);
+        self
     }
 }
 
@@ -116,7 +139,11 @@ impl Detached {
             return self.command.spawn().map(Child::from);
         }
         spawn_vforked(&self.command, self.output.as_ref()).map(|pid| Child {
-            inner: Inner::Vforked { pid, status: None },
+            inner: Inner::Vforked {
+                pid,
+                status: None,
+                gone: false,
+            },
         })
     }
 }
@@ -140,9 +167,12 @@ pub struct Child {
 #[derive(Debug)]
 enum Inner {
     Std(std::process::Child),
+    /// `status` once reaped; `gone` when it cannot be reaped by us
+    /// (ECHILD): either way its PID is no longer ours to signal.
     Vforked {
         pid: i32,
         status: Option<ExitStatus>,
+        gone: bool,
     },
 }
 
@@ -184,7 +214,8 @@ impl Child {
             Inner::Std(child) => child.kill(),
             Inner::Vforked {
                 status: Some(_), ..
-            } => Ok(()),
+            }
+            | Inner::Vforked { gone: true, .. } => Ok(()),
             Inner::Vforked { pid, .. } => {
                 // SAFETY: a signal to our own unreaped child.
                 if unsafe { libc::kill(*pid, libc::SIGKILL) } == 0 {
@@ -204,7 +235,10 @@ impl Child {
                 status: Some(status),
                 ..
             } => Ok(Some(*status)),
-            Inner::Vforked { pid, status } => {
+            Inner::Vforked { gone: true, .. } => {
+                Err(std::io::Error::from_raw_os_error(libc::ECHILD))
+            }
+            Inner::Vforked { pid, status, gone } => {
                 let mut raw = 0;
                 // SAFETY: waitpid on our own child, with a local out-parameter.
                 match unsafe { libc::waitpid(*pid, &mut raw, flags) } {
@@ -217,10 +251,12 @@ impl Child {
                     _ => {
                         let e = std::io::Error::last_os_error();
                         if e.kind() == std::io::ErrorKind::Interrupted {
-                            Ok(None)
-                        } else {
-                            Err(e)
+                            return Ok(None);
                         }
+                        if e.raw_os_error() == Some(libc::ECHILD) {
+                            *gone = true;
+                        }
+                        Err(e)
                     }
                 }
             }
@@ -310,15 +346,9 @@ impl Prepared {
             .get_current_dir()
             .map(|d| c_string(d.as_os_str()))
             .transpose()?;
-        let null = || {
-            std::fs::File::options()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-        };
         let output = match output {
             Some(file) => file.try_clone()?,
-            None => null()?,
+            None => std::fs::File::options().write(true).open("/dev/null")?,
         };
         Ok(Prepared {
             program,
@@ -326,7 +356,7 @@ impl Prepared {
             sh_argv,
             envp,
             cwd,
-            stdin: null()?,
+            stdin: std::fs::File::open("/dev/null")?,
             output,
             limit: limit_to_restore().unwrap_or(u64::MAX),
         })
@@ -385,7 +415,10 @@ impl Prepared {
             errno => {
                 let mut raw = 0;
                 // SAFETY: reaping the child that just failed to exec.
-                unsafe { libc::waitpid(pid, &mut raw, 0) };
+                while unsafe { libc::waitpid(pid, &mut raw, 0) } < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
+                }
                 Err(std::io::Error::from_raw_os_error(errno))
             }
         }
@@ -402,7 +435,12 @@ extern "C" fn vforked_child(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let a = &*(arg as *const ChildArgs);
         let fail = |a: &ChildArgs| -> ! {
-            a.failed.store(*libc::__errno_location(), Ordering::SeqCst);
+            // Zero would read as success in the parent.
+            let errno = match *libc::__errno_location() {
+                0 => libc::EIO,
+                errno => errno,
+            };
+            a.failed.store(errno, Ordering::SeqCst);
             libc::_exit(127)
         };
         // The monitor's handlers live in memory this child borrows: every
@@ -519,7 +557,16 @@ pub fn cloexec_inherited_fds() -> std::io::Result<()> {
             return Ok(());
         }
     }
-    for fd in 3..4096 {
+    // Kernels before 5.11: every number the descriptor limit allows (the
+    // daemon raises it, so 4096 would not do), bounded.
+    // SAFETY: getrlimit into a local.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    let top = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        4096
+    };
+    for fd in 3..top {
         // SAFETY: fcntl on a descriptor number; EBADF for closed ones is fine.
         unsafe {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
@@ -614,6 +661,32 @@ mod tests {
         let mut command = detached(&broken, None).unwrap();
         let error = command.spawn().unwrap_err();
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
+    }
+
+    /// A child reaped behind its back (ECHILD) is not signalled afterwards:
+    /// its PID may be another process's by then. A reaped one keeps its
+    /// status.
+    #[test]
+    fn a_child_reaped_elsewhere_is_never_signalled() {
+        let mut child = detached("/bin/sleep", None).unwrap();
+        let mut child = child.arg("5").spawn().unwrap();
+        let pid = child.id() as i32;
+        // SAFETY: signals and reaps the test's own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            let mut raw = 0;
+            assert_eq!(libc::waitpid(pid, &mut raw, 0), pid);
+        }
+        let error = child.try_wait().unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ECHILD));
+        assert!(matches!(child.inner, Inner::Vforked { gone: true, .. }));
+        child.kill().unwrap();
+        assert!(child.wait().is_err());
+
+        let mut done = detached("/bin/true", None).unwrap().spawn().unwrap();
+        assert!(done.wait().unwrap().success());
+        assert!(done.try_wait().unwrap().unwrap().success(), "kept");
+        done.kill().unwrap();
     }
 
     /// A name looked up on PATH is forked by std, as before.

@@ -21,7 +21,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::detach::Child;
+use crate::process::detach::{Child, Detached};
 use std::time::{Duration, Instant};
 
 use super::claude_session::parse_job;
@@ -56,17 +56,16 @@ pub enum LaunchError {
     NoJob { jobs_dir: PathBuf, waited: Duration },
 }
 
-/// Drops the monitor's own settings from a command's environment.
-fn without_monitor_env(command: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MONITOR_WORKERS_") {
-            command.env_remove(key);
-        }
-    }
+/// The monitor's own settings in its environment, which the programs it
+/// starts must not inherit.
+fn monitor_env() -> impl Iterator<Item = std::ffi::OsString> {
+    std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| key.to_string_lossy().starts_with("MONITOR_WORKERS_"))
 }
 
 /// Adds variables, never one of the monitor's own.
-fn add_env(command: &mut Command, env: &[(String, String)]) {
+fn add_env(command: &mut Detached, env: &[(String, String)]) {
     command.envs(
         env.iter()
             .filter(|(k, _)| !k.starts_with("MONITOR_WORKERS_"))
@@ -89,11 +88,7 @@ fn last_line(path: &Path) -> String {
 /// A detached child (the monitor's one way: `process::detach`): its own
 /// session, stdin closed, output appended to `log`, in `work_dir`, without
 /// the monitor's own settings.
-fn detached(
-    program: &OsStr,
-    work_dir: &Path,
-    log: &Path,
-) -> Result<crate::process::detach::Detached, LaunchError> {
+fn detached(program: &OsStr, work_dir: &Path, log: &Path) -> Result<Detached, LaunchError> {
     if !work_dir.is_dir() {
         return Err(LaunchError::NoWorkDir(work_dir.to_path_buf()));
     }
@@ -103,7 +98,9 @@ fn detached(
             source,
         })?;
     command.current_dir(work_dir);
-    without_monitor_env(&mut command);
+    for key in monitor_env() {
+        command.env_remove(key);
+    }
     Ok(command)
 }
 
@@ -268,7 +265,9 @@ pub fn stop_session(command: &[String], id: &str, timeout: Duration) -> Result<(
     };
     let mut run = Command::new(program);
     run.args(args);
-    without_monitor_env(&mut run);
+    for key in monitor_env() {
+        run.env_remove(key);
+    }
     match run_bounded(&mut run, None, timeout) {
         Ok(done) if done.status.success() => Ok(()),
         Ok(done) => Err(format!(
