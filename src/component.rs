@@ -24,14 +24,19 @@ pub const COMPONENT_PREFIX: char = crate::supervise::streams::COMPONENT_PREFIX;
 pub enum ComponentKind {
     /// A stream worker: started through the wrapper.
     Worker,
-    /// A process the daemon starts and owns.
-    Process {
-        command: Vec<String>,
-        cwd: PathBuf,
-        env: BTreeMap<String, String>,
-    },
+    /// A process the daemon starts and owns (boxed: every stream's
+    /// observation carries a kind, and workers are the many).
+    Process(Box<ProcessSpec>),
     /// A Docker container, through the `docker` CLI.
     Docker { container: String },
+}
+
+/// How a process component is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: BTreeMap<String, String>,
 }
 
 /// A component declared in the config file.
@@ -52,11 +57,11 @@ pub fn declared(config: &ConfigFile, layout: &Layout) -> Vec<Declared> {
         .filter_map(|c| {
             let id = StreamId::parse(&format!("{COMPONENT_PREFIX}{}", c.name)).ok()?;
             let kind = match c.kind {
-                ComponentType::Process => ComponentKind::Process {
+                ComponentType::Process => ComponentKind::Process(Box::new(ProcessSpec {
                     command: c.command.clone().unwrap_or_default(),
                     cwd: layout.project_root.join(c.cwd.as_deref().unwrap_or(".")),
                     env: c.env.clone(),
-                },
+                })),
                 ComponentType::Docker => ComponentKind::Docker {
                     container: c.container.clone().unwrap_or_default(),
                 },

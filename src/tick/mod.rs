@@ -23,6 +23,7 @@ use crate::report::log::{Kind, Level, Logger};
 use crate::state::StateStore;
 use crate::store::StoreError;
 use crate::supervise::assess::Verdict;
+use crate::supervise::lifecycle::Lifecycle;
 use crate::supervise::model::{GiveUp, State};
 use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
 
@@ -108,30 +109,52 @@ pub struct TickReport {
     pub hooks: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// What the plan step decided, and the state it left for the streams
-/// observed failing (the ones the announcements speak of).
+/// What the plan step decided, and what it left of the streams observed
+/// failing (the ones the announcements speak of).
 #[derive(Debug)]
 pub struct Decided {
     pub plan: Plan,
-    pub state: State,
+    pub failing: Failing,
     /// The plan changed some stream's lifecycle.
     pub changed: bool,
 }
 
-/// The part of `state` the announcements need: the failing streams.
-fn failing_part(state: &State, snapshot: &Snapshot) -> State {
-    let streams = snapshot
-        .streams
-        .iter()
-        .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
-        .filter_map(|o| {
-            let id = o.view.id.as_str();
-            Some((id.to_string(), state.streams.get(id)?.clone()))
-        })
-        .collect();
-    State {
-        streams,
-        ..state.clone_globals()
+/// What the announcements need of the state after the plan: each failing
+/// stream's lifecycle and give-up (not a copy of its whole record: 2 000
+/// dead streams of 10 000 made that 1.9 MB), and when "All workers healthy"
+/// was last logged.
+#[derive(Debug, Default)]
+pub struct Failing {
+    pub streams: std::collections::HashMap<String, (Lifecycle, Option<GiveUp>)>,
+    pub healthy_logged_ms: Option<u64>,
+}
+
+impl Failing {
+    /// The streams of `snapshot` observed dead or unhealthy, as `state` has them.
+    fn of(state: &State, snapshot: &Snapshot) -> Failing {
+        let streams = snapshot
+            .streams
+            .iter()
+            .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
+            .filter_map(|o| {
+                let id = o.view.id.as_str();
+                let st = state.streams.get(id)?;
+                Some((id.to_string(), (st.lifecycle.clone(), st.gave_up.clone())))
+            })
+            .collect();
+        Failing {
+            streams,
+            healthy_logged_ms: state.healthy_logged_ms,
+        }
+    }
+
+    /// Whether an operator holds the failing stream `id` (paused or stopped):
+    /// its worker not running is the operator's doing, reported but neither
+    /// dead nor restarted.
+    pub fn held(&self, id: &StreamId) -> bool {
+        self.streams
+            .get(id.as_str())
+            .is_some_and(|(lifecycle, _)| is_held(lifecycle))
     }
 }
 
@@ -164,7 +187,7 @@ pub fn run_tick(
     let recorder = Recorder::new(layout, logger);
     let decided = decide(&snapshot, store, settings, &recorder);
     let healthy = record::announce(&recorder, memory, settings, &snapshot, &decided);
-    record::note_healthy_line(store, &decided.state, healthy);
+    record::note_healthy_line(store, &decided.failing, healthy);
     let mut actor = act::Actor::new(layout, settings, store, &recorder, &snapshot.initiative)
         .with_tc(snapshot.tc.as_ref());
     actor.handoff = memory.handoff.clone();
@@ -189,7 +212,7 @@ pub fn run_tick(
     record::metrics(&recorder, memory, settings, store, started.elapsed());
     let unheld = |ids: Vec<StreamId>| -> Vec<StreamId> {
         ids.into_iter()
-            .filter(|id| !held(&decided.state, id))
+            .filter(|id| !decided.failing.held(id))
             .collect()
     };
     Ok(TickReport {
@@ -223,7 +246,7 @@ fn decide(
         let plan = plan::plan_tick(s, observations(), &settings.plan, now, &mut changes);
         Decided {
             plan,
-            state: failing_part(s, snapshot),
+            failing: Failing::of(s, snapshot),
             changed: !changes.changes.is_empty(),
         }
     });
@@ -245,7 +268,7 @@ fn decide(
             plan.restarts.clear();
             Decided {
                 plan,
-                state: failing_part(&state, snapshot),
+                failing: Failing::of(&state, snapshot),
                 changed: !changes.changes.is_empty(),
             }
         }
@@ -254,16 +277,12 @@ fn decide(
     decided
 }
 
-/// Whether an operator holds the stream (paused or stopped): its worker not
-/// running is the operator's doing, reported but neither dead nor restarted.
-pub fn held(state: &State, id: &StreamId) -> bool {
-    state.streams.get(id.as_str()).is_some_and(|s| {
-        matches!(
-            s.lifecycle,
-            crate::supervise::lifecycle::Lifecycle::Paused { .. }
-                | crate::supervise::lifecycle::Lifecycle::Stopped { .. }
-        )
-    })
+/// Whether a lifecycle is an operator's hold (paused or stopped).
+fn is_held(lifecycle: &Lifecycle) -> bool {
+    matches!(
+        lifecycle,
+        Lifecycle::Paused { .. } | Lifecycle::Stopped { .. }
+    )
 }
 
 /// Random spread for backoff delays, without a random-number crate: the

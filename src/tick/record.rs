@@ -118,7 +118,7 @@ fn healthy_line_due(last_logged_ms: Option<u64>, changed: bool, daemon: bool, no
 }
 
 /// Keeps the state's mark of the last "All workers healthy" in monitor.log.
-pub fn note_healthy_line(store: &StateStore, state: &State, line: HealthyLine) {
+pub fn note_healthy_line(store: &StateStore, state: &super::Failing, line: HealthyLine) {
     let mark = match line {
         HealthyLine::Logged => Some(now_ms()),
         HealthyLine::NotHealthy if state.healthy_logged_ms.is_some() => None,
@@ -141,7 +141,7 @@ pub fn announce(
         memory.once(logger, Level::Warning, Kind::Report, w.clone());
     }
     // Streams an operator holds are said below, not counted as failing.
-    let held = |id: &StreamId| super::held(&decided.state, id);
+    let held = |id: &StreamId| decided.failing.held(id);
     let dead: Vec<StreamId> = snapshot.dead().into_iter().filter(|id| !held(id)).collect();
     let unhealthy: Vec<String> = snapshot
         .streams
@@ -166,7 +166,7 @@ pub fn announce(
     let now = now_ms();
     let mut said = HealthyLine::NotHealthy;
     if healthy {
-        let last = decided.state.healthy_logged_ms;
+        let last = decided.failing.healthy_logged_ms;
         said = if healthy_line_due(last, decided.changed, settings.daemon, now) {
             logger.success("All workers healthy");
             HealthyLine::Logged
@@ -224,19 +224,16 @@ pub fn announce(
         .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
     {
         let id = &obs.view.id;
-        let Some(st) = decided.state.streams.get(id.as_str()) else {
+        let Some((lifecycle, gave_up)) = decided.failing.streams.get(id.as_str()) else {
             continue;
         };
-        let said = match &st.lifecycle {
+        let said = match lifecycle {
             // Said where it happens (this tick's give-ups) or once per memory.
             Lifecycle::GaveUp { reason } if settings.plan.auto_restart => {
                 if decided.plan.gives_up(id) {
                     None
                 } else {
-                    Some((
-                        Level::Warning,
-                        gave_up_line(id, st.gave_up.as_ref(), reason),
-                    ))
+                    Some((Level::Warning, gave_up_line(id, gave_up.as_ref(), reason)))
                 }
             }
             Lifecycle::Backoff { until_ms, reason } if decided.plan.restarts(id).is_none() => {

@@ -346,10 +346,11 @@ impl Actor<'_> {
                         source,
                     })
             }
-            ComponentKind::Process { command, cwd, env } => {
+            ComponentKind::Process(spec) => {
                 let log = component::log_path(self.layout, id);
+                let pid_file = self.layout.pid_file(id);
                 let (pid, start_ticks, child) =
-                    component::spawn_process(command, cwd, env, &self.layout.pid_file(id), &log)
+                    component::spawn_process(&spec.command, &spec.cwd, &spec.env, &pid_file, &log)
                         .map_err(|reason| ActError::Component {
                             stream: id.clone(),
                             reason,

@@ -537,7 +537,7 @@ pub fn carry_out(actor: &Actor<'_>, snapshot: &Snapshot, plan: &Plan) -> Acted {
             actor.start_ready(obs, &mut acted);
         } else if actor.settings.own_components
             && obs.verdict == Verdict::NeverStarted
-            && matches!(obs.kind, ComponentKind::Process { .. })
+            && matches!(obs.kind, ComponentKind::Process(_))
         {
             if let Some(launched) = actor.start_owned(obs) {
                 acted.running.extend(launched.watched(id));

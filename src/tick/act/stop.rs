@@ -124,7 +124,7 @@ pub fn stop_owned_components(
     store: &StateStore,
 ) {
     for c in component::declared(&settings.config, layout) {
-        if !matches!(c.kind, ComponentKind::Process { .. }) {
+        if !matches!(c.kind, ComponentKind::Process(_)) {
             continue;
         }
         let (pid_file, liveness) = recheck(layout, store, &c.id);

@@ -94,7 +94,7 @@ pub(super) fn assess_component(o: &Observed, known: &State) -> Verdict {
         .get(o.view.id.as_str())
         .is_none_or(|s| s.lifecycle.kind() == lifecycle::Kind::NotStarted);
     match (&o.kind, &o.liveness) {
-        (ComponentKind::Process { .. }, _) if never_started => Verdict::NeverStarted,
+        (ComponentKind::Process(_), _) if never_started => Verdict::NeverStarted,
         (_, Liveness::Stale { reason }) => Verdict::Dead {
             reason: reason.clone(),
         },
