@@ -103,7 +103,6 @@ impl Lifecycle {
     }
 
     /// States an operator put the stream in; observations do not undo them.
-    #[cfg(test)]
     pub fn is_held(&self) -> bool {
         matches!(self, Lifecycle::Paused { .. } | Lifecycle::Stopped { .. })
     }

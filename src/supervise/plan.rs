@@ -153,7 +153,7 @@ pub fn apply_event(
 
 /// What the restart half of a tick needs of a stream left failing by its
 /// observation (the observations themselves are not kept: one pass).
-struct Failing {
+struct RestartCandidate {
     id: StreamId,
     policy: Option<PolicyOverride>,
     completed_tasks: u32,
@@ -181,7 +181,7 @@ where
     let since = state.breaker_until_ms.unwrap_or(0);
     let mut failed_ids: Vec<String> = Vec::new();
     let mut seen = 0usize;
-    let mut failing: Vec<Failing> = Vec::new();
+    let mut candidates: Vec<RestartCandidate> = Vec::new();
     for obs in observed {
         let obs = std::borrow::Borrow::<Observation>::borrow(&obs);
         seen += 1;
@@ -261,7 +261,7 @@ where
             failed_ids.push(obs.id.to_string());
         }
         if matches!(st.lifecycle.kind(), Kind::Unhealthy | Kind::Backoff) {
-            failing.push(Failing {
+            candidates.push(RestartCandidate {
                 id: obs.id.clone(),
                 policy: obs.policy,
                 completed_tasks: obs.completed_tasks,
@@ -285,7 +285,7 @@ where
     if !settings.auto_restart {
         return plan;
     }
-    for obs in &failing {
+    for obs in &candidates {
         let st = state
             .streams
             .get_mut(obs.id.as_str())

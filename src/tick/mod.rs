@@ -154,7 +154,7 @@ impl Failing {
     pub fn held(&self, id: &StreamId) -> bool {
         self.streams
             .get(id.as_str())
-            .is_some_and(|(lifecycle, _)| is_held(lifecycle))
+            .is_some_and(|(lifecycle, _)| lifecycle.is_held())
     }
 }
 
@@ -275,14 +275,6 @@ fn decide(
     };
     recorder.changes(&changes);
     decided
-}
-
-/// Whether a lifecycle is an operator's hold (paused or stopped).
-fn is_held(lifecycle: &Lifecycle) -> bool {
-    matches!(
-        lifecycle,
-        Lifecycle::Paused { .. } | Lifecycle::Stopped { .. }
-    )
 }
 
 /// Random spread for backoff delays, without a random-number crate: the
