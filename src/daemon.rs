@@ -479,7 +479,7 @@ mod tests {
         };
         heartbeat.beat(&logger);
         let written = std::fs::read(&path).unwrap();
-        let beat_ms = record_at(&path).unwrap().heartbeat_ms;
+        let beat_ms = heartbeat.record.heartbeat_ms;
         let old = std::time::SystemTime::now() - Duration::from_secs(600);
         std::fs::File::options()
             .write(true)
@@ -520,6 +520,17 @@ mod tests {
             std::fs::metadata(&elsewhere).unwrap().modified().unwrap(),
             before
         );
+        assert_eq!(record_at(&path).unwrap().pid, 1);
+
+        // A FIFO in its place is not touched (nor opened, so nothing
+        // blocks): the record is written whole again.
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        heartbeat.touch(&logger);
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_file());
         assert_eq!(record_at(&path).unwrap().pid, 1);
     }
 }

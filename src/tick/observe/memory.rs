@@ -302,11 +302,30 @@ mod tests {
         plant(&mut daemon, "777", later);
         let file = daemon.pid_file(&pids, &id, 4000);
         assert!(matches!(file, PidFile::Invalid { .. }), "{file:?}");
+        daemon.end_of_pid_files();
         // A one-shot keeps nothing.
         let mut once = SnapshotMemory::default();
         plant(&mut once, "777", later);
         assert_eq!(look(&mut once), 4444);
         assert!(once.pid_files.is_empty(), "a one-shot keeps no reading");
+        // A symlink or a FIFO in its place is no kept reading: the path read
+        // names it (and does not block on the FIFO), and nothing is kept.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "777\n").unwrap();
+        for odd in ["symlink", "fifo"] {
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, "4444\n").unwrap();
+            plant(&mut daemon, "777", later);
+            std::fs::remove_file(&path).unwrap();
+            match odd {
+                "symlink" => std::os::unix::fs::symlink(&target, &path).unwrap(),
+                _ => nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+            }
+            let file = daemon.pid_file(&pids, &id, 4_194_304);
+            daemon.end_of_pid_files();
+            assert!(matches!(file, PidFile::Invalid { .. }), "{odd}: {file:?}");
+            assert!(daemon.pid_files.is_empty(), "{odd}: not kept");
+        }
     }
 
     /// A dead worker's log is read again as soon as it changes size or
