@@ -26,7 +26,9 @@ fn tail_of(mut file: std::fs::File, end: u64, max_bytes: u64) -> Option<String> 
     file.seek(SeekFrom::Start(start)).ok()?;
     let mut bytes = Vec::with_capacity((end - start) as usize);
     file.take(end - start).read_to_end(&mut bytes).ok()?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // Valid UTF-8 (the usual case) is taken as it is, without a copy.
+    let text = String::from_utf8(bytes)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
     if start > 0 {
         // Drop the partial first line.
         return Some(
@@ -115,5 +117,13 @@ mod tests {
         assert_eq!(tail(&path, 1 << 20).unwrap(), body);
         std::fs::remove_file(&path).unwrap();
         assert!(tail(&path, 10).is_none());
+    }
+
+    #[test]
+    fn a_tail_that_is_not_utf8_is_repaired_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.log");
+        std::fs::write(&path, b"ok line\nbad \xff\xfe bytes\n").unwrap();
+        assert_eq!(tail(&path, 1024).unwrap(), "ok line\nbad \u{fffd}\u{fffd} bytes\n");
     }
 }
