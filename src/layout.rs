@@ -246,7 +246,23 @@ impl StreamId {
     /// Accepts an id only if it can never escape `pids/`, `logs/` or the
     /// worktrees dir and never reads as an option when passed as an argument.
     pub fn parse(raw: &str) -> Result<StreamId, String> {
-        let problem = if raw.is_empty() {
+        match Self::problem_of(raw) {
+            Some(p) => Err(p),
+            None => Ok(StreamId(raw.to_string())),
+        }
+    }
+
+    /// [`StreamId::parse`] of a string the caller gives up: a valid id keeps
+    /// its allocation (10 000 streams are resolved every database read).
+    pub fn from_string(raw: String) -> Result<StreamId, (String, String)> {
+        match Self::problem_of(&raw) {
+            Some(p) => Err((raw, p)),
+            None => Ok(StreamId(raw)),
+        }
+    }
+
+    fn problem_of(raw: &str) -> Option<String> {
+        if raw.is_empty() {
             Some("it is empty".to_string())
         } else if raw.len() > MAX_STREAM_ID_BYTES {
             Some(format!(
@@ -267,10 +283,6 @@ impl StreamId {
             Some("it starts with '.'".to_string())
         } else {
             None
-        };
-        match problem {
-            Some(p) => Err(p),
-            None => Ok(StreamId(raw.to_string())),
         }
     }
 

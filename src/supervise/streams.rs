@@ -2,8 +2,6 @@
 //! (an unsafe id is rejected and its stream skipped) and dependencies
 //! resolved, including the `<sid>:...` and `[<sid>]...` forms.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::layout::{quote_raw_id, StreamId};
 use crate::store::{Progress, StreamRecord};
 
@@ -25,8 +23,9 @@ pub const COMPONENT_PREFIX: char = '@';
 
 pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
     let mut warnings = Vec::new();
-    let mut valid: BTreeMap<String, (StreamId, StreamRecord)> = BTreeMap::new();
-    for record in records {
+    // Warned about in the order read; then sorted by id, one record per id.
+    let mut valid: Vec<(StreamId, StreamRecord)> = Vec::with_capacity(records.len());
+    for mut record in records {
         // Ids starting with `@` name the components of monitor.toml: a
         // database stream of that name would share their PID file and state.
         if record.raw_id.starts_with(COMPONENT_PREFIX) {
@@ -36,41 +35,58 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
             ));
             continue;
         }
-        match StreamId::parse(&record.raw_id) {
-            Ok(id) => {
-                valid.insert(record.raw_id.clone(), (id, record));
-            }
-            Err(why) => warnings.push(format!(
+        match StreamId::from_string(std::mem::take(&mut record.raw_id)) {
+            Ok(id) => valid.push((id, record)),
+            Err((raw, why)) => warnings.push(format!(
                 "Skipping stream {}: unsafe stream id ({why}); no file of it is touched",
-                quote_raw_id(&record.raw_id)
+                quote_raw_id(&raw)
             )),
         }
     }
-    let known: BTreeSet<&str> = valid.keys().map(String::as_str).collect();
-    let mut all_dependencies = Vec::with_capacity(valid.len());
-    for (id, record) in valid.values() {
-        let mut dependencies: Vec<StreamId> = Vec::new();
-        for dep in &record.dependencies {
-            match dependency_target(dep, &known) {
-                Some(target) if target == id.as_str() => {}
-                Some(target) => {
-                    let (target_id, _) = &valid[target];
-                    if !dependencies.contains(target_id) {
-                        dependencies.push(target_id.clone());
+    // The task read gives them sorted and unique already; another source
+    // may not. Of two records of one id the later wins.
+    if !valid.is_sorted_by(|a, b| a.0 < b.0) {
+        valid.sort_by(|a, b| a.0.cmp(&b.0));
+        valid.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                std::mem::swap(later, earlier);
+            }
+            same
+        });
+    }
+    let all_dependencies: Vec<Vec<StreamId>> = {
+        let known = |name: &str| {
+            valid
+                .binary_search_by(|(id, _)| id.as_str().cmp(name))
+                .ok()
+                .map(|i| &valid[i].0)
+        };
+        valid
+            .iter()
+            .map(|(id, record)| {
+                let mut dependencies: Vec<StreamId> = Vec::new();
+                for dep in &record.dependencies {
+                    match dependency_target(dep, known) {
+                        Some(target) if target == id => {}
+                        Some(target) => {
+                            if !dependencies.contains(target) {
+                                dependencies.push(target.clone());
+                            }
+                        }
+                        None => warnings.push(format!(
+                            "Stream {id} depends on unknown stream {}; dependency ignored",
+                            quote_raw_id(dep)
+                        )),
                     }
                 }
-                None => warnings.push(format!(
-                    "Stream {id} depends on unknown stream {}; dependency ignored",
-                    quote_raw_id(dep)
-                )),
-            }
-        }
-        all_dependencies.push(dependencies);
-    }
-    drop(known);
+                dependencies
+            })
+            .collect()
+    };
     // The records are moved into the views, not copied.
     let views = valid
-        .into_values()
+        .into_iter()
         .zip(all_dependencies)
         .map(|((id, record), dependencies)| StreamView {
             id,
@@ -83,19 +99,23 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
     (views, warnings)
 }
 
-/// The stream a dependency string names: a stream id itself, `<sid>:...` or `[<sid>]...`.
-pub fn dependency_target<'a>(dep: &str, known: &BTreeSet<&'a str>) -> Option<&'a str> {
-    if let Some(hit) = known.get(dep) {
+/// The stream a dependency string names: a stream id itself, `<sid>:...` or
+/// `[<sid>]...`; `known` finds a stream by its id.
+pub fn dependency_target<'a, T: ?Sized + 'a>(
+    dep: &str,
+    known: impl Fn(&str) -> Option<&'a T>,
+) -> Option<&'a T> {
+    if let Some(hit) = known(dep) {
         return Some(hit);
     }
     if let Some((prefix, _)) = dep.split_once(':') {
-        if let Some(hit) = known.get(prefix) {
+        if let Some(hit) = known(prefix) {
             return Some(hit);
         }
     }
     if let Some(rest) = dep.strip_prefix('[') {
         if let Some((inner, _)) = rest.split_once(']') {
-            if let Some(hit) = known.get(inner) {
+            if let Some(hit) = known(inner) {
                 return Some(hit);
             }
         }
@@ -106,6 +126,7 @@ pub fn dependency_target<'a>(dep: &str, known: &BTreeSet<&'a str>) -> Option<&'a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn rec(id: &str, deps: &[&str]) -> StreamRecord {
         StreamRecord {
@@ -119,7 +140,8 @@ mod tests {
 
     #[test]
     fn dependency_forms() {
-        let known: BTreeSet<&str> = ["Stream-A", "Stream-B", "main"].into_iter().collect();
+        let names: BTreeSet<&str> = ["Stream-A", "Stream-B", "main"].into_iter().collect();
+        let known = |name: &str| names.get(name).copied();
         let cases = [
             ("Stream-A", Some("Stream-A")),
             ("Stream-A:task-3", Some("Stream-A")),
@@ -132,8 +154,29 @@ mod tests {
             ("", None),
         ];
         for (dep, want) in cases {
-            assert_eq!(dependency_target(dep, &known), want, "{dep:?}");
+            assert_eq!(dependency_target(dep, known), want, "{dep:?}");
         }
+    }
+
+    #[test]
+    fn streams_come_out_sorted_and_once_whatever_the_order_read() {
+        let mut later = rec("Stream-A", &["Stream-C"]);
+        later.name = "the later record".into();
+        let (views, warnings) = resolve(vec![
+            rec("Stream-C", &[]),
+            rec("Stream-A", &[]),
+            rec("Stream-B", &["Stream-A:task-1", "[Stream-C] setup"]),
+            later,
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let ids: Vec<&str> = views.iter().map(|v| v.id.as_str()).collect();
+        assert_eq!(ids, ["Stream-A", "Stream-B", "Stream-C"]);
+        assert_eq!(views[0].name, "the later record");
+        let deps = |i: usize| -> Vec<&str> {
+            views[i].dependencies.iter().map(StreamId::as_str).collect()
+        };
+        assert_eq!(deps(0), ["Stream-C"]);
+        assert_eq!(deps(1), ["Stream-A", "Stream-C"]);
     }
 
     #[test]
