@@ -2,7 +2,7 @@
 //! huge log costs the same as a small one) and the exit code the wrapper
 //! wrote in its closing `[wrapper] ... exited with code N` line.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::process::safe_file;
@@ -10,22 +10,31 @@ use crate::process::safe_file;
 /// Reads at most `max_bytes` from the end of the file, cut to whole lines.
 /// Only a regular file is read (a FIFO in a log's place never blocks).
 pub fn tail(path: &Path, max_bytes: u64) -> Option<String> {
-    let file = safe_file::open_read(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    tail_of(file, len, max_bytes)
+    let (file, meta) = safe_file::open_read_with_meta(path).ok()?;
+    tail_of(&file, meta.len(), max_bytes)
 }
 
 /// Like [`tail`], but of the file's first `end` bytes (what it held when
 /// measured), so a follower can go on exactly where the tail stopped.
 pub fn tail_until(path: &Path, end: u64, max_bytes: u64) -> Option<String> {
-    tail_of(safe_file::open_read(path).ok()?, end, max_bytes)
+    tail_of(&safe_file::open_read(path).ok()?, end, max_bytes)
 }
 
-fn tail_of(mut file: std::fs::File, end: u64, max_bytes: u64) -> Option<String> {
+/// The tail of the first `end` bytes of a file already opened (and found
+/// regular): read by offset, so neither a seek nor a second `fstat`.
+pub fn tail_of(file: &std::fs::File, end: u64, max_bytes: u64) -> Option<String> {
     let start = end.saturating_sub(max_bytes);
-    file.seek(SeekFrom::Start(start)).ok()?;
-    let mut bytes = Vec::with_capacity((end - start) as usize);
-    file.take(end - start).read_to_end(&mut bytes).ok()?;
+    let mut bytes = vec![0u8; usize::try_from(end - start).ok()?];
+    let mut got = 0;
+    while got < bytes.len() {
+        match file.read_at(&mut bytes[got..], start + got as u64) {
+            Ok(0) => break, // truncated since it was measured
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    bytes.truncate(got);
     // Valid UTF-8 (the usual case) is taken as it is, without a copy.
     let text = String::from_utf8(bytes)
         .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned());
@@ -124,6 +133,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("worker.log");
         std::fs::write(&path, b"ok line\nbad \xff\xfe bytes\n").unwrap();
-        assert_eq!(tail(&path, 1024).unwrap(), "ok line\nbad \u{fffd}\u{fffd} bytes\n");
+        assert_eq!(
+            tail(&path, 1024).unwrap(),
+            "ok line\nbad \u{fffd}\u{fffd} bytes\n"
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! anything that is not a regular file. [`real_dir`] does the same for the
 //! directories the monitor writes into (`pids/`, `logs/`, `state/`).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -122,6 +122,10 @@ fn open_error(path: &Path, source: std::io::Error) -> SafeFileError {
 
 /// Checks through the open descriptor that it is a regular file.
 fn regular(path: &Path, file: File) -> Result<File, SafeFileError> {
+    regular_with_meta(path, file).map(|(file, _)| file)
+}
+
+fn regular_with_meta(path: &Path, file: File) -> Result<(File, Metadata), SafeFileError> {
     let meta = file.metadata().map_err(|source| SafeFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -133,17 +137,23 @@ fn regular(path: &Path, file: File) -> Result<File, SafeFileError> {
             kind,
         });
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Opens an existing regular file for reading.
 pub fn open_read(path: &Path) -> Result<File, SafeFileError> {
+    open_read_with_meta(path).map(|(file, _)| file)
+}
+
+/// [`open_read`], with the file's metadata from the check that it is
+/// regular (no second `fstat` for its size).
+pub fn open_read_with_meta(path: &Path) -> Result<(File, Metadata), SafeFileError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(SAFE_FLAGS)
         .open(path)
         .map_err(|e| open_error(path, e))?;
-    regular(path, file)
+    regular_with_meta(path, file)
 }
 
 /// Opens a regular file for appending, creating it if missing. A FIFO, a

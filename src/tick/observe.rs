@@ -29,6 +29,7 @@ mod components;
 mod memory;
 mod recheck;
 use components::{assess_component, observe_component};
+use memory::LookedLog;
 pub use memory::SnapshotMemory;
 pub use recheck::{judge_with_memory, recheck, recheck_proven, recheck_with};
 
@@ -476,11 +477,10 @@ fn observe_streams(
         // Only a stream that could be dead needs its log looked at.
         let could_be_dead =
             !(o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty());
-        let log_path = || layout.log_file(&o.view.id, &initiative.id);
-        let log_meta = could_be_dead
-            .then(|| std::fs::metadata(log_path()).ok())
+        let log = could_be_dead
+            .then(|| LookedLog::look(&layout.log_file(&o.view.id, &initiative.id)))
             .flatten();
-        let log_size = log_meta.as_ref().map(|m| m.len());
+        let log_size = log.as_ref().map(|l| l.meta.len());
         if o.kind != ComponentKind::Worker {
             o.verdict = assess_component(o, known);
             continue;
@@ -493,7 +493,7 @@ fn observe_streams(
             &o.probe_verdict,
         );
         if let Verdict::Dead { .. } = o.verdict {
-            let said = memory.dead_log(&o.view.id, &log_path(), log_meta.as_ref());
+            let said = memory.dead_log(&o.view.id, log.as_ref());
             o.exit_code = said.exit_code;
             o.ended_ms = said.ended_ms;
             o.last_words = said.last_words;

@@ -10,6 +10,7 @@ use crate::layout::StreamId;
 use crate::logtail;
 use crate::process::pidfile::{PidDir, PidFile, Stamp};
 use crate::process::procinfo::{self, ProcFacts};
+use crate::process::safe_file;
 use crate::store;
 use crate::supervise::streams::StreamView;
 
@@ -82,21 +83,17 @@ impl SnapshotMemory {
         fresh
     }
 
-    /// What the log at `path` of dead stream `id` says: what the last tick
-    /// read while the log keeps its size and modification time (`meta`,
-    /// `None` when it could not be looked at), else read now. The daemon
+    /// What the log of dead stream `id` says: what the last tick read while
+    /// the log keeps its size and modification time (`log`, `None` when it
+    /// could not be looked at), else read now. The daemon
     /// keeps it for the next tick; a one-shot keeps nothing.
-    pub(super) fn dead_log(
-        &mut self,
-        id: &StreamId,
-        path: &std::path::Path,
-        meta: Option<&std::fs::Metadata>,
-    ) -> DeadLog {
+    pub(super) fn dead_log(&mut self, id: &StreamId, log: Option<&LookedLog>) -> DeadLog {
+        let meta = log.map(|l| &l.meta);
         let modified = meta.and_then(|m| m.modified().ok());
         let stamp = (meta.map_or(0, |m| m.len()), modified);
         let said = match self.dead_logs.remove(id) {
             Some((kept, said)) if kept == stamp && meta.is_some() => said,
-            _ => DeadLog::read(path, modified),
+            _ => DeadLog::read(log, modified),
         };
         if self.reads.keeps() {
             self.dead_now.insert(id.clone(), (stamp, said.clone()));
@@ -160,6 +157,32 @@ struct KeptPidFile {
 /// A log's size and modification time: a log that kept both was not written.
 pub(super) type LogStamp = (u64, Option<SystemTime>);
 
+/// A log the dead rule looked at: its metadata, and the file itself when it
+/// is a regular file opened without following a link (its tail is read
+/// from that file, so a dead worker's log costs one open and one `fstat`).
+#[derive(Debug)]
+pub(super) struct LookedLog {
+    pub meta: std::fs::Metadata,
+    file: Option<std::fs::File>,
+}
+
+impl LookedLog {
+    /// `None` when there is no log. Anything else that cannot be opened
+    /// safely (a symlink, a FIFO) is measured by its path and never read.
+    pub(super) fn look(path: &std::path::Path) -> Option<LookedLog> {
+        match safe_file::open_read_with_meta(path) {
+            Ok((file, meta)) => Some(LookedLog {
+                meta,
+                file: Some(file),
+            }),
+            Err(e) if e.is_missing() => None,
+            Err(_) => std::fs::metadata(path)
+                .ok()
+                .map(|meta| LookedLog { meta, file: None }),
+        }
+    }
+}
+
 /// What a dead worker's log says: the wrapper's exit code, when the log
 /// ended and its last words.
 #[derive(Debug, Clone, Default)]
@@ -170,8 +193,8 @@ pub(super) struct DeadLog {
 }
 
 impl DeadLog {
-    pub fn read(path: &std::path::Path, modified: Option<SystemTime>) -> DeadLog {
-        let tail = logtail::tail(path, 4096);
+    fn read(log: Option<&LookedLog>, modified: Option<SystemTime>) -> DeadLog {
+        let tail = log.and_then(|l| logtail::tail_of(l.file.as_ref()?, l.meta.len(), 4096));
         let exit_code = tail.as_deref().and_then(logtail::wrapper_exit_code);
         if exit_code.is_none() {
             return DeadLog::default();
@@ -328,6 +351,35 @@ mod tests {
         }
     }
 
+    /// A log is read through the one safe open that measured it; a symlink
+    /// or a FIFO in its place is measured (as the dead rule needs) but never
+    /// read nor followed for its words, and a FIFO never blocks.
+    #[test]
+    fn only_a_regular_log_is_read_for_a_dead_workers_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.log");
+        let text = "last words\n[wrapper] 2026-01-01T00:00:00+0000 exited with code 9\n";
+        std::fs::write(&real, text).unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let id = StreamId::parse("api").unwrap();
+        // (log, size seen, exit code read)
+        let cases = [
+            (&real, Some(text.len() as u64), Some(9)),
+            (&link, Some(text.len() as u64), None),
+            (&fifo, Some(0), None),
+            (&dir.path().join("missing.log"), None, None),
+        ];
+        for (path, size, exit_code) in cases {
+            let log = LookedLog::look(path);
+            assert_eq!(log.as_ref().map(|l| l.meta.len()), size, "{path:?}");
+            let said = SnapshotMemory::default().dead_log(&id, log.as_ref());
+            assert_eq!(said.exit_code, exit_code, "{path:?}");
+        }
+    }
+
     /// A dead worker's log is read again as soon as it changes size or
     /// time, and not before; only the daemon's memory keeps it.
     #[test]
@@ -349,8 +401,8 @@ mod tests {
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let look = |memory: &mut SnapshotMemory| {
-            let meta = std::fs::metadata(&path).ok();
-            let said = memory.dead_log(&id, &path, meta.as_ref());
+            let log = LookedLog::look(&path);
+            let said = memory.dead_log(&id, log.as_ref());
             memory.end_of_dead_logs();
             said.exit_code
         };
