@@ -151,6 +151,12 @@ mod linux {
         while len < buf.len() {
             match file.read(&mut buf[len..]) {
                 Ok(0) => break,
+                // The stat line is made whole at the first read (a seq_file):
+                // a read that did not fill the buffer had all of it.
+                Ok(n) if len == 0 && n < buf.len() => {
+                    len = n;
+                    break;
+                }
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
