@@ -188,7 +188,16 @@ where
         // A stream seen for the first time is classified, not transitioned:
         // its first state is not news for the log.
         let first_sight = !state.streams.contains_key(obs.id.as_str());
-        let st = state.streams.entry(obs.id.to_string()).or_default();
+        if first_sight {
+            state
+                .streams
+                .insert(obs.id.to_string(), StreamState::default());
+        }
+        // Looked up by the borrowed id: `entry` would copy it for every stream.
+        let st = state
+            .streams
+            .get_mut(obs.id.as_str())
+            .expect("inserted above");
         let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
         let early = died_starting(st, obs, settings.min_uptime, now_ms);
         let changes_before = changes.changes.len();
