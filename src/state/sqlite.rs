@@ -3,6 +3,7 @@
 //! by row, written only where a row changed, under `BEGIN IMMEDIATE`.
 
 use super::*;
+use crate::supervise::stream_map::StreamMap;
 
 /// `BEGIN IMMEDIATE`: the write lock, waited for as long as a monitor's write can take.
 pub(super) fn begin(open: &Open, path: &Path) -> Result<(), StateError> {
@@ -78,7 +79,7 @@ pub(super) fn read_all(conn: &Connection) -> Result<(State, HashMap<String, u64>
     })?;
     let mut rows = HashMap::new();
     // Sized to the rows: grown by doubling, the list of 10 000 parsed
-    // records peaked at 8 MB beside the map built from it.
+    // records would peak at twice its size.
     let count: i64 = conn
         .query_row("SELECT count(*) FROM streams", [], |r| r.get(0))
         .map_err(classify)?;
@@ -101,9 +102,8 @@ pub(super) fn read_all(conn: &Connection) -> Result<(State, HashMap<String, u64>
         rows.insert(id.to_string(), row_hash(text.as_bytes()));
         streams.push((id.to_string(), stream));
     }
-    // Built from sorted rows at once, the map's nodes are full; inserted
-    // one by one in order, they would stay half empty.
-    state.streams = streams.into_iter().collect();
+    // Rows come in id order: the list read is the map, without a copy.
+    state.streams = StreamMap::from_sorted(streams);
     upgrade_give_ups(&mut state);
     Ok((state, rows))
 }

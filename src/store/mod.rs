@@ -507,7 +507,11 @@ mod schema_tests {
             (b"", "", true),
             (b"Stream-A", "Stream-A", true),
             ("B\u{e9}ta \u{2713}".as_bytes(), "B\u{e9}ta \u{2713}", true),
-            (b"lone \xed\xa0\x80 surrogate", "lone \u{fffd}\u{fffd}\u{fffd} surrogate", false),
+            (
+                b"lone \xed\xa0\x80 surrogate",
+                "lone \u{fffd}\u{fffd}\u{fffd} surrogate",
+                false,
+            ),
         ];
         for (bytes, text, borrowed) in cases {
             let got = utf8_or_repaired(bytes);

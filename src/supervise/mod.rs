@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod stream_map;
 pub mod streams;
 
 #[cfg(test)]

@@ -3,14 +3,13 @@
 //! failure history and the identity of the worker last seen running. The
 //! state store (`crate::state`) persists it; nothing here touches a file.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::probe::ProbeSet;
 use crate::process::identity::Remembered;
 
 use super::lifecycle::Lifecycle;
+use super::stream_map::StreamMap;
 
 pub const STATE_VERSION: u32 = 1;
 
@@ -19,7 +18,7 @@ pub const STATE_VERSION: u32 = 1;
 pub struct State {
     pub version: u32,
     #[serde(default)]
-    pub streams: BTreeMap<String, StreamState>,
+    pub streams: StreamMap<StreamState>,
     /// While set and in the future, the global breaker holds every restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker_until_ms: Option<u64>,
@@ -37,7 +36,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             version: STATE_VERSION,
-            streams: BTreeMap::new(),
+            streams: StreamMap::new(),
             breaker_until_ms: None,
             breaker_streams: Vec::new(),
             healthy_logged_ms: None,
@@ -58,7 +57,7 @@ impl State {
         } = self;
         State {
             version: *version,
-            streams: BTreeMap::new(),
+            streams: StreamMap::new(),
             breaker_until_ms: *breaker_until_ms,
             breaker_streams: breaker_streams.clone(),
             healthy_logged_ms: *healthy_logged_ms,

@@ -143,7 +143,7 @@ fn state_value() -> impl Strategy<Value = State> {
         .prop_map(
             |(version, streams, breaker_until_ms, breaker_streams)| State {
                 version,
-                streams,
+                streams: streams.into_iter().collect(),
                 breaker_until_ms,
                 breaker_streams,
                 healthy_logged_ms: None,
