@@ -156,6 +156,65 @@ pub fn open_read_with_meta(path: &Path) -> Result<(File, Metadata), SafeFileErro
     regular_with_meta(path, file)
 }
 
+/// A real directory (not a symlink to one) held open while a check opens
+/// many files in it: each is opened by its name relative to the directory,
+/// not by a walk of the whole path (the walks were a tenth of a check's
+/// look at 10 000 streams' logs).
+pub struct HeldDir {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl HeldDir {
+    pub fn open(dir: &Path) -> Option<HeldDir> {
+        use nix::fcntl::{open, OFlag};
+        use std::os::fd::FromRawFd;
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let raw = open(dir, flags, nix::sys::stat::Mode::empty()).ok()?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        Some(HeldDir {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    /// The regular file `name` in this directory opened for reading, as
+    /// [`open_read_with_meta`] opens it (a symlink is not followed, a FIFO
+    /// does not block).
+    pub fn open_read_with_meta(&self, name: &std::ffi::OsStr) -> HeldOpen {
+        use nix::fcntl::{openat, OFlag};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC;
+        let raw = match openat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            flags,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(raw) => raw,
+            Err(nix::errno::Errno::ENOENT) => return HeldOpen::Missing,
+            Err(_) => return HeldOpen::Other,
+        };
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        let file = unsafe { File::from_raw_fd(raw) };
+        match file.metadata() {
+            Ok(meta) if meta.is_file() => HeldOpen::Regular(file, meta),
+            _ => HeldOpen::Other,
+        }
+    }
+}
+
+/// What [`HeldDir::open_read_with_meta`] found.
+pub enum HeldOpen {
+    Regular(File, Metadata),
+    Missing,
+    /// Anything else (a symlink, a FIFO, an error): the caller looks at it
+    /// by its path, which names it.
+    Other,
+}
+
 /// Opens a regular file for appending, creating it if missing. A FIFO, a
 /// socket or a symlink in its place is refused; so is a parent directory
 /// that is a symlink.

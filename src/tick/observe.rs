@@ -393,6 +393,9 @@ fn observe_streams(
     let pid_dir = present
         .as_ref()
         .and_then(|_| pidfile::PidDir::open(&layout.pids_dir()));
+    // Views and state records are both in id order: each record is found
+    // where the last one was.
+    let mut known_at = 0;
     let mut observed: Vec<Observed> = views
         .into_iter()
         .map(|view| {
@@ -405,7 +408,7 @@ fn observe_streams(
                 PidFile::Pid { pid, .. } => memory.facts(*pid),
                 _ => None,
             };
-            let known_stream = known.streams.get(view.id.as_str());
+            let known_stream = known.streams.get_in_order(view.id.as_str(), &mut known_at);
             let seen = known_stream.and_then(|s| s.worker.as_ref());
             let liveness = identity::judge_proven_with_memory(
                 &pid_file,
@@ -463,6 +466,7 @@ fn observe_streams(
         });
     }
 
+    let logs_dir = crate::process::safe_file::HeldDir::open(&layout.logs_dir());
     for o in &mut observed {
         if let Some(set) = &o.probes {
             o.probe_verdict = probe::verdict(&o.probe_specs, set);
@@ -478,7 +482,10 @@ fn observe_streams(
         let could_be_dead =
             !(o.liveness.is_running() || o.view.progress.is_complete() || !unfinished.is_empty());
         let log = could_be_dead
-            .then(|| LookedLog::look(&layout.log_file(&o.view.id, &initiative.id)))
+            .then(|| {
+                let path = layout.log_file(&o.view.id, &initiative.id);
+                LookedLog::look(logs_dir.as_ref(), &path)
+            })
             .flatten();
         let log_size = log.as_ref().map(|l| l.meta.len());
         if o.kind != ComponentKind::Worker {

@@ -169,7 +169,24 @@ pub(super) struct LookedLog {
 impl LookedLog {
     /// `None` when there is no log. Anything else that cannot be opened
     /// safely (a symlink, a FIFO) is measured by its path and never read.
-    pub(super) fn look(path: &std::path::Path) -> Option<LookedLog> {
+    /// The file is opened relative to `dir` (its directory, held open) when
+    /// there is one.
+    pub(super) fn look(
+        dir: Option<&safe_file::HeldDir>,
+        path: &std::path::Path,
+    ) -> Option<LookedLog> {
+        if let (Some(dir), Some(name)) = (dir, path.file_name()) {
+            match dir.open_read_with_meta(name) {
+                safe_file::HeldOpen::Regular(file, meta) => {
+                    return Some(LookedLog {
+                        meta,
+                        file: Some(file),
+                    })
+                }
+                safe_file::HeldOpen::Missing => return None,
+                safe_file::HeldOpen::Other => {}
+            }
+        }
         match safe_file::open_read_with_meta(path) {
             Ok((file, meta)) => Some(LookedLog {
                 meta,
@@ -372,11 +389,15 @@ mod tests {
             (&fifo, Some(0), None),
             (&dir.path().join("missing.log"), None, None),
         ];
-        for (path, size, exit_code) in cases {
-            let log = LookedLog::look(path);
-            assert_eq!(log.as_ref().map(|l| l.meta.len()), size, "{path:?}");
-            let said = SnapshotMemory::default().dead_log(&id, log.as_ref());
-            assert_eq!(said.exit_code, exit_code, "{path:?}");
+        let held = safe_file::HeldDir::open(dir.path()).unwrap();
+        for held in [None, Some(&held)] {
+            for (path, size, exit_code) in &cases {
+                let log = LookedLog::look(held, path);
+                let at = (path, held.is_some());
+                assert_eq!(log.as_ref().map(|l| l.meta.len()), *size, "{at:?}");
+                let said = SnapshotMemory::default().dead_log(&id, log.as_ref());
+                assert_eq!(said.exit_code, *exit_code, "{at:?}");
+            }
         }
     }
 
@@ -401,7 +422,7 @@ mod tests {
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
         let look = |memory: &mut SnapshotMemory| {
-            let log = LookedLog::look(&path);
+            let log = LookedLog::look(None, &path);
             let said = memory.dead_log(&id, log.as_ref());
             memory.end_of_dead_logs();
             said.exit_code
