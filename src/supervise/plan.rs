@@ -182,22 +182,19 @@ where
     let mut failed_ids: Vec<String> = Vec::new();
     let mut seen = 0usize;
     let mut candidates: Vec<RestartCandidate> = Vec::new();
+    let mut record_at = 0;
     for obs in observed {
         let obs = std::borrow::Borrow::<Observation>::borrow(&obs);
         seen += 1;
         // A stream seen for the first time is classified, not transitioned:
         // its first state is not news for the log.
-        let first_sight = !state.streams.contains_key(obs.id.as_str());
-        if first_sight {
-            state
-                .streams
-                .insert(obs.id.to_string(), StreamState::default());
-        }
-        // Looked up by the borrowed id: `entry` would copy it for every stream.
-        let st = state
-            .streams
-            .get_mut(obs.id.as_str())
-            .expect("inserted above");
+        // Observations come in id order, as the records are kept: each is
+        // found where the last one was, by the borrowed id.
+        let (st, first_sight) = state.streams.get_or_insert_in_order(
+            obs.id.as_str(),
+            &mut record_at,
+            StreamState::default,
+        );
         let was_alive = matches!(st.lifecycle.kind(), Kind::Running | Kind::Starting);
         let early = died_starting(st, obs, settings.min_uptime, now_ms);
         let changes_before = changes.changes.len();

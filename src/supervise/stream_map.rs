@@ -48,24 +48,43 @@ impl<V> StreamMap<V> {
         self.find(id).ok().map(|i| &self.sorted[i].1)
     }
 
-    /// [`StreamMap::get`] for a walk over streams in id order: `cursor`
-    /// (0 at the start of the walk) is where the next id is looked for
-    /// first, so a walk over every stream costs one comparison a stream
-    /// rather than a binary search. Any id may be asked; one out of order
-    /// is searched for as `get` would.
-    pub fn get_in_order(&self, id: &str, cursor: &mut usize) -> Option<&V> {
+    /// Where `id` is (`Ok`) or would go (`Err`), for a walk over streams in
+    /// id order: `cursor` (0 at the start of the walk) is tried first and
+    /// moved past the place found, so a walk over every stream costs one
+    /// comparison a stream rather than a binary search. An id asked out of
+    /// order is searched for as `get` would.
+    fn locate_in_order(&self, id: &str, cursor: &mut usize) -> Result<usize, usize> {
         let found = match self.sorted.get(*cursor) {
             Some((k, _)) if k == id => Ok(*cursor),
             _ => self.find(id),
         };
-        match found {
-            Ok(i) => {
-                *cursor = i + 1;
-                Some(&self.sorted[i].1)
-            }
+        *cursor = match found {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        found
+    }
+
+    /// [`StreamMap::get`] in a walk in id order (see `cursor` above).
+    pub fn get_in_order(&self, id: &str, cursor: &mut usize) -> Option<&V> {
+        let i = self.locate_in_order(id, cursor).ok()?;
+        Some(&self.sorted[i].1)
+    }
+
+    /// The record of `id` in a walk in id order, made with `make` if there
+    /// is none, and whether it was made.
+    pub fn get_or_insert_in_order(
+        &mut self,
+        id: &str,
+        cursor: &mut usize,
+        make: impl FnOnce() -> V,
+    ) -> (&mut V, bool) {
+        match self.locate_in_order(id, cursor) {
+            Ok(i) => (&mut self.sorted[i].1, false),
             Err(i) => {
-                *cursor = i;
-                None
+                self.sorted.insert(i, (id.to_string(), make()));
+                *cursor = i + 1;
+                (&mut self.sorted[i].1, true)
             }
         }
     }
@@ -257,7 +276,13 @@ mod tests {
                 0 => assert_eq!(ours.insert(id.into(), step), model.insert(id.into(), step)),
                 1 => assert_eq!(ours.remove(id), model.remove(id)),
                 2 => *ours.entry(id.into()).or_default() += 1,
-                3 => *ours.get_or_insert_with(id, || 7) += 2,
+                3 if step % 2 == 0 => *ours.get_or_insert_with(id, || 7) += 2,
+                3 => {
+                    let mut cursor = (x >> 4) as usize % 9;
+                    let (v, made) = ours.get_or_insert_in_order(id, &mut cursor, || 7);
+                    *v += 2;
+                    assert_eq!(made, !model.contains_key(id));
+                }
                 _ => assert_eq!(ours.get(id), model.get(id)),
             }
             match (x >> 8) % 5 {

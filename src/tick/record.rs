@@ -380,15 +380,19 @@ pub fn metrics(
 /// When the daemon should wake for a deferred restart: the plan's earliest
 /// due time, or the backoff a restart that failed in this tick set.
 pub fn next_wake(snapshot: &Snapshot, state: &State, plan: &Plan) -> Option<u64> {
+    let mut record_at = 0;
     snapshot
         .streams
         .iter()
-        .filter_map(
-            |o| match state.streams.get(o.view.id.as_str()).map(|s| &s.lifecycle) {
+        .filter_map(|o| {
+            let record = state
+                .streams
+                .get_in_order(o.view.id.as_str(), &mut record_at);
+            match record.map(|s| &s.lifecycle) {
                 Some(Lifecycle::Backoff { until_ms, .. }) => Some(*until_ms),
                 _ => None,
-            },
-        )
+            }
+        })
         .chain(plan.next_due_ms)
         .min()
 }
