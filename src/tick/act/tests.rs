@@ -7,7 +7,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::probe::ProbeVerdict;
 use crate::process::identity::Remembered;
 use crate::process::pidfile::PidFile;
 use crate::process::procinfo::{self, ProcFacts};
@@ -217,10 +216,7 @@ fn observed(s: &str, verdict: Verdict, liveness: Liveness) -> Observed {
         exit_code: None,
         ended_ms: None,
         last_words: None,
-        probes: None,
-        probe_specs: Vec::new(),
-        probe_verdict: ProbeVerdict::default(),
-        started_at: None,
+        probing: None,
         policy: None,
         kind: ComponentKind::Worker,
     }

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Probing;
 use super::{judge_with_memory, Observed};
 use crate::component::{self, ComponentKind};
 use crate::layout::Layout;
-use crate::probe::ProbeVerdict;
 use crate::process::identity::Liveness;
 use crate::process::pidfile::{self, PidFile};
 use crate::process::{docker, procinfo};
@@ -67,10 +67,7 @@ pub(super) fn observe_component(
         exit_code,
         ended_ms: None,
         last_words: None,
-        probes,
-        probe_specs: c.probes,
-        probe_verdict: ProbeVerdict::default(),
-        started_at,
+        probing: Probing::of(c.probes, probes, started_at),
         policy: c.policy,
         kind: c.kind,
     }
@@ -80,7 +77,8 @@ pub(super) fn observe_component(
 /// started (a process component before the daemon first starts it).
 pub(super) fn assess_component(o: &Observed, known: &State) -> Verdict {
     if let Liveness::Running { pid, .. } = o.liveness {
-        return match (&o.probe_verdict.failing, o.probe_verdict.starting) {
+        let verdict = o.probe_verdict();
+        return match (&verdict.failing, verdict.starting) {
             (Some(reason), _) => Verdict::Unhealthy {
                 pid,
                 reason: reason.clone(),
