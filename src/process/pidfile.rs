@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::safe_file::{self, FileKind, SafeFileError};
+use super::safe_file::{self, FileKind, HeldDir, HeldOpen, SafeFileError};
 
 /// The largest PID file we read; anything longer is not a PID.
 const MAX_PID_FILE_BYTES: u64 = 64;
@@ -108,21 +108,15 @@ pub fn present(dir: &Path) -> Option<std::collections::HashSet<String>> {
 /// error) is handed to [`read`], which names it.
 pub struct PidDir {
     dir: std::path::PathBuf,
-    fd: std::os::fd::OwnedFd,
+    held: HeldDir,
 }
 
 impl PidDir {
     /// Opens `dir` if it is a real directory (not a symlink to one).
     pub fn open(dir: &Path) -> Option<PidDir> {
-        use nix::fcntl::{open, OFlag};
-        use std::os::fd::FromRawFd;
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let raw = open(dir, flags, nix::sys::stat::Mode::empty()).ok()?;
-        // SAFETY: `open` just returned this descriptor and nothing else owns it.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
         Some(PidDir {
             dir: dir.to_path_buf(),
-            fd,
+            held: HeldDir::open(dir)?,
         })
     }
 
@@ -138,7 +132,7 @@ impl PidDir {
         use std::os::fd::AsRawFd;
         let name = format!("{stream}.pid");
         let st = nix::sys::stat::fstatat(
-            Some(self.fd.as_raw_fd()),
+            Some(self.held.as_fd().as_raw_fd()),
             name.as_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
@@ -156,33 +150,13 @@ impl PidDir {
     /// Reads `<stream>.pid` as [`PidDir::read`] does, with the stamp of the
     /// regular file read (`None` for anything else).
     pub fn read_stamped(&self, stream: &str, pid_max: u64) -> (PidFile, Option<Stamp>) {
-        use nix::fcntl::{openat, OFlag};
-        use std::os::fd::{AsRawFd, FromRawFd};
         let name = format!("{stream}.pid");
         let slow = || read(&self.dir.join(&name), pid_max);
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC;
-        let raw = match openat(
-            Some(self.fd.as_raw_fd()),
-            name.as_str(),
-            flags,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(raw) => raw,
-            Err(nix::errno::Errno::ENOENT) => return (PidFile::Missing, None),
-            Err(_) => return (slow(), None),
+        let (mut file, meta) = match self.held.open_read_with_meta(name.as_ref()) {
+            HeldOpen::Regular(file, meta) if meta.len() <= MAX_PID_FILE_BYTES => (file, meta),
+            HeldOpen::Missing => return (PidFile::Missing, None),
+            _ => return (slow(), None),
         };
-        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
-        let mut file = unsafe { std::fs::File::from_raw_fd(raw) };
-        let Ok(meta) = file.metadata() else {
-            return (slow(), None);
-        };
-        if !meta.file_type().is_file() || meta.len() > MAX_PID_FILE_BYTES {
-            return (slow(), None);
-        }
         let mut buf = [0u8; MAX_PID_FILE_BYTES as usize + 1];
         let mut len = 0;
         loop {

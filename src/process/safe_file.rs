@@ -176,6 +176,12 @@ impl HeldDir {
         })
     }
 
+    /// The directory's descriptor (for `fstatat` of a name in it).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
     /// The regular file `name` in this directory opened for reading, as
     /// [`open_read_with_meta`] opens it (a symlink is not followed, a FIFO
     /// does not block).
