@@ -27,16 +27,7 @@ impl<V> StreamMap<V> {
     /// ordered by id returns them); anything else is sorted, and of two
     /// records of one id the later is kept, as a map's `collect` would.
     pub fn from_sorted(mut sorted: Vec<(String, V)>) -> Self {
-        if !sorted.is_sorted_by(|a, b| a.0 < b.0) {
-            sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            sorted.dedup_by(|later, earlier| {
-                let same = later.0 == earlier.0;
-                if same {
-                    std::mem::swap(later, earlier);
-                }
-                same
-            });
-        }
+        sort_keeping_later(&mut sorted, |(id, _)| id);
         StreamMap { sorted }
     }
 
@@ -164,6 +155,22 @@ impl<V> StreamMap<V> {
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> + ExactSizeIterator {
         self.sorted.iter_mut().map(|(_, v)| v)
     }
+}
+
+/// Sorts `items` by `key` (unless they are strictly increasing already)
+/// and keeps one item a key: of two, the later, as a map's `collect` would.
+pub fn sort_keeping_later<T, K: Ord + ?Sized>(items: &mut Vec<T>, key: impl Fn(&T) -> &K) {
+    if items.is_sorted_by(|a, b| key(a) < key(b)) {
+        return;
+    }
+    items.sort_by(|a, b| key(a).cmp(key(b)));
+    items.dedup_by(|later, earlier| {
+        let same = key(later) == key(earlier);
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
 }
 
 /// A place in the map for one id (only `or_default` and `or_insert_with`).

@@ -45,16 +45,7 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
     }
     // The task read gives them sorted and unique already; another source
     // may not. Of two records of one id the later wins.
-    if !valid.is_sorted_by(|a, b| a.0 < b.0) {
-        valid.sort_by(|a, b| a.0.cmp(&b.0));
-        valid.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
-            if same {
-                std::mem::swap(later, earlier);
-            }
-            same
-        });
-    }
+    super::stream_map::sort_keeping_later(&mut valid, |(id, _)| id);
     let all_dependencies: Vec<Vec<StreamId>> = {
         let known = |name: &str| {
             valid
