@@ -110,19 +110,7 @@ impl<V> StreamMap<V> {
         self.find(id).ok().map(|i| self.sorted.remove(i).1)
     }
 
-    /// The record of `id`, made with `make` if there is none.
-    pub fn get_or_insert_with(&mut self, id: &str, make: impl FnOnce() -> V) -> &mut V {
-        let i = match self.find(id) {
-            Ok(i) => i,
-            Err(i) => {
-                self.sorted.insert(i, (id.to_string(), make()));
-                i
-            }
-        };
-        &mut self.sorted[i].1
-    }
-
-    /// `BTreeMap`'s spelling of [`StreamMap::get_or_insert_with`].
+    /// The place of `id`, to make its record there if there is none.
     pub fn entry(&mut self, id: String) -> Entry<'_, V> {
         Entry { map: self, id }
     }
@@ -146,10 +134,6 @@ impl<V> StreamMap<V> {
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
         self.sorted.iter().map(|(k, _)| k)
-    }
-
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
-        self.sorted.iter().map(|(_, v)| v)
     }
 
     pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> + ExactSizeIterator {
@@ -283,7 +267,7 @@ mod tests {
                 0 => assert_eq!(ours.insert(id.into(), step), model.insert(id.into(), step)),
                 1 => assert_eq!(ours.remove(id), model.remove(id)),
                 2 => *ours.entry(id.into()).or_default() += 1,
-                3 if step % 2 == 0 => *ours.get_or_insert_with(id, || 7) += 2,
+                3 if step % 2 == 0 => *ours.entry(id.into()).or_insert_with(|| 7) += 2,
                 3 => {
                     let mut cursor = (x >> 4) as usize % 9;
                     let (v, made) = ours.get_or_insert_in_order(id, &mut cursor, || 7);
