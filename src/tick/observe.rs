@@ -11,7 +11,7 @@ use crate::clock::now_ms;
 use crate::component::{self, ComponentKind};
 use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
-use crate::probe::{self, checks, CheckSpec, ProbeSet, ProbeSpec, ProbeVerdict};
+use crate::probe::{self, checks, CheckSpec};
 use crate::process::identity::{self, Liveness, Remembered};
 use crate::process::pidfile::{self, PidFile};
 use crate::process::procinfo;
@@ -27,10 +27,12 @@ use crate::workers::observe::{TcObservation, TcStreamObs};
 
 mod components;
 mod memory;
+mod probing;
 mod recheck;
 use components::{assess_component, observe_component};
 use memory::LookedLog;
 pub use memory::SnapshotMemory;
+pub use probing::Probing;
 pub use recheck::{judge_with_memory, recheck, recheck_proven, recheck_with};
 
 /// One stream as observed in this tick.
@@ -53,62 +55,6 @@ pub struct Observed {
     pub policy: Option<PolicyOverride>,
     /// How it is started and stopped.
     pub kind: ComponentKind,
-}
-
-/// How a stream with probes configured is probed this tick. Boxed in
-/// [`Observed`]: most streams have no probes, and inline these fields were
-/// 144 of every observation's 368 bytes.
-#[derive(Debug)]
-pub struct Probing {
-    /// The probes configured for it.
-    pub specs: Vec<ProbeSpec>,
-    /// The running worker's probe records (after this tick's probes).
-    pub set: Option<ProbeSet>,
-    pub verdict: ProbeVerdict,
-    /// When the running worker started.
-    pub started_at: Option<SystemTime>,
-}
-
-impl Probing {
-    /// The probing of a stream with `specs` configured; `None` without any.
-    pub fn of(
-        specs: Vec<ProbeSpec>,
-        set: Option<ProbeSet>,
-        started_at: Option<SystemTime>,
-    ) -> Option<Box<Probing>> {
-        (!specs.is_empty()).then(|| {
-            Box::new(Probing {
-                specs,
-                set,
-                verdict: ProbeVerdict::default(),
-                started_at,
-            })
-        })
-    }
-}
-
-/// The verdict of a stream without probes.
-static NO_PROBE_VERDICT: ProbeVerdict = ProbeVerdict {
-    starting: false,
-    failing: None,
-    not_ready: None,
-};
-
-impl Observed {
-    pub fn probe_specs(&self) -> &[ProbeSpec] {
-        self.probing.as_ref().map_or(&[], |p| &p.specs)
-    }
-
-    /// The running worker's probe records, when it has probes.
-    pub fn probes(&self) -> Option<&ProbeSet> {
-        self.probing.as_ref()?.set.as_ref()
-    }
-
-    pub fn probe_verdict(&self) -> &ProbeVerdict {
-        self.probing
-            .as_ref()
-            .map_or(&NO_PROBE_VERDICT, |p| &p.verdict)
-    }
 }
 
 /// Everything one look at the project saw; nothing is judged beyond the
