@@ -317,9 +317,6 @@ pub fn locate(
     })
 }
 
-/// The initiative and its streams, from whichever schema the project uses.
-/// `Ok(None)` when there is no active initiative (legacy only: the tc schema
-/// has none, so one is synthesised from the workspace).
 /// A read kept between the daemon's ticks, with the stamps of the files it
 /// came from. The default keeps nothing (a one-shot check reads once, and a
 /// kept copy would only cost memory); [`ReadCache::keeping`] keeps.
@@ -402,6 +399,9 @@ pub fn read_project_cached(
     Ok(read)
 }
 
+/// The initiative and its streams, from whichever schema the project uses.
+/// `Ok(None)` when there is no active initiative (legacy only: the tc schema
+/// has none, so one is synthesised from the workspace).
 pub fn read_project(
     layout: &crate::layout::Layout,
     busy_timeout: Duration,
