@@ -389,6 +389,12 @@ mod tests {
             (&fifo, Some(0), None),
             (&dir.path().join("missing.log"), None, None),
         ];
+        // A logs directory that is a symlink or a FIFO is not held (and
+        // opening the FIFO does not block): its logs are looked at by path.
+        let linked = dir.path().join("linked-logs");
+        std::os::unix::fs::symlink(dir.path(), &linked).unwrap();
+        assert!(safe_file::HeldDir::open(&linked).is_none());
+        assert!(safe_file::HeldDir::open(&fifo).is_none());
         let held = safe_file::HeldDir::open(dir.path()).unwrap();
         for held in [None, Some(&held)] {
             for (path, size, exit_code) in &cases {
