@@ -71,23 +71,21 @@ fn shorten(s: &str) -> String {
     }
 }
 
-/// The streams with a file `<stream>.pid` in `dir` (one directory listing);
-/// `None` when the directory is no plain directory or cannot be listed (then
-/// each file is tried, and [`read`] says what is wrong).
-pub fn present(dir: &Path) -> Option<std::collections::HashSet<String>> {
+/// The streams with a file `<stream>.pid` in `dir` (one directory listing,
+/// in its order); `None` when the directory is no plain directory or cannot
+/// be listed (then each file is tried, and [`read`] says what is wrong).
+pub fn present(dir: &Path) -> Option<Vec<String>> {
     match safe_file::real_dir(dir) {
         Ok(()) => {}
-        Err(e) if e.is_missing() => return Some(std::collections::HashSet::new()),
+        Err(e) if e.is_missing() => return Some(Vec::new()),
         Err(_) => return None,
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Some(std::collections::HashSet::new())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
         Err(_) => return None,
     };
-    let mut names = std::collections::HashSet::new();
+    let mut names = Vec::new();
     for entry in entries {
         let entry = entry.ok()?;
         if let Some(stem) = entry
@@ -95,7 +93,7 @@ pub fn present(dir: &Path) -> Option<std::collections::HashSet<String>> {
             .to_str()
             .and_then(|n| n.strip_suffix(".pid"))
         {
-            names.insert(stem.to_string());
+            names.push(stem.to_string());
         }
     }
     Some(names)

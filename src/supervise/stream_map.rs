@@ -42,11 +42,25 @@ impl<V> StreamMap<V> {
     /// Where `id` is (`Ok`) or would go (`Err`), for a walk over streams in
     /// id order: `cursor` (0 at the start of the walk) is tried first and
     /// moved past the place found, so a walk over every stream costs one
-    /// comparison a stream rather than a binary search. An id asked out of
-    /// order is searched for as `get` would.
+    /// comparison a stream (two for an id that is not there) rather than a
+    /// binary search. An id asked out of order is searched for as `get`
+    /// would.
     fn locate_in_order(&self, id: &str, cursor: &mut usize) -> Result<usize, usize> {
+        // Everything before the cursor sorts before `id` (true in an
+        // ordered walk; checked, so any other walk is still answered right):
+        // then `id` is at the cursor or nowhere, unless the cursor's own id
+        // sorts before it.
+        let after_the_ones_before = || {
+            *cursor == 0
+                || self
+                    .sorted
+                    .get(*cursor - 1)
+                    .is_some_and(|(k, _)| k.as_str() < id)
+        };
         let found = match self.sorted.get(*cursor) {
             Some((k, _)) if k == id => Ok(*cursor),
+            Some((k, _)) if k.as_str() > id && after_the_ones_before() => Err(*cursor),
+            None if after_the_ones_before() => Err(*cursor),
             _ => self.find(id),
         };
         *cursor = match found {
@@ -274,7 +288,12 @@ mod tests {
                     *v += 2;
                     assert_eq!(made, !model.contains_key(id));
                 }
-                _ => assert_eq!(ours.get(id), model.get(id)),
+                _ => {
+                    assert_eq!(ours.get(id), model.get(id));
+                    // From any cursor, right or not, the answer is `get`'s.
+                    let mut cursor = (x >> 3) as usize % 10;
+                    assert_eq!(ours.get_in_order(id, &mut cursor), model.get(id));
+                }
             }
             match (x >> 8) % 5 {
                 2 => *model.entry(id.into()).or_default() += 1,

@@ -21,6 +21,7 @@ use crate::supervise::assess::{assess, Verdict};
 use crate::supervise::model::State;
 use crate::supervise::plan::Observation;
 use crate::supervise::policy::PolicyOverride;
+use crate::supervise::stream_map::StreamMap;
 use crate::supervise::streams::{self, StreamView};
 use crate::workers;
 use crate::workers::observe::{TcObservation, TcStreamObs};
@@ -392,7 +393,9 @@ fn observe_streams(
     let now = now_ms();
     // One listing of the PID directory spares a failed open per stream
     // without a worker.
-    let present = pidfile::present(&layout.pids_dir());
+    let present: Option<StreamMap<()>> = pidfile::present(&layout.pids_dir())
+        .map(|names| names.into_iter().map(|n| (n, ())).collect());
+    let mut present_at = 0;
     let pid_dir = present
         .as_ref()
         .and_then(|_| pidfile::PidDir::open(&layout.pids_dir()));
@@ -403,7 +406,13 @@ fn observe_streams(
         .into_iter()
         .map(|view| {
             let pid_file = match (&present, &pid_dir) {
-                (Some(names), _) if !names.contains(view.id.as_str()) => PidFile::Missing,
+                (Some(names), _)
+                    if names
+                        .get_in_order(view.id.as_str(), &mut present_at)
+                        .is_none() =>
+                {
+                    PidFile::Missing
+                }
                 (Some(_), Some(dir)) => memory.pid_file(dir, &view.id, pid_max),
                 _ => pidfile::read(&layout.pid_file(&view.id), pid_max),
             };
