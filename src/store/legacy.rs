@@ -2,6 +2,7 @@
 //! (`~/.claude/tasks/<ws>/tasks.db`, `~/.claude/memory/<ws>/memory.db`):
 //! streams live in the tasks' JSON metadata.
 
+use rusqlite::types::ValueRef;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
@@ -198,14 +199,21 @@ fn json_type(v: &serde_json::Value) -> &'static str {
 /// What a task's metadata says of its stream: `Err` for metadata that is
 /// no JSON object, `Ok(None)` for a task of no stream.
 fn parse_metadata(text: &str) -> Result<Option<Metadata<'_>>, ()> {
-    if !text.trim_start().starts_with('{') {
+    parse_metadata_bytes(text.as_bytes())
+}
+
+/// [`parse_metadata`] of the bytes as stored. Only the strings the parser
+/// keeps are checked to be UTF-8 (not the whole text first); where a kept
+/// string is not, the caller repairs the text and parses that.
+fn parse_metadata_bytes(text: &[u8]) -> Result<Option<Metadata<'_>>, ()> {
+    if !text.trim_ascii_start().starts_with(b"{") {
         // Valid JSON that is no object has no streamId: no stream's task.
-        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
             Ok(_) => Ok(None),
             Err(_) => Err(()),
         };
     }
-    let meta: Metadata = serde_json::from_str(text).map_err(|_| ())?;
+    let meta: Metadata = serde_json::from_slice(text).map_err(|_| ())?;
     Ok(meta
         .stream_id
         .as_ref()
@@ -251,8 +259,20 @@ pub fn read_streams(
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
         // Borrowed from SQLite's row: a string is copied only when kept.
         let text = |i: usize| column_str(row, i).map_err(|e| classify(path, e, busy_timeout));
-        let metadata = text(2)?.unwrap_or_default();
-        let meta = match parse_metadata(&metadata) {
+        let stored = |i: usize| row.get_ref(i).map_err(|e| classify(path, e, busy_timeout));
+        let metadata: Cow<[u8]> = match stored(2)? {
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => Cow::Borrowed(bytes),
+            _ => Cow::Owned(text(2)?.unwrap_or_default().into_owned().into_bytes()),
+        };
+        let repaired;
+        let parsed = match parse_metadata_bytes(&metadata) {
+            Err(()) if std::str::from_utf8(&metadata).is_err() => {
+                repaired = String::from_utf8_lossy(&metadata).into_owned();
+                parse_metadata(&repaired)
+            }
+            parsed => parsed,
+        };
+        let meta = match parsed {
             Ok(Some(meta)) => meta,
             Ok(None) => continue,
             Err(()) => {
@@ -287,7 +307,10 @@ pub fn read_streams(
         };
         last = Some(at);
         let record = &mut streams[at];
-        record.progress.add(&text(1)?.unwrap_or_default());
+        match stored(1)? {
+            ValueRef::Text(status) | ValueRef::Blob(status) => record.progress.add_spelled(status),
+            _ => record.progress.add(&text(1)?.unwrap_or_default()),
+        }
         if let Ok(Some(updated)) = column_str(row, 3) {
             match &mut record.last_update {
                 Some(u) if *updated > **u => {
@@ -348,6 +371,98 @@ pub fn read_streams(
 #[cfg(test)]
 mod metadata_tests {
     use super::*;
+
+    /// Metadata is parsed from the stored bytes and checked as UTF-8 only
+    /// where a string is kept; what comes out is what repairing the whole
+    /// text first gave: bad bytes in a field nobody reads change nothing,
+    /// bad bytes in a kept one are repaired. Statuses stored as blobs or
+    /// numbers count as before.
+    #[test]
+    fn stored_bytes_read_as_the_repaired_text_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE prds (id TEXT PRIMARY KEY, initiative_id TEXT);
+             CREATE TABLE tasks (id TEXT PRIMARY KEY, prd_id TEXT, status TEXT,
+                                 metadata TEXT, updated_at TEXT);
+             INSERT INTO prds VALUES ('p', 'init');",
+        )
+        .unwrap();
+        let metadata: [&[u8]; 7] = [
+            br#"{"streamId":"plain","streamName":"Plain","dependencies":["x"]}"#,
+            b"{\"streamId\":\"files-bad\",\"files\":[\"a\xff\xfeb\"]}",
+            b"{\"streamId\":\"id-\xffbad\"}",
+            b"{\"streamId\":\"name-bad\",\"streamName\":\"N\xed\xa0\x80\"}",
+            b"{\"streamId\":\"dep-bad\",\"dependencies\":[\"d\xc3\"]}",
+            b"  {\"streamId\": \"spaced\"}",
+            b"{\"streamId\":\"broken\xff\", oops",
+        ];
+        for (i, m) in metadata.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO tasks VALUES (?1, 'p', 'pending', CAST(?2 AS TEXT), '2024')",
+                rusqlite::params![format!("t{i}"), m],
+            )
+            .unwrap();
+        }
+        // Statuses as a blob and as a number, in a stream of their own.
+        conn.execute_batch(
+            r#"INSERT INTO tasks VALUES ('s1', 'p', CAST('completed' AS BLOB), '{"streamId":"st"}', '1');
+               INSERT INTO tasks VALUES ('s2', 'p', 7, '{"streamId":"st"}', '2');"#,
+        )
+        .unwrap();
+        drop(conn);
+
+        let read = read_streams(&path, "init", Duration::from_secs(1)).unwrap();
+        let got: Vec<(String, String, Vec<String>)> = read
+            .streams
+            .iter()
+            .filter(|s| s.raw_id != "st")
+            .map(|s| (s.raw_id.clone(), s.name.clone(), s.dependencies.clone()))
+            .collect();
+        // The oracle: the whole text repaired, then parsed.
+        let mut want: Vec<(String, String, Vec<String>)> = metadata
+            .iter()
+            .filter_map(|m| {
+                let text = String::from_utf8_lossy(m).into_owned();
+                let meta = parse_metadata(&text).ok()??;
+                let id = meta.stream_id.as_ref()?.text()?.into_owned();
+                let name = meta.stream_name.as_ref().and_then(Field::text);
+                let deps = match &meta.dependencies {
+                    Some(Field::List(l)) => l
+                        .iter()
+                        .filter_map(|d| match d {
+                            Field::Text(t) => Some(t.to_string()),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let name = name.map_or_else(|| id.clone(), |n| n.into_owned());
+                Some((id, name, deps))
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert!(
+            got.iter().any(|(id, _, _)| id == "id-\u{fffd}bad"),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|(_, n, _)| n.contains('\u{fffd}')),
+            "{got:?}"
+        );
+        assert_eq!(read.warnings.len(), 1, "{:?}", read.warnings);
+        assert!(
+            read.warnings[0].contains("t6 has invalid JSON"),
+            "{:?}",
+            read.warnings
+        );
+
+        let st = read.streams.iter().find(|s| s.raw_id == "st").unwrap();
+        assert_eq!((st.progress.total, st.progress.completed), (2, 1));
+    }
 
     #[test]
     fn metadata_is_read_as_sqlite_json_functions_read_it() {

@@ -46,13 +46,19 @@ impl Progress {
     }
 
     pub fn add(&mut self, status: &str) {
+        self.add_spelled(status.as_bytes());
+    }
+
+    /// [`Progress::add`] of a status as the database stored it: the known
+    /// statuses are ASCII, so nothing else needs to be read as text.
+    pub fn add_spelled(&mut self, status: &[u8]) {
         self.total += 1;
         match status {
-            "completed" => self.completed += 1,
-            "in_progress" => self.in_progress += 1,
-            "pending" => self.pending += 1,
-            "blocked" => self.blocked += 1,
-            "cancelled" => self.cancelled += 1,
+            b"completed" => self.completed += 1,
+            b"in_progress" => self.in_progress += 1,
+            b"pending" => self.pending += 1,
+            b"blocked" => self.blocked += 1,
+            b"cancelled" => self.cancelled += 1,
             _ => {}
         }
     }
