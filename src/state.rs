@@ -15,7 +15,6 @@
 //! aside by a supervising run (never by a read-only one) and a fresh state
 //! starts, with a warning in the log.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -32,6 +31,7 @@ use crate::report::log::Logger;
 use crate::supervise::model::SpawnIntent;
 /// What the store keeps: the supervisor's model of every stream.
 pub use crate::supervise::model::{State, StreamState, STATE_VERSION};
+use crate::supervise::stream_map::StreamMap;
 
 mod json_file;
 mod sqlite;
@@ -94,7 +94,7 @@ struct Cached {
     data_version: i64,
     state: State,
     /// A hash of each stream's stored record, to write only what changed.
-    rows: HashMap<String, u64>,
+    rows: StreamMap<u64>,
 }
 
 impl std::fmt::Debug for StateStore {

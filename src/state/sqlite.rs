@@ -72,18 +72,19 @@ pub(super) fn check_version(conn: &Connection) -> Result<(), Unusable> {
 }
 
 /// Every row, parsed, with the hash of each stored record.
-pub(super) fn read_all(conn: &Connection) -> Result<(State, HashMap<String, u64>), Unusable> {
+pub(super) fn read_all(conn: &Connection) -> Result<(State, StreamMap<u64>), Unusable> {
     let mut state = read_globals(conn).map_err(|e| match e {
         GlobalsError::Db(e) => classify(e),
         GlobalsError::Json(e) => Unusable::Bad(format!("is corrupt (globals: {e})")),
     })?;
-    let mut rows = HashMap::new();
     // Sized to the rows: grown by doubling, the list of 10 000 parsed
     // records would peak at twice its size.
     let count: i64 = conn
         .query_row("SELECT count(*) FROM streams", [], |r| r.get(0))
         .map_err(classify)?;
-    let mut streams = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let count = usize::try_from(count).unwrap_or(0);
+    let mut streams = Vec::with_capacity(count);
+    let mut rows = Vec::with_capacity(count);
     let mut stmt = conn
         .prepare_cached("SELECT id, record FROM streams ORDER BY id")
         .map_err(classify)?;
@@ -99,13 +100,13 @@ pub(super) fn read_all(conn: &Connection) -> Result<(State, HashMap<String, u64>
             .map_err(classify)?;
         let stream: StreamState = serde_json::from_str(text)
             .map_err(|e| Unusable::Bad(format!("is corrupt (stream {id}: {e})")))?;
-        rows.insert(id.to_string(), row_hash(text.as_bytes()));
+        rows.push((id.to_string(), row_hash(text.as_bytes())));
         streams.push((id.to_string(), stream));
     }
     // Rows come in id order: the list read is the map, without a copy.
     state.streams = StreamMap::from_sorted(streams);
     upgrade_give_ups(&mut state);
-    Ok((state, rows))
+    Ok((state, StreamMap::from_sorted(rows)))
 }
 
 pub(super) fn read_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<StreamState>> {
@@ -160,17 +161,23 @@ pub(super) fn write_changes(
     globals_before: &State,
 ) -> rusqlite::Result<()> {
     let mut text = Vec::with_capacity(256);
+    // Both in id order: each stored hash is found where the last one was.
+    // (A failed write leaves the cache to be dropped, hashes and all.)
+    let mut stored_at = 0;
     for (id, stream) in &cached.state.streams {
         text.clear();
         serde_json::to_writer(&mut text, stream).map_err(json_error)?;
         let hash = row_hash(&text);
-        if cached.rows.get(id.as_str()) == Some(&hash) {
+        let (stored, new) = cached
+            .rows
+            .get_or_insert_in_order(id, &mut stored_at, || hash);
+        if !new && *stored == hash {
             continue;
         }
+        *stored = hash;
         let record = std::str::from_utf8(&text).expect("JSON is UTF-8");
         conn.prepare_cached("INSERT OR REPLACE INTO streams (id, record) VALUES (?1, ?2)")?
             .execute([id.as_str(), record])?;
-        cached.rows.insert(id.clone(), hash);
     }
     if cached.rows.len() != cached.state.streams.len() {
         let gone: Vec<String> = cached
