@@ -165,7 +165,7 @@ pub fn run(cli: &Cli) -> Result<Outcome, Failure> {
         settings,
         &ctx.logger,
         &ctx.store,
-        &mut TickMemory::default(),
+        &mut TickMemory::for_last_tick(),
     ) {
         Ok(report) => {
             let healthy = report.dead.is_empty() && report.unhealthy.is_empty();
