@@ -227,7 +227,21 @@ pub fn read_streams(
     initiative_id: &str,
     busy_timeout: Duration,
 ) -> Result<StreamsRead, StoreError> {
-    let conn = open_read_only(path, busy_timeout)?;
+    read_streams_on(None, path, initiative_id, busy_timeout)
+}
+
+/// [`read_streams`] through `conn` when the database at `path` is open
+/// already.
+pub fn read_streams_on(
+    conn: Option<rusqlite::Connection>,
+    path: &Path,
+    initiative_id: &str,
+    busy_timeout: Duration,
+) -> Result<StreamsRead, StoreError> {
+    let conn = match conn {
+        Some(conn) => conn,
+        None => open_read_only(path, busy_timeout)?,
+    };
     require_columns(&conn, path, "prds", &["id", "initiative_id"], busy_timeout)?;
     let task_columns = require_columns(
         &conn,

@@ -9,7 +9,7 @@ pub mod recovery;
 mod tc;
 mod text;
 
-pub use legacy::{read_active_initiative, read_streams};
+pub use legacy::{read_active_initiative, read_streams, read_streams_on};
 pub use tc::{streams_of_tasks, TcProject, TcStream};
 pub(crate) use text::{column_str, column_text};
 
@@ -284,6 +284,15 @@ pub fn schema_of(tables: &[String], task_columns: &[String]) -> Option<SchemaKin
 
 /// Reads a database's tables (two queries) and tells its schema.
 pub fn detect(path: &Path, busy_timeout: Duration) -> Result<Option<SchemaKind>, StoreError> {
+    detect_keeping(path, busy_timeout).map(|(schema, _)| schema)
+}
+
+/// [`detect`], with the connection it opened, for the read that follows
+/// (opening a database again reads its header and schema again).
+fn detect_keeping(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<(Option<SchemaKind>, Connection), StoreError> {
     let conn = open_read_only(path, busy_timeout)?;
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -293,7 +302,8 @@ pub fn detect(path: &Path, busy_timeout: Duration) -> Result<Option<SchemaKind>,
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|e| classify(path, e, busy_timeout))?;
     let task_columns = table_columns(&conn, path, "tasks", busy_timeout)?;
-    Ok(schema_of(&tables, &task_columns))
+    drop(stmt);
+    Ok((schema_of(&tables, &task_columns), conn))
 }
 
 /// Which task database to read: the project's `.copilot/tasks.db` when it
@@ -305,22 +315,34 @@ pub fn locate(
     layout: &crate::layout::Layout,
     busy_timeout: Duration,
 ) -> Result<TaskSource, StoreError> {
+    locate_keeping(layout, busy_timeout).map(|(source, _)| source)
+}
+
+/// [`locate`], with the connection the schema was probed through when
+/// there was one.
+fn locate_keeping(
+    layout: &crate::layout::Layout,
+    busy_timeout: Duration,
+) -> Result<(TaskSource, Option<Connection>), StoreError> {
     let tc_db = layout.tc_tasks_db();
     if !layout.tasks_db_given && tc_db.is_file() {
-        return Ok(TaskSource {
+        let source = TaskSource {
             schema: SchemaKind::Tc,
             tasks_db: tc_db,
-        });
+        };
+        return Ok((source, None));
     }
-    let schema = match detect(&layout.tasks_db, busy_timeout) {
-        Ok(Some(kind)) => kind,
+    let (schema, conn) = match detect_keeping(&layout.tasks_db, busy_timeout) {
+        Ok((Some(kind), conn)) => (kind, Some(conn)),
+        Ok((None, conn)) => (SchemaKind::Legacy, Some(conn)),
         Err(busy @ StoreError::Busy { .. }) => return Err(busy),
-        Ok(None) | Err(_) => SchemaKind::Legacy,
+        Err(_) => (SchemaKind::Legacy, None),
     };
-    Ok(TaskSource {
+    let source = TaskSource {
         schema,
         tasks_db: layout.tasks_db.clone(),
-    })
+    };
+    Ok((source, conn))
 }
 
 /// A read kept between the daemon's ticks, with the stamps of the files it
@@ -412,7 +434,7 @@ pub fn read_project(
     layout: &crate::layout::Layout,
     busy_timeout: Duration,
 ) -> Result<Option<ProjectRead>, StoreError> {
-    let source = locate(layout, busy_timeout)?;
+    let (source, probed) = locate_keeping(layout, busy_timeout)?;
     let (initiative, streams) = match source.schema {
         SchemaKind::Tc => tc::read(&source.tasks_db, &layout.workspace_id, busy_timeout)?,
         SchemaKind::Legacy => {
@@ -420,7 +442,7 @@ pub fn read_project(
                 read_active_initiative(&layout.memory_db, busy_timeout).and_then(|initiative| {
                     match initiative {
                         None => Ok(None),
-                        Some(i) => read_streams(&source.tasks_db, &i.id, busy_timeout)
+                        Some(i) => read_streams_on(probed, &source.tasks_db, &i.id, busy_timeout)
                             .map(|streams| Some((i, streams))),
                     }
                 });
