@@ -4,12 +4,14 @@
 //! the new state. An illegal move is an error the caller logs, never a silent
 //! change.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::assess::Verdict;
 
 /// Where a stream's worker is in its life. Times are ms since the epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Stored as `{"state": "<name>", ...fields}`, and read by a reader of its
+/// own (`lifecycle_de.rs`) that does without serde's buffering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Lifecycle {
     /// Nothing shows the worker ever ran (no log evidence, or no tasks).
@@ -483,6 +485,9 @@ fn enter(to: Kind, from: &Lifecycle, event: &Event, now_ms: u64) -> Option<Lifec
     };
     Some(state)
 }
+
+#[path = "lifecycle_de.rs"]
+mod de;
 
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
