@@ -188,11 +188,7 @@ impl HeldDir {
     pub fn open_read_with_meta(&self, name: &std::ffi::OsStr) -> HeldOpen {
         use nix::fcntl::{openat, OFlag};
         use std::os::fd::{AsRawFd, FromRawFd};
-        let flags = OFlag::O_RDONLY
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_NONBLOCK
-            | OFlag::O_NOCTTY
-            | OFlag::O_CLOEXEC;
+        let flags = OFlag::from_bits_truncate(SAFE_FLAGS) | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
         let raw = match openat(
             Some(self.fd.as_raw_fd()),
             name,

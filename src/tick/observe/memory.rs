@@ -175,25 +175,24 @@ impl LookedLog {
         dir: Option<&safe_file::HeldDir>,
         path: &std::path::Path,
     ) -> Option<LookedLog> {
-        if let (Some(dir), Some(name)) = (dir, path.file_name()) {
-            match dir.open_read_with_meta(name) {
-                safe_file::HeldOpen::Regular(file, meta) => {
-                    return Some(LookedLog {
-                        meta,
-                        file: Some(file),
-                    })
-                }
-                safe_file::HeldOpen::Missing => return None,
-                safe_file::HeldOpen::Other => {}
-            }
-        }
-        match safe_file::open_read_with_meta(path) {
-            Ok((file, meta)) => Some(LookedLog {
+        use safe_file::HeldOpen;
+        let opened = match (dir, path.file_name()) {
+            (Some(dir), Some(name)) => dir.open_read_with_meta(name),
+            _ => match safe_file::open_read_with_meta(path) {
+                Ok((file, meta)) => HeldOpen::Regular(file, meta),
+                Err(e) if e.is_missing() => HeldOpen::Missing,
+                Err(_) => HeldOpen::Other,
+            },
+        };
+        match opened {
+            HeldOpen::Regular(file, meta) => Some(LookedLog {
                 meta,
                 file: Some(file),
             }),
-            Err(e) if e.is_missing() => None,
-            Err(_) => std::fs::metadata(path)
+            HeldOpen::Missing => None,
+            // Seen already not to be a regular file: measured by its path,
+            // without a second open.
+            HeldOpen::Other => std::fs::metadata(path)
                 .ok()
                 .map(|meta| LookedLog { meta, file: None }),
         }
