@@ -245,3 +245,40 @@ fn another_monitors_write_is_seen_and_an_unchanged_state_is_not_written() {
     assert_eq!(rows(dir.path()).len(), 1);
     assert!(!theirs.load().streams.contains_key("b"));
 }
+
+/// A write that fails (here the disk is full) leaves nothing cached that
+/// claims its rows are stored: the same change made again is written.
+#[test]
+fn a_failed_write_is_written_when_the_change_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    store
+        .update(|s| {
+            s.streams.entry("a".into()).or_default();
+        })
+        .unwrap();
+    let big = "x".repeat(64 * 1024);
+    let set_big = |s: &mut State| {
+        s.streams.get_mut("a").unwrap().last_error = Some(big.clone());
+    };
+    // Full: no page beyond those the database has now, through the store's
+    // own connection (another connection's write would make it read again).
+    let limit = |pages: &str| {
+        let guard = store.lock_open();
+        let conn = &guard.as_ref().expect("open").conn;
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .unwrap();
+    };
+    let pages: i64 = {
+        let guard = store.lock_open();
+        let conn = &guard.as_ref().expect("open").conn;
+        conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
+    };
+    limit(&pages.to_string());
+    assert!(store.update(set_big).is_err(), "the disk is full");
+    limit("1073741823");
+    store.update(set_big).unwrap();
+    let stored = rows(dir.path());
+    assert!(stored[0].1.contains(&big), "the change was written");
+}
