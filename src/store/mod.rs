@@ -489,6 +489,47 @@ fn missing_database(layout: &crate::layout::Layout, path: PathBuf) -> StoreError
 mod schema_tests {
     use super::*;
 
+    /// The legacy read goes on through the connection the schema was
+    /// probed with: the database is opened once (a file renamed away after
+    /// the probe is still the one read).
+    #[test]
+    fn the_tasks_database_is_read_through_the_connection_that_probed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let tasks_db = root.join("tasks.db");
+        let conn = Connection::open(&tasks_db).unwrap();
+        conn.execute_batch(
+            r#"CREATE TABLE prds (id TEXT PRIMARY KEY, initiative_id TEXT);
+               CREATE TABLE tasks (id TEXT PRIMARY KEY, prd_id TEXT, status TEXT,
+                                   metadata TEXT, updated_at TEXT);
+               INSERT INTO prds VALUES ('p', 'init');
+               INSERT INTO tasks VALUES ('t', 'p', 'pending', '{"streamId":"api"}', '1');"#,
+        )
+        .unwrap();
+        drop(conn);
+        let layout = crate::layout::Layout {
+            project_root: root.clone(),
+            orch: root.join(".claude/orchestrator"),
+            workspace_id: "ws".into(),
+            tasks_db: tasks_db.clone(),
+            memory_db: root.join("memory.db"),
+            tasks_db_given: true,
+        };
+        let timeout = Duration::from_secs(1);
+        let (source, probed) = locate_keeping(&layout, timeout).unwrap();
+        assert_eq!(source.schema, SchemaKind::Legacy);
+        assert!(probed.is_some());
+        std::fs::rename(&tasks_db, root.join("moved.db")).unwrap();
+        let read = read_streams_on(probed, &tasks_db, "init", timeout).unwrap();
+        let ids: Vec<&str> = read.streams.iter().map(|s| s.raw_id.as_str()).collect();
+        assert_eq!(ids, ["api"]);
+        // Without a connection the path is opened, and it is gone.
+        assert!(matches!(
+            read_streams_on(None, &tasks_db, "init", timeout),
+            Err(StoreError::Missing { .. })
+        ));
+    }
+
     #[test]
     fn a_missing_database_is_named_for_the_project_at_hand() {
         // (tc marker folder, tasks db given, legacy tasks db exists, tc message)
