@@ -2,6 +2,8 @@
 //! (an unsafe id is rejected and its stream skipped) and dependencies
 //! resolved, including the `<sid>:...` and `[<sid>]...` forms.
 
+use std::sync::Arc;
+
 use crate::layout::{quote_raw_id, StreamId};
 use crate::store::{Progress, StreamRecord};
 
@@ -21,7 +23,7 @@ pub struct StreamView {
 /// database's stream ids.
 pub const COMPONENT_PREFIX: char = '@';
 
-pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
+pub fn resolve(records: Vec<StreamRecord>) -> (Vec<Arc<StreamView>>, Vec<String>) {
     let mut warnings = Vec::new();
     // Warned about in the order read; then sorted by id, one record per id.
     let mut valid: Vec<(StreamId, StreamRecord)> = Vec::with_capacity(records.len());
@@ -75,18 +77,26 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<StreamView>, Vec<String>) {
             })
             .collect()
     };
-    // The records are moved into the views, not copied.
-    let views = valid
-        .into_iter()
-        .zip(all_dependencies)
-        .map(|((id, record), dependencies)| StreamView {
-            id,
-            name: record.name,
-            dependencies,
-            progress: record.progress,
-            last_update: record.last_update,
-        })
-        .collect();
+    // The records are moved into the views, not copied. Each view is shared
+    // (the daemon keeps them between ticks), so each is its own allocation;
+    // the list of them is sized for them: `collect` would reuse `valid`'s
+    // buffer in place, twenty times the size a list of pointers needs, and
+    // keep it for the whole check.
+    let mut views = Vec::with_capacity(valid.len());
+    views.extend(
+        valid
+            .into_iter()
+            .zip(all_dependencies)
+            .map(|((id, record), dependencies)| {
+                Arc::new(StreamView {
+                    id,
+                    name: record.name,
+                    dependencies,
+                    progress: record.progress,
+                    last_update: record.last_update,
+                })
+            }),
+    );
     (views, warnings)
 }
 

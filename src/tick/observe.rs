@@ -213,7 +213,6 @@ pub fn take_snapshot_with(
         (Some(cached), _) => cached,
         (None, records) => {
             let (views, more) = streams::resolve(records.unwrap_or_default());
-            let views: Vec<Arc<StreamView>> = views.into_iter().map(Arc::new).collect();
             if memory.reads.keeps() {
                 memory.views = Some((generation, views.clone(), more.clone()));
             }
