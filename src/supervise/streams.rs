@@ -58,7 +58,9 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<Arc<StreamView>>, Vec<String>
         valid
             .iter()
             .map(|(id, record)| {
-                let mut dependencies: Vec<StreamId> = Vec::new();
+                // Sized for the record's list (a first push would make room
+                // for four): one per stream, kept for the whole check.
+                let mut dependencies: Vec<StreamId> = Vec::with_capacity(record.dependencies.len());
                 for dep in &record.dependencies {
                     match dependency_target(dep, known) {
                         Some(target) if target == id => {}
