@@ -30,7 +30,7 @@ use crate::process::lock;
 use crate::report::log::Logger;
 use crate::supervise::model::SpawnIntent;
 /// What the store keeps: the supervisor's model of every stream.
-pub use crate::supervise::model::{State, StreamState, STATE_VERSION};
+pub use crate::supervise::model::{State, StreamHistory, StreamState, STATE_VERSION};
 use crate::supervise::stream_map::StreamMap;
 
 mod json_file;
@@ -545,7 +545,7 @@ impl StateStore {
     /// Journals that a restart of `id` is about to spawn (before the spawn,
     /// so a monitor killed meanwhile leaves a trace the next one finds).
     pub fn journal_intent(&self, id: &StreamId, intent: SpawnIntent) -> Result<(), StateError> {
-        self.update_stream(id, |st, _| st.spawn_intent = Some(intent))
+        self.update_stream(id, |st, _| st.history_mut().spawn_intent = Some(intent))
             .map(|_| ())
     }
 }

@@ -154,8 +154,11 @@ fn a_give_up_of_an_older_file_keeps_its_budget() {
     use crate::supervise::model::GiveUp;
     let text = r#"{"version":1,"streams":{"a":{"lifecycle":{"state":"gave_up","reason":"max restart limit (4) reached"}},"b":{"lifecycle":{"state":"gave_up","reason":"other"}}}}"#;
     let state = parse(text).unwrap();
-    assert_eq!(state.streams["a"].gave_up, Some(GiveUp::Budget { max: 4 }));
-    assert_eq!(state.streams["b"].gave_up, None);
+    assert_eq!(
+        state.streams["a"].history().gave_up,
+        Some(GiveUp::Budget { max: 4 })
+    );
+    assert_eq!(state.streams["b"].history().gave_up, None);
 }
 
 #[test]
@@ -259,7 +262,7 @@ fn a_failed_write_is_written_when_the_change_is_made_again() {
         .unwrap();
     let big = "x".repeat(64 * 1024);
     let set_big = |s: &mut State| {
-        s.streams.get_mut("a").unwrap().last_error = Some(big.clone());
+        s.streams.get_mut("a").unwrap().history_mut().last_error = Some(big.clone());
     };
     // Full: no page beyond those the database has now, through the store's
     // own connection (another connection's write would make it read again).

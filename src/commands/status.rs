@@ -203,6 +203,7 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 .and_then(|f| f.started_at.elapsed().ok())
                 .map(|d| d.as_secs());
             let not_ready = st
+                .history()
                 .not_ready
                 .clone()
                 .filter(|_| st.lifecycle.kind() == Kind::Running);
@@ -210,8 +211,13 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 Lifecycle::WaitingOnDeps { .. } => None,
                 held => held.reason(),
             }
-            .or_else(|| not_ready.clone().or_else(|| st.last_error.clone()));
+            .or_else(|| {
+                not_ready
+                    .clone()
+                    .or_else(|| st.history().last_error.clone())
+            });
             let probes = st
+                .history()
                 .probes
                 .records
                 .iter()
@@ -262,9 +268,9 @@ pub fn collect(cli: &Cli, ctx: &Context, only: Option<&str>) -> Result<StatusRep
                 restarts: st.restarts,
                 restarts_total: st.restarts_total,
                 restarts_since_reset: st.restarts_since_reset,
-                last_exit: st.last_exit.clone(),
-                last_restart_ms: st.last_restart_ms,
-                last_restart_reason: st.last_restart_reason.clone(),
+                last_exit: st.history().last_exit.clone(),
+                last_restart_ms: st.history().last_restart_ms,
+                last_restart_reason: st.history().last_restart_reason.clone(),
                 next_restart_ms: match st.lifecycle {
                     Lifecycle::Backoff { until_ms, .. } => Some(until_ms),
                     _ => None,
@@ -311,7 +317,7 @@ fn log_tail(path: &std::path::Path) -> Vec<String> {
 const STATUS_LOG_LINES: usize = 10;
 
 fn reason_missing(st: &crate::supervise::model::StreamState) -> bool {
-    st.lifecycle.reason().is_none() && st.last_error.is_none()
+    st.lifecycle.reason().is_none() && st.history().last_error.is_none()
 }
 
 /// The exit code of `status`, the one-shot check's table: 1 when a stream

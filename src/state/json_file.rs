@@ -101,12 +101,12 @@ pub(super) fn upgrade_give_ups(state: &mut State) {
     use crate::supervise::lifecycle::Lifecycle;
     use crate::supervise::model::GiveUp;
     for st in state.streams.values_mut() {
-        if let (Lifecycle::GaveUp { reason }, None) = (&st.lifecycle, &st.gave_up) {
+        if let (Lifecycle::GaveUp { reason }, None) = (&st.lifecycle, &st.history().gave_up) {
             let max = reason
                 .strip_prefix("max restart limit (")
                 .and_then(|r| r.strip_suffix(") reached"))
                 .and_then(|n| n.parse().ok());
-            st.gave_up = max.map(|max| GiveUp::Budget { max });
+            st.history_mut().gave_up = max.map(|max| GiveUp::Budget { max });
         }
     }
 }

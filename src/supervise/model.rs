@@ -3,6 +3,7 @@
 //! failure history and the identity of the worker last seen running. The
 //! state store (`crate::state`) persists it; nothing here touches a file.
 
+use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::ProbeSet;
@@ -66,78 +67,377 @@ impl State {
 }
 
 /// Lifecycle and restart accounting of one stream. Times are ms since the epoch.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+///
+/// Stored as one flat JSON object (see `Serialize` below for its fields and
+/// their order). In memory, what most streams never have (restart times,
+/// failures, probe records, a give-up, a spawn intent, a tc session) sits in
+/// one [`StreamHistory`] box made the first time any of it is set: a
+/// project's records are mostly a lifecycle and a remembered worker, and a
+/// record without the box is a third of the size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "StoredStreamState")]
 pub struct StreamState {
     /// Where the worker is in its life (see `supervise::lifecycle`).
     pub lifecycle: Lifecycle,
     /// Restarts since the stream last made progress (the `--max-restarts` budget).
-    #[serde(skip_serializing_if = "is_zero")]
     pub restarts: u32,
     /// Restarts ever made.
-    #[serde(skip_serializing_if = "is_zero")]
     pub restarts_total: u32,
     /// Restarts since an operator last forgave the stream (`reset`,
     /// `restart STREAM`): the RESTARTS column of `status`.
-    #[serde(skip_serializing_if = "is_zero")]
     pub restarts_since_reset: u32,
-    /// How the worker last ended, when known (`exit 127`, `SIGKILL`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_exit: Option<String>,
     /// Completed tasks when the budget was last charged; more now = progress.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at_last_restart: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_restart_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_restart_reason: Option<String>,
     /// Restarts in a row without a long healthy run (drives the backoff).
-    #[serde(skip_serializing_if = "is_zero")]
     pub streak: u32,
-    /// No restart before this time.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_ms: Option<u64>,
-    /// Restart times within the rate-limit window.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub recent_restarts_ms: Vec<u64>,
-    /// When a worker seen alive was last found dead, or a restart failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_failure_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Fingerprint of the last failure, and how many failures in a row had it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_signature: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
+    /// How many failures in a row had the last failure's fingerprint.
     pub same_failure_count: u32,
     /// Counters for metrics: workers seen alive then found dead or stuck,
     /// probe failures, give-ups.
-    #[serde(skip_serializing_if = "is_zero")]
     pub deaths_total: u32,
-    #[serde(skip_serializing_if = "is_zero_u64")]
     pub probe_failures_total: u64,
-    #[serde(skip_serializing_if = "is_zero")]
     pub gave_up_total: u32,
     /// The worker as last seen running.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<Remembered>,
+    /// Read through [`StreamState::history`], changed through
+    /// [`StreamState::history_mut`] and [`StreamState::set_history`].
+    pub history: History,
+}
+
+/// What happened to a stream's workers beyond the counters: set only once
+/// something did (see [`StreamState::history`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamHistory {
+    /// How the worker last ended, when known (`exit 127`, `SIGKILL`).
+    pub last_exit: Option<String>,
+    pub last_restart_ms: Option<u64>,
+    pub last_restart_reason: Option<String>,
+    /// No restart before this time.
+    pub next_attempt_ms: Option<u64>,
+    /// Restart times within the rate-limit window.
+    pub recent_restarts_ms: Vec<u64>,
+    /// When a worker seen alive was last found dead, or a restart failed.
+    pub last_failure_ms: Option<u64>,
+    pub last_error: Option<String>,
+    /// Fingerprint of the last failure (its count is `same_failure_count`).
+    pub last_signature: Option<String>,
     /// Probe records of the current worker.
-    #[serde(skip_serializing_if = "ProbeSet::is_empty")]
     pub probes: ProbeSet,
     /// Why a readiness probe says the worker is not ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub not_ready: Option<String>,
     /// Why the stream gave up, while it is given up.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub gave_up: Option<GiveUp>,
     /// A restart about to spawn (journalled before the spawn, cleared when
     /// it is recorded as done): what a monitor killed mid-spawn leaves.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub spawn_intent: Option<SpawnIntent>,
     /// tc projects: the job id of the Claude session the monitor last
     /// dispatched for the stream (how it recognises its own session).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_job: Option<String>,
+}
+
+/// What a stream without a history reads as.
+static NO_HISTORY: StreamHistory = StreamHistory {
+    last_exit: None,
+    last_restart_ms: None,
+    last_restart_reason: None,
+    next_attempt_ms: None,
+    recent_restarts_ms: Vec::new(),
+    last_failure_ms: None,
+    last_error: None,
+    last_signature: None,
+    probes: ProbeSet {
+        instance: None,
+        records: std::collections::BTreeMap::new(),
+    },
+    not_ready: None,
+    gave_up: None,
+    spawn_intent: None,
+    session_job: None,
+};
+
+/// The boxed history. No box and a box holding an empty history are the
+/// same history: equality and `Debug` look through the box.
+#[derive(Clone, Default)]
+pub struct History(Option<Box<StreamHistory>>);
+
+impl History {
+    fn get(&self) -> &StreamHistory {
+        self.0.as_deref().unwrap_or(&NO_HISTORY)
+    }
+}
+
+impl PartialEq for History {
+    fn eq(&self, other: &History) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for History {}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl StreamState {
+    /// The stream's history; an empty one when nothing has happened yet.
+    pub fn history(&self) -> &StreamHistory {
+        self.history.get()
+    }
+
+    /// The stream's history to change (its box is made here the first time).
+    pub fn history_mut(&mut self) -> &mut StreamHistory {
+        self.history.0.get_or_insert_with(Box::default)
+    }
+
+    /// Sets one field of the history. Emptying a field of a stream that has
+    /// no history makes no box: most checks clear what was never set.
+    pub fn set_history<T: Default + PartialEq>(
+        &mut self,
+        field: impl FnOnce(&mut StreamHistory) -> &mut T,
+        value: T,
+    ) {
+        if self.history.0.is_none() && value == T::default() {
+            return;
+        }
+        *field(self.history_mut()) = value;
+    }
+
+    /// The stream's history, taken out of its state.
+    pub fn into_history(self) -> StreamHistory {
+        self.history
+            .0
+            .map_or_else(StreamHistory::default, |boxed| *boxed)
+    }
+
+    /// This state with `history` as its history.
+    pub fn with_history(mut self, history: StreamHistory) -> StreamState {
+        self.history = History::boxed_unless_empty(history);
+        self
+    }
+}
+
+impl History {
+    fn boxed_unless_empty(history: StreamHistory) -> History {
+        History((history != NO_HISTORY).then(|| Box::new(history)))
+    }
+}
+
+impl Serialize for StreamState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The order the fields have always been written in: a stored row is
+        // rewritten only when its text changes, so a new order would rewrite
+        // every row once.
+        let h = self.history();
+        let mut out = serializer.serialize_struct("StreamState", 24)?;
+        out.serialize_field("lifecycle", &self.lifecycle)?;
+        unless(&mut out, "restarts", &self.restarts, self.restarts == 0)?;
+        unless(
+            &mut out,
+            "restarts_total",
+            &self.restarts_total,
+            self.restarts_total == 0,
+        )?;
+        let since_reset = self.restarts_since_reset;
+        unless(
+            &mut out,
+            "restarts_since_reset",
+            &since_reset,
+            since_reset == 0,
+        )?;
+        unless(&mut out, "last_exit", &h.last_exit, h.last_exit.is_none())?;
+        let completed = &self.completed_at_last_restart;
+        unless(
+            &mut out,
+            "completed_at_last_restart",
+            completed,
+            completed.is_none(),
+        )?;
+        unless(
+            &mut out,
+            "last_restart_ms",
+            &h.last_restart_ms,
+            h.last_restart_ms.is_none(),
+        )?;
+        let reason = &h.last_restart_reason;
+        unless(&mut out, "last_restart_reason", reason, reason.is_none())?;
+        unless(&mut out, "streak", &self.streak, self.streak == 0)?;
+        unless(
+            &mut out,
+            "next_attempt_ms",
+            &h.next_attempt_ms,
+            h.next_attempt_ms.is_none(),
+        )?;
+        let recent = &h.recent_restarts_ms;
+        unless(&mut out, "recent_restarts_ms", recent, recent.is_empty())?;
+        unless(
+            &mut out,
+            "last_failure_ms",
+            &h.last_failure_ms,
+            h.last_failure_ms.is_none(),
+        )?;
+        unless(
+            &mut out,
+            "last_error",
+            &h.last_error,
+            h.last_error.is_none(),
+        )?;
+        unless(
+            &mut out,
+            "last_signature",
+            &h.last_signature,
+            h.last_signature.is_none(),
+        )?;
+        let same = self.same_failure_count;
+        unless(&mut out, "same_failure_count", &same, same == 0)?;
+        unless(
+            &mut out,
+            "deaths_total",
+            &self.deaths_total,
+            self.deaths_total == 0,
+        )?;
+        let probe_failures = self.probe_failures_total;
+        unless(
+            &mut out,
+            "probe_failures_total",
+            &probe_failures,
+            probe_failures == 0,
+        )?;
+        unless(
+            &mut out,
+            "gave_up_total",
+            &self.gave_up_total,
+            self.gave_up_total == 0,
+        )?;
+        unless(&mut out, "worker", &self.worker, self.worker.is_none())?;
+        unless(&mut out, "probes", &h.probes, h.probes.is_empty())?;
+        unless(&mut out, "not_ready", &h.not_ready, h.not_ready.is_none())?;
+        unless(&mut out, "gave_up", &h.gave_up, h.gave_up.is_none())?;
+        unless(
+            &mut out,
+            "spawn_intent",
+            &h.spawn_intent,
+            h.spawn_intent.is_none(),
+        )?;
+        unless(
+            &mut out,
+            "session_job",
+            &h.session_job,
+            h.session_job.is_none(),
+        )?;
+        out.end()
+    }
+}
+
+/// One field, left out when `empty` (as `skip_serializing_if` would).
+fn unless<S: SerializeStruct, T: Serialize + ?Sized>(
+    out: &mut S,
+    key: &'static str,
+    value: &T,
+    empty: bool,
+) -> Result<(), S::Error> {
+    if empty {
+        out.skip_field(key)
+    } else {
+        out.serialize_field(key, value)
+    }
+}
+
+/// A stream's record as stored: every field flat, any of them missing.
+#[derive(Deserialize)]
+#[serde(default)]
+struct StoredStreamState {
+    lifecycle: Lifecycle,
+    restarts: u32,
+    restarts_total: u32,
+    restarts_since_reset: u32,
+    last_exit: Option<String>,
+    completed_at_last_restart: Option<u32>,
+    last_restart_ms: Option<u64>,
+    last_restart_reason: Option<String>,
+    streak: u32,
+    next_attempt_ms: Option<u64>,
+    recent_restarts_ms: Vec<u64>,
+    last_failure_ms: Option<u64>,
+    last_error: Option<String>,
+    last_signature: Option<String>,
+    same_failure_count: u32,
+    deaths_total: u32,
+    probe_failures_total: u64,
+    gave_up_total: u32,
+    worker: Option<Remembered>,
+    probes: ProbeSet,
+    not_ready: Option<String>,
+    gave_up: Option<GiveUp>,
+    spawn_intent: Option<SpawnIntent>,
+    session_job: Option<String>,
+}
+
+impl Default for StoredStreamState {
+    fn default() -> Self {
+        let StreamState { lifecycle, .. } = StreamState::default();
+        StoredStreamState {
+            lifecycle,
+            restarts: 0,
+            restarts_total: 0,
+            restarts_since_reset: 0,
+            last_exit: None,
+            completed_at_last_restart: None,
+            last_restart_ms: None,
+            last_restart_reason: None,
+            streak: 0,
+            next_attempt_ms: None,
+            recent_restarts_ms: Vec::new(),
+            last_failure_ms: None,
+            last_error: None,
+            last_signature: None,
+            same_failure_count: 0,
+            deaths_total: 0,
+            probe_failures_total: 0,
+            gave_up_total: 0,
+            worker: None,
+            probes: ProbeSet::default(),
+            not_ready: None,
+            gave_up: None,
+            spawn_intent: None,
+            session_job: None,
+        }
+    }
+}
+
+impl From<StoredStreamState> for StreamState {
+    fn from(stored: StoredStreamState) -> StreamState {
+        let history = StreamHistory {
+            last_exit: stored.last_exit,
+            last_restart_ms: stored.last_restart_ms,
+            last_restart_reason: stored.last_restart_reason,
+            next_attempt_ms: stored.next_attempt_ms,
+            recent_restarts_ms: stored.recent_restarts_ms,
+            last_failure_ms: stored.last_failure_ms,
+            last_error: stored.last_error,
+            last_signature: stored.last_signature,
+            probes: stored.probes,
+            not_ready: stored.not_ready,
+            gave_up: stored.gave_up,
+            spawn_intent: stored.spawn_intent,
+            session_job: stored.session_job,
+        };
+        StreamState {
+            lifecycle: stored.lifecycle,
+            restarts: stored.restarts,
+            restarts_total: stored.restarts_total,
+            restarts_since_reset: stored.restarts_since_reset,
+            completed_at_last_restart: stored.completed_at_last_restart,
+            streak: stored.streak,
+            same_failure_count: stored.same_failure_count,
+            deaths_total: stored.deaths_total,
+            probe_failures_total: stored.probe_failures_total,
+            gave_up_total: stored.gave_up_total,
+            worker: stored.worker,
+            history: History::boxed_unless_empty(history),
+        }
+    }
 }
 
 /// Why a stream stopped being restarted until an operator `reset`.
@@ -196,10 +496,108 @@ pub struct SpawnIntent {
     pub monitor_pid: u32,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
+    fn everything_set() -> StreamState {
+        StreamState {
+            lifecycle: Lifecycle::Running {
+                pid: 42,
+                since_ms: 7,
+            },
+            restarts: 1,
+            restarts_total: 2,
+            restarts_since_reset: 3,
+            completed_at_last_restart: Some(4),
+            streak: 5,
+            same_failure_count: 6,
+            deaths_total: 7,
+            probe_failures_total: 8,
+            gave_up_total: 9,
+            worker: Some(Remembered {
+                pid: 42,
+                start_ticks: 10,
+                pid_file_mtime: 11,
+                proven_in_boot: None,
+            }),
+            ..StreamState::default()
+        }
+        .with_history(StreamHistory {
+            last_exit: Some("exit 1".into()),
+            last_restart_ms: Some(12),
+            last_restart_reason: Some("dead".into()),
+            next_attempt_ms: Some(13),
+            recent_restarts_ms: vec![14],
+            last_failure_ms: Some(15),
+            last_error: Some("boom".into()),
+            last_signature: Some("sig".into()),
+            probes: ProbeSet {
+                instance: Some((42, 10)),
+                records: Default::default(),
+            },
+            not_ready: Some("warming".into()),
+            gave_up: Some(GiveUp::Budget { max: 3 }),
+            spawn_intent: Some(SpawnIntent {
+                nonce: "n".into(),
+                at_ms: 16,
+                monitor_pid: 17,
+            }),
+            session_job: Some("job".into()),
+        })
+    }
+
+    #[test]
+    fn a_record_is_written_flat_in_the_order_stored_rows_have() {
+        // A stored row is rewritten only when its text changes: the text of
+        // an unchanged record must stay what earlier versions wrote.
+        let text = serde_json::to_string(&everything_set()).unwrap();
+        let want = concat!(
+            r#"{"lifecycle":{"state":"running","pid":42,"since_ms":7},"restarts":1,"#,
+            r#""restarts_total":2,"restarts_since_reset":3,"last_exit":"exit 1","#,
+            r#""completed_at_last_restart":4,"last_restart_ms":12,"last_restart_reason":"dead","#,
+            r#""streak":5,"next_attempt_ms":13,"recent_restarts_ms":[14],"last_failure_ms":15,"#,
+            r#""last_error":"boom","last_signature":"sig","same_failure_count":6,"deaths_total":7,"#,
+            r#""probe_failures_total":8,"gave_up_total":9,"#,
+            r#""worker":{"pid":42,"start_ticks":10,"pid_file_mtime":11},"#,
+            r#""probes":{"instance":[42,10],"records":{}},"not_ready":"warming","#,
+            r#""gave_up":{"kind":"budget","max":3},"#,
+            r#""spawn_intent":{"nonce":"n","at_ms":16,"monitor_pid":17},"session_job":"job"}"#
+        );
+        assert_eq!(text, want);
+        let back: StreamState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, everything_set());
+        assert_eq!(
+            serde_json::to_string(&StreamState::default()).unwrap(),
+            r#"{"lifecycle":{"state":"not_started"}}"#
+        );
+    }
+
+    #[test]
+    fn a_stream_without_history_has_no_box_until_something_is_set() {
+        let plain: StreamState =
+            serde_json::from_str(r#"{"lifecycle":{"state":"not_started"},"restarts":2}"#).unwrap();
+        assert!(
+            plain.history.0.is_none(),
+            "nothing of the history was stored"
+        );
+        let mut cleared = plain.clone();
+        cleared.set_history(|h| &mut h.gave_up, None);
+        cleared.set_history(|h| &mut h.recent_restarts_ms, Vec::new());
+        assert!(cleared.history.0.is_none(), "clearing makes no box");
+        cleared.set_history(|h| &mut h.last_error, Some("boom".into()));
+        assert_eq!(cleared.history().last_error.as_deref(), Some("boom"));
+        let stored: StreamState =
+            serde_json::from_str(r#"{"lifecycle":{"state":"not_started"},"last_error":"boom"}"#)
+                .unwrap();
+        assert!(stored.history.0.is_some());
+        assert_eq!(stored.into_history().last_error.as_deref(), Some("boom"));
+        // An emptied box is the same history as none.
+        let mut emptied = plain.clone();
+        emptied.history_mut().last_error = Some("x".into());
+        emptied.history_mut().last_error = None;
+        assert!(emptied.history.0.is_some());
+        assert_eq!(emptied, plain);
+        assert_eq!(format!("{emptied:?}"), format!("{plain:?}"));
+    }
 }

@@ -118,7 +118,7 @@ fn apply(st: &mut StreamState, id: &StreamId, event: Event, now_ms: u64, changes
 /// Gives a stream up for `why`, through the state machine.
 fn give_up(st: &mut StreamState, id: &StreamId, why: GiveUp, now_ms: u64, changes: &mut Changes) {
     let reason = why.to_string();
-    st.gave_up = Some(why);
+    st.history_mut().gave_up = Some(why);
     apply(st, id, Event::BudgetSpent { reason }, now_ms, changes);
 }
 
@@ -137,7 +137,7 @@ pub fn apply_event(
         st.gave_up_total += 1;
     }
     if next.kind() != Kind::GaveUp {
-        st.gave_up = None;
+        st.set_history(|h| &mut h.gave_up, None);
     }
     if next.kind() != st.lifecycle.kind() {
         changes.changes.push(Change {
@@ -210,10 +210,10 @@ where
         }
         if was_alive && st.lifecycle.kind() == Kind::Unhealthy {
             st.deaths_total += 1;
-            st.last_failure_ms = Some(now_ms);
+            st.history_mut().last_failure_ms = Some(now_ms);
         }
         if let (Verdict::Dead { .. }, Some(code)) = (&obs.verdict, obs.exit_code) {
-            st.last_exit = Some(format!("exit {code}"));
+            st.history_mut().last_exit = Some(format!("exit {code}"));
         }
         if let (Some(uptime_ms), Kind::Unhealthy) = (early, st.lifecycle.kind()) {
             let how = match obs.exit_code {
@@ -222,7 +222,7 @@ where
             };
             let secs = uptime_ms as f64 / 1000.0;
             let window = settings.min_uptime.as_secs_f64();
-            st.last_error = Some(format!("failed start: {how} after {secs:.1}s"));
+            st.history_mut().last_error = Some(format!("failed start: {how} after {secs:.1}s"));
             match start_give_up(obs.exit_code, obs.last_words.as_deref()) {
                 Some(why) if settings.auto_restart => {
                     give_up(st, &obs.id, why.clone(), now_ms, changes);
@@ -251,16 +251,17 @@ where
                     .map(|r| u64::from(r.failures_total))
                     .sum::<u64>()
             };
-            let before = if st.probes.instance == probes.instance {
-                counted(&st.probes)
+            let before = if st.history().probes.instance == probes.instance {
+                counted(&st.history().probes)
             } else {
                 0
             };
             st.probe_failures_total += counted(probes).saturating_sub(before);
-            st.probes = probes.clone();
+            st.history_mut().probes = probes.clone();
         }
-        st.not_ready = obs.not_ready.clone();
+        st.set_history(|h| &mut h.not_ready, obs.not_ready.clone());
         if st
+            .history()
             .last_failure_ms
             .is_some_and(|t| t + window > now_ms && t >= since)
         {
@@ -355,6 +356,7 @@ fn died_starting(
     };
     // Seen starting soon after a restart was charged: that restart's worker.
     let ours = st
+        .history()
         .last_restart_ms
         .is_some_and(|r| since_ms >= r && since_ms - r <= OUR_START_MS);
     if !ours {
@@ -394,9 +396,9 @@ pub fn give_up_at_start(
     now_ms: u64,
     changes: &mut Changes,
 ) {
-    st.spawn_intent = None;
-    st.last_failure_ms = Some(now_ms);
-    st.last_error = Some(why.to_string());
+    st.set_history(|h| &mut h.spawn_intent, None);
+    st.history_mut().last_failure_ms = Some(now_ms);
+    st.history_mut().last_error = Some(why.to_string());
     give_up(st, id, why, now_ms, changes);
 }
 
@@ -454,10 +456,10 @@ pub fn begin_restart(
         st.same_failure_count = 0;
     }
     if let Some((fingerprint, text)) = signature {
-        if st.last_signature.as_deref() == Some(fingerprint) {
+        if st.history().last_signature.as_deref() == Some(fingerprint) {
             st.same_failure_count += 1;
         } else {
-            st.last_signature = Some(fingerprint.to_string());
+            st.history_mut().last_signature = Some(fingerprint.to_string());
             st.same_failure_count = 1;
         }
         let limit = settings.same_failure_limit;
@@ -510,17 +512,17 @@ pub fn finish_restart(
     now_ms: u64,
     changes: &mut Changes,
 ) {
-    st.spawn_intent = None;
+    st.set_history(|h| &mut h.spawn_intent, None);
     match outcome {
         Ok(worker) => {
-            st.last_error = None;
+            st.set_history(|h| &mut h.last_error, None);
             st.worker = Some(worker);
             apply(st, id, Event::Spawned { pid: worker.pid }, now_ms, changes);
         }
         Err(error) => {
-            st.last_failure_ms = Some(now_ms);
-            st.last_error = Some(error.clone());
-            let until_ms = st.next_attempt_ms.unwrap_or(now_ms);
+            st.history_mut().last_failure_ms = Some(now_ms);
+            st.history_mut().last_error = Some(error.clone());
+            let until_ms = st.history().next_attempt_ms.unwrap_or(now_ms);
             apply(
                 st,
                 id,

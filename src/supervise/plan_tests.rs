@@ -168,7 +168,7 @@ fn report_only_never_restarts_and_records_transitions() {
         (changes.changes[0].from.kind(), changes.changes[0].to.kind()),
         (Kind::Running, Kind::Unhealthy)
     );
-    assert_eq!(state.streams["A"].last_failure_ms, Some(1_000));
+    assert_eq!(state.streams["A"].history().last_failure_ms, Some(1_000));
 }
 
 #[test]
@@ -413,7 +413,7 @@ fn deaths_within_the_startup_window_are_failed_starts() {
             proven_in_boot: None,
         });
         // The worker of our restart, charged just before.
-        record.last_restart_ms = Some(start_ms - 100);
+        record.history_mut().last_restart_ms = Some(start_ms - 100);
         let death = Observation {
             exit_code: row.exit,
             ended_ms: row.ended_after.map(|a| start_ms + a),

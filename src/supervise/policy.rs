@@ -160,6 +160,7 @@ pub fn decide_restart(
     }
     let window = policy.rate_window.as_millis() as u64;
     let recent: Vec<u64> = state
+        .history()
         .recent_restarts_ms
         .iter()
         .copied()
@@ -176,7 +177,7 @@ pub fn decide_restart(
             ),
         };
     }
-    match state.next_attempt_ms {
+    match state.history().next_attempt_ms {
         Some(until_ms) if until_ms > now_ms => RestartDecision::Wait {
             until_ms,
             reason: "backing off".into(),
@@ -215,14 +216,17 @@ pub fn charge_attempt(
     state.restarts_total += 1;
     state.restarts_since_reset += 1;
     state.completed_at_last_restart = Some(completed_now);
-    state.last_restart_ms = Some(now_ms);
-    state.last_restart_reason = Some(reason.to_string());
+    state.history_mut().last_restart_ms = Some(now_ms);
+    state.history_mut().last_restart_reason = Some(reason.to_string());
     state.streak += 1;
-    state.next_attempt_ms =
+    state.history_mut().next_attempt_ms =
         Some(now_ms + backoff_delay(state.streak, policy, jitter).as_millis() as u64);
     let window = policy.rate_window.as_millis() as u64;
-    state.recent_restarts_ms.retain(|t| t + window > now_ms);
-    state.recent_restarts_ms.push(now_ms);
+    state
+        .history_mut()
+        .recent_restarts_ms
+        .retain(|t| t + window > now_ms);
+    state.history_mut().recent_restarts_ms.push(now_ms);
     state.restarts
 }
 
@@ -234,12 +238,12 @@ pub fn forgive(state: &mut StreamState) {
     state.restarts = 0;
     state.restarts_since_reset = 0;
     state.streak = 0;
-    state.next_attempt_ms = None;
-    state.recent_restarts_ms.clear();
+    state.set_history(|h| &mut h.next_attempt_ms, None);
+    state.set_history(|h| &mut h.recent_restarts_ms, Vec::new());
     state.completed_at_last_restart = None;
     state.same_failure_count = 0;
-    state.last_signature = None;
-    state.gave_up = None;
+    state.set_history(|h| &mut h.last_signature, None);
+    state.set_history(|h| &mut h.gave_up, None);
     state.worker = None;
 }
 
@@ -254,7 +258,7 @@ pub fn note_healthy(
         && now_ms.saturating_sub(running_since_ms) >= policy.reset_after.as_millis() as u64
     {
         state.streak = 0;
-        state.next_attempt_ms = None;
+        state.set_history(|h| &mut h.next_attempt_ms, None);
         state.same_failure_count = 0;
     }
 }
@@ -262,6 +266,7 @@ pub fn note_healthy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervise::model::StreamHistory;
 
     fn policy() -> RestartPolicy {
         RestartPolicy::default()
@@ -273,15 +278,18 @@ mod tests {
             restarts: 2,
             restarts_total: 7,
             streak: 3,
-            next_attempt_ms: Some(5),
-            recent_restarts_ms: vec![1, 2],
             completed_at_last_restart: Some(1),
             same_failure_count: 2,
-            last_signature: Some("sig".into()),
-            gave_up: Some(crate::supervise::model::GiveUp::Budget { max: 2 }),
             deaths_total: 4,
             ..StreamState::default()
-        };
+        }
+        .with_history(StreamHistory {
+            next_attempt_ms: Some(5),
+            recent_restarts_ms: vec![1, 2],
+            last_signature: Some("sig".into()),
+            gave_up: Some(crate::supervise::model::GiveUp::Budget { max: 2 }),
+            ..StreamHistory::default()
+        });
         forgive(&mut st);
         let fresh = StreamState {
             restarts_total: 7,
@@ -341,14 +349,14 @@ mod tests {
             completed_at_last_restart: Some(3),
             ..StreamState::default()
         };
-        let backing = StreamState {
+        let backing = used_one.clone().with_history(StreamHistory {
             next_attempt_ms: Some(5_000),
-            ..used_one.clone()
-        };
-        let busy = StreamState {
+            ..StreamHistory::default()
+        });
+        let busy = StreamState::default().with_history(StreamHistory {
             recent_restarts_ms: vec![100; 10],
-            ..StreamState::default()
-        };
+            ..StreamHistory::default()
+        });
         let never = RestartPolicy {
             kind: RestartKind::Never,
             ..p
@@ -545,17 +553,21 @@ mod tests {
             1,
             "progress reset the budget first"
         );
-        assert_eq!(s.next_attempt_ms, Some(1_100));
+        assert_eq!(s.history().next_attempt_ms, Some(1_100));
         assert_eq!(charge_attempt(&mut s, 2, "dead", &p, 2_000, 0.5), 2);
-        assert_eq!(s.next_attempt_ms, Some(4_000));
+        assert_eq!(s.history().next_attempt_ms, Some(4_000));
         assert_eq!(
-            (s.restarts_total, s.streak, s.recent_restarts_ms.len()),
+            (
+                s.restarts_total,
+                s.streak,
+                s.history().recent_restarts_ms.len()
+            ),
             (2, 2, 2)
         );
         note_healthy(&mut s, 2_000, &p, 2_000 + 599_999);
         assert_eq!(s.streak, 2, "not healthy long enough");
         note_healthy(&mut s, 2_000, &p, 2_000 + 600_000);
-        assert_eq!((s.streak, s.next_attempt_ms), (0, None));
+        assert_eq!((s.streak, s.history().next_attempt_ms), (0, None));
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl Failing {
             .filter_map(|o| {
                 let id = o.view.id.as_str();
                 let st = state.streams.get(id)?;
-                Some((id.to_string(), (st.lifecycle.clone(), st.gave_up.clone())))
+                Some((id.to_string(), (st.lifecycle.clone(), st.history().gave_up.clone())))
             })
             .collect();
         Failing {

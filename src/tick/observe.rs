@@ -305,7 +305,7 @@ fn judge_tc(
         let recorded = known
             .streams
             .get(o.view.id.as_str())
-            .map(|s| s.probes.clone())
+            .map(|s| s.history().probes.clone())
             .unwrap_or_default();
         let mut set = recorded.for_instance(pid, instance);
         probing.started_at = worker.started_at.as_deref().and_then(parse_task_time);
@@ -433,7 +433,9 @@ fn observe_streams(
             let probe_specs = config.stream_probes(view.id.as_str());
             let probes = match (&liveness, &facts) {
                 (Liveness::Running { pid, start_ticks }, Some(f)) if !probe_specs.is_empty() => {
-                    let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
+                    let recorded = known_stream
+                        .map(|s| s.history().probes.clone())
+                        .unwrap_or_default();
                     let set = recorded.for_instance(*pid, *start_ticks);
                     Some((set, f.started_at))
                 }

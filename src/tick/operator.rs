@@ -254,8 +254,8 @@ pub fn restart(
         |st| {
             policy::forgive(st);
             st.restarts_total += 1;
-            st.last_restart_ms = Some(now);
-            st.last_restart_reason = Some(format!("operator restart by {by}"));
+            st.history_mut().last_restart_ms = Some(now);
+            st.history_mut().last_restart_reason = Some(format!("operator restart by {by}"));
         },
     )?;
     recorder.logger.action(

@@ -121,10 +121,11 @@ pub fn render(
         streams
             .iter()
             .map(|s| {
-                let since = state
-                    .streams
-                    .get(&s.id)
-                    .and_then(|st| st.last_failure_ms.or(st.last_restart_ms));
+                let since = state.streams.get(&s.id).and_then(|st| {
+                    st.history()
+                        .last_failure_ms
+                        .or(st.history().last_restart_ms)
+                });
                 let secs = match since {
                     Some(at) if UNATTENDED.contains(&s.state.as_str()) => {
                         now_ms.saturating_sub(at) / 1000
@@ -142,7 +143,7 @@ pub fn render(
 mod tests {
     use super::*;
     use crate::commands::status::{DaemonStatus, StreamStatus};
-    use crate::supervise::model::StreamState;
+    use crate::supervise::model::{StreamHistory, StreamState};
 
     fn stream(id: &str, state: &str, health: &str) -> StreamStatus {
         StreamStatus {
@@ -198,10 +199,10 @@ mod tests {
         };
         state.streams.insert(
             "dead".into(),
-            StreamState {
+            StreamState::default().with_history(StreamHistory {
                 last_failure_ms: Some(now - 40 * 60_000),
-                ..StreamState::default()
-            },
+                ..StreamHistory::default()
+            }),
         );
         let file = "# TYPE monitor_workers_check_duration_seconds gauge\nmonitor_workers_check_duration_seconds 0.012500\n";
         let status = report(

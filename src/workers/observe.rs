@@ -100,7 +100,7 @@ pub fn observe(
             known
                 .streams
                 .get(v.id.as_str())
-                .and_then(|s| s.session_job.as_deref())
+                .and_then(|s| s.history().session_job.as_deref())
         })
         .collect();
     let no_aliases = Vec::new();

@@ -158,7 +158,7 @@ impl Actor<'_> {
             changes = Changes::default();
             plan::finish_restart(st, id, outcome.clone(), now_ms(), &mut changes);
             if let Some(job) = &tc_session {
-                st.session_job = job.clone();
+                st.history_mut().session_job = job.clone();
             }
         });
         if let Err(e) = &finished {
@@ -177,7 +177,7 @@ impl Actor<'_> {
             Err(e) => {
                 let next = finished
                     .ok()
-                    .and_then(|(_, st)| st.next_attempt_ms)
+                    .and_then(|(_, st)| st.history().next_attempt_ms)
                     .filter(|t| *t > now_ms())
                     .map(|t| {
                         format!(
@@ -205,7 +205,7 @@ impl Actor<'_> {
     /// is still at it): the worker it started, found by its spawn nonce, is
     /// adopted instead of starting a second one beside it.
     pub(super) fn adopt_interrupted(&self, id: &StreamId) -> Option<Watched> {
-        let intent = self.store.stream(id)?.spawn_intent?;
+        let intent = self.store.stream(id)?.into_history().spawn_intent?;
         let logger = self.recorder.logger;
         let project = proof::Project::of(self.layout);
         let Some(found) = proof::find_spawn(&project, id.as_str(), &intent.nonce) else {
@@ -213,15 +213,17 @@ impl Actor<'_> {
                 "An interrupted restart of {id} (by monitor PID {}) left no worker",
                 intent.monitor_pid
             ));
-            let _ = self.store.update_stream(id, |st, _| st.spawn_intent = None);
+            let _ = self
+                .store
+                .update_stream(id, |st, _| st.set_history(|h| &mut h.spawn_intent, None));
             return None;
         };
         let now = now_ms();
         let mut changes = Changes::default();
         let recorded = self.store.update_stream(id, |st, _| {
             changes = Changes::default();
-            st.spawn_intent = None;
-            st.last_error = None;
+            st.set_history(|h| &mut h.spawn_intent, None);
+            st.set_history(|h| &mut h.last_error, None);
             // It carries the interrupted spawn's nonce: proven.
             st.worker = Some(Remembered::proven(found.pid, found.start_ticks, now / 1000));
             let up = Event::Observed(Verdict::StartingUp { pid: found.pid });

@@ -91,7 +91,10 @@ impl Actor<'_> {
     /// /proc, read again under the stream's lock), described.
     pub(super) fn tc_live_now(&self, obs: &Observed) -> Option<String> {
         let (facts, _) = self.tc_stream(&obs.view.id)?;
-        let recorded = self.store.stream(&obs.view.id).and_then(|s| s.session_job);
+        let recorded = self
+            .store
+            .stream(&obs.view.id)
+            .and_then(|s| s.into_history().session_job);
         let tasks_db = self.tc_tasks_db();
         let busy = self.settings.busy_timeout;
         let ended = &self.tc?.observed.ended_jobs;
@@ -251,7 +254,7 @@ impl Actor<'_> {
         });
         let recorded = self.store.update_stream(id, |st, _| {
             changes = Changes::default();
-            st.session_job = job.clone();
+            st.history_mut().session_job = job.clone();
             if worker.is_some() {
                 st.worker = worker;
             }

@@ -289,7 +289,11 @@ fn a_planned_restart_spawns_once_and_records_the_worker() {
     let st = p.store().stream(&id("A")).unwrap();
     assert_eq!(st.lifecycle.kind(), Kind::Starting);
     assert_eq!(st.worker.map(|w| w.pid), Some(4242));
-    assert_eq!(st.spawn_intent, None, "the journal entry is closed");
+    assert_eq!(
+        st.history().spawn_intent,
+        None,
+        "the journal entry is closed"
+    );
     let log = p.log();
     assert!(log.contains("Restarting worker A (attempt 1/5)"), "{log}");
     assert!(log.contains("Worker A restarted (PID: 4242)"), "{log}");
@@ -326,7 +330,12 @@ fn a_failed_spawn_backs_off_with_its_reason() {
     assert!(acted.running.is_empty());
     let st = p.store().stream(&id("A")).unwrap();
     assert_eq!(st.lifecycle.kind(), Kind::Backoff);
-    assert!(st.last_error.unwrap().contains("no PID file"));
+    assert!(st
+        .history()
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no PID file"));
     assert!(
         p.log()
             .contains("Failed to restart worker A: the wrapper wrote no PID file"),
@@ -351,7 +360,7 @@ fn a_spent_budget_under_the_lock_gives_up_typed_without_spawning() {
     assert_eq!(acted.gave_up, [(id("A"), GiveUp::Budget { max: 2 })]);
     let st = p.store().stream(&id("A")).unwrap();
     assert_eq!(st.lifecycle.kind(), Kind::GaveUp);
-    assert_eq!(st.gave_up, Some(GiveUp::Budget { max: 2 }));
+    assert_eq!(st.history().gave_up, Some(GiveUp::Budget { max: 2 }));
 }
 
 #[test]
@@ -490,6 +499,6 @@ fn a_missing_wrapper_gives_up_at_once() {
     );
     let st = p.store().stream(&id("A")).unwrap();
     assert_eq!(st.lifecycle.kind(), Kind::GaveUp);
-    assert_eq!(st.spawn_intent, None);
+    assert_eq!(st.history().spawn_intent, None);
     assert_eq!(st.restarts, 1, "the one attempt was charged");
 }

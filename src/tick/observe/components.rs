@@ -44,7 +44,9 @@ pub(super) fn observe_component(
     };
     let probes = match &liveness {
         Liveness::Running { pid, start_ticks } if !c.probes.is_empty() => {
-            let recorded = known_stream.map(|s| s.probes.clone()).unwrap_or_default();
+            let recorded = known_stream
+                .map(|s| s.history().probes.clone())
+                .unwrap_or_default();
             Some(recorded.for_instance(*pid, *start_ticks))
         }
         _ => None,

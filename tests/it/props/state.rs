@@ -4,8 +4,9 @@
 
 use monitor_workers::probe::{ProbeRecord, ProbeSet};
 use monitor_workers::process::identity::Remembered;
-use monitor_workers::state::{self, State, StreamState, STATE_VERSION};
+use monitor_workers::state::{self, State, StreamHistory, StreamState, STATE_VERSION};
 use monitor_workers::supervise::lifecycle::Lifecycle;
+use monitor_workers::supervise::model::{GiveUp, SpawnIntent};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -70,6 +71,56 @@ fn probe_record() -> impl Strategy<Value = ProbeRecord> {
         )
 }
 
+fn give_up() -> impl Strategy<Value = GiveUp> {
+    prop_oneof![
+        any::<u32>().prop_map(|max| GiveUp::Budget { max }),
+        (any::<String>(), any::<u32>())
+            .prop_map(|(signature, count)| GiveUp::SameFailure { signature, count }),
+        (any::<Option<i32>>(), any::<String>())
+            .prop_map(|(exit, reason)| GiveUp::Deterministic { exit, reason }),
+    ]
+}
+
+/// The fields the first strategy's tuples leave out.
+fn rest_of_stream_state() -> impl Strategy<Value = (StreamState, StreamHistory)> {
+    let opt_text = || prop::option::of(any::<String>());
+    (
+        (any::<u32>(), any::<u32>(), any::<u64>(), any::<u32>()),
+        (
+            opt_text(),
+            opt_text(),
+            prop::option::of(give_up()),
+            prop::option::of((any::<String>(), any::<u64>(), any::<u32>())),
+        ),
+    )
+        .prop_map(
+            |(
+                (restarts_since_reset, deaths_total, probe_failures_total, gave_up_total),
+                (last_exit, session_job, gave_up, intent),
+            )| {
+                let counters = StreamState {
+                    restarts_since_reset,
+                    deaths_total,
+                    probe_failures_total,
+                    gave_up_total,
+                    ..StreamState::default()
+                };
+                let history = StreamHistory {
+                    last_exit,
+                    session_job,
+                    gave_up,
+                    spawn_intent: intent.map(|(nonce, at_ms, monitor_pid)| SpawnIntent {
+                        nonce,
+                        at_ms,
+                        monitor_pid,
+                    }),
+                    ..StreamHistory::default()
+                };
+                (counters, history)
+            },
+        )
+}
+
 fn stream_state() -> impl Strategy<Value = StreamState> {
     let opt_text = || prop::option::of(any::<String>());
     (
@@ -98,6 +149,7 @@ fn stream_state() -> impl Strategy<Value = StreamState> {
             prop::collection::btree_map(any::<String>(), probe_record(), 0..3),
             opt_text(),
         ),
+        rest_of_stream_state(),
     )
         .prop_map(
             |(
@@ -105,30 +157,36 @@ fn stream_state() -> impl Strategy<Value = StreamState> {
                 (last_restart_ms, last_restart_reason, streak, next_attempt_ms),
                 (recent_restarts_ms, last_failure_ms, last_error, last_signature),
                 (same_failure_count, worker, instance, records, not_ready),
-            )| StreamState {
-                lifecycle,
-                restarts,
-                restarts_total,
-                completed_at_last_restart,
-                last_restart_ms,
-                last_restart_reason,
-                streak,
-                next_attempt_ms,
-                recent_restarts_ms,
-                last_failure_ms,
-                last_error,
-                last_signature,
-                same_failure_count,
-                worker: worker.map(|(pid, start_ticks, pid_file_mtime)| Remembered {
-                    pid,
-                    start_ticks,
-                    pid_file_mtime,
-                    // Both shapes round-trip: proven in some boot, or never.
-                    proven_in_boot: (start_ticks % 2 == 0).then_some(start_ticks ^ 0x5a5a),
-                }),
-                probes: ProbeSet { instance, records },
-                not_ready,
-                ..StreamState::default()
+                (counters, rest),
+            )| {
+                StreamState {
+                    lifecycle,
+                    restarts,
+                    restarts_total,
+                    completed_at_last_restart,
+                    streak,
+                    same_failure_count,
+                    worker: worker.map(|(pid, start_ticks, pid_file_mtime)| Remembered {
+                        pid,
+                        start_ticks,
+                        pid_file_mtime,
+                        // Both shapes round-trip: proven in some boot, or never.
+                        proven_in_boot: (start_ticks % 2 == 0).then_some(start_ticks ^ 0x5a5a),
+                    }),
+                    ..counters
+                }
+                .with_history(StreamHistory {
+                    last_restart_ms,
+                    last_restart_reason,
+                    next_attempt_ms,
+                    recent_restarts_ms,
+                    last_failure_ms,
+                    last_error,
+                    last_signature,
+                    probes: ProbeSet { instance, records },
+                    not_ready,
+                    ..rest
+                })
             },
         )
 }
