@@ -26,6 +26,7 @@ use crate::supervise::assess::Verdict;
 use crate::supervise::lifecycle::Lifecycle;
 use crate::supervise::model::{GiveUp, State};
 use crate::supervise::plan::{self, Changes, Plan, PlanSettings};
+use crate::supervise::stream_map::StreamMap;
 
 pub use observe::{take_snapshot, Observed, ProbeMode, Snapshot, SnapshotMemory, TcSnapshot};
 pub use record::Recorder;
@@ -134,29 +135,35 @@ pub struct Decided {
 
 /// What the announcements need of the state after the plan: each failing
 /// stream's lifecycle and give-up (not a copy of its whole record: 2 000
-/// dead streams of 10 000 made that 1.9 MB), and when "All workers healthy"
-/// was last logged.
+/// dead streams of 10 000 made that 1.9 MB; a hash map of them half a
+/// megabyte), and when "All workers healthy" was last logged.
 #[derive(Debug, Default)]
 pub struct Failing {
-    pub streams: std::collections::HashMap<String, (Lifecycle, Option<GiveUp>)>,
+    pub streams: StreamMap<(Lifecycle, Option<GiveUp>)>,
     pub healthy_logged_ms: Option<u64>,
 }
 
 impl Failing {
     /// The streams of `snapshot` observed dead or unhealthy, as `state` has them.
     fn of(state: &State, snapshot: &Snapshot) -> Failing {
-        let streams = snapshot
+        // The snapshot's streams come in id order, so the list is a map as
+        // it is; kept for the rest of the check, so no spare room either.
+        let mut streams: Vec<_> = snapshot
             .streams
             .iter()
             .filter(|o| matches!(o.verdict, Verdict::Dead { .. } | Verdict::Unhealthy { .. }))
             .filter_map(|o| {
                 let id = o.view.id.as_str();
                 let st = state.streams.get(id)?;
-                Some((id.to_string(), (st.lifecycle.clone(), st.history().gave_up.clone())))
+                Some((
+                    id.to_string(),
+                    (st.lifecycle.clone(), st.history().gave_up.clone()),
+                ))
             })
             .collect();
+        streams.shrink_to_fit();
         Failing {
-            streams,
+            streams: StreamMap::from_sorted(streams),
             healthy_logged_ms: state.healthy_logged_ms,
         }
     }
