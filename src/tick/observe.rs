@@ -32,7 +32,7 @@ mod probing;
 mod recheck;
 use components::{assess_component, observe_component};
 use memory::LookedLog;
-pub use memory::SnapshotMemory;
+pub use memory::{DeadLog, SnapshotMemory};
 pub use probing::Probing;
 pub use recheck::{judge_with_memory, recheck, recheck_proven, recheck_with};
 
@@ -45,17 +45,22 @@ pub struct Observed {
     pub pid_file: PidFile,
     pub liveness: Liveness,
     pub verdict: Verdict,
-    pub exit_code: Option<i32>,
-    /// When a dead worker's log ended (ms since the epoch), if the wrapper
-    /// wrote its exit line, and the log's last line before it.
-    pub ended_ms: Option<u64>,
-    pub last_words: Option<String>,
+    /// What a dead worker's log (or a component's runtime) said of its end;
+    /// boxed, as most streams are not dead.
+    pub dead_log: Option<Box<DeadLog>>,
     /// Its probes, when any are configured (`None` for most streams).
     pub probing: Option<Box<Probing>>,
     /// The stream's own restart settings from the config, if any.
     pub policy: Option<PolicyOverride>,
     /// How it is started and stopped.
     pub kind: ComponentKind,
+}
+
+impl Observed {
+    /// The exit code a dead worker's log (or a component's runtime) gave.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.dead_log.as_ref().and_then(|d| d.exit_code)
+    }
 }
 
 /// Everything one look at the project saw; nothing is judged beyond the
@@ -277,7 +282,9 @@ fn judge_tc(
         };
         o.verdict = seen.verdict.clone();
         if !matches!(o.verdict, Verdict::Dead { .. }) {
-            o.exit_code = None;
+            if let Some(said) = o.dead_log.as_deref_mut() {
+                said.exit_code = None;
+            }
         }
         let Some(worker) = seen.workers.live.first() else {
             continue;
@@ -346,13 +353,13 @@ pub fn observation(o: &Observed) -> Observation {
         id: o.view.id.clone(),
         verdict: o.verdict.clone(),
         completed_tasks: o.view.progress.completed,
-        exit_code: o.exit_code,
+        exit_code: o.exit_code(),
         worker,
         probes: o.probes().cloned(),
         not_ready: o.probe_verdict().not_ready.clone(),
         policy: o.policy,
-        ended_ms: o.ended_ms,
-        last_words: o.last_words.clone(),
+        ended_ms: o.dead_log.as_ref().and_then(|d| d.ended_ms),
+        last_words: o.dead_log.as_ref().and_then(|d| d.last_words.clone()),
     }
 }
 
@@ -445,9 +452,7 @@ fn observe_streams(
                 pid_file,
                 liveness,
                 verdict: Verdict::NoTasks,
-                exit_code: None,
-                ended_ms: None,
-                last_words: None,
+                dead_log: None,
                 probing: Probing::of(
                     probe_specs,
                     probes.as_ref().map(|(set, _)| set.clone()),
@@ -520,10 +525,9 @@ fn observe_streams(
             o.probe_verdict(),
         );
         if let Verdict::Dead { .. } = o.verdict {
-            let said = memory.dead_log(&o.view.id, log.as_ref());
-            o.exit_code = said.exit_code;
-            o.ended_ms = said.ended_ms;
-            o.last_words = said.last_words;
+            o.dead_log = memory
+                .dead_log(&o.view.id, log.as_ref())
+                .boxed_unless_empty();
         }
     }
     memory.end_of_dead_logs();

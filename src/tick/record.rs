@@ -210,7 +210,7 @@ pub fn announce(
         logger.action(Level::Warning, line);
         let exit = snapshot
             .stream(id)
-            .and_then(|o| o.exit_code)
+            .and_then(|o| o.exit_code())
             .map(|c| format!("exit code {c}"));
         recorder.event(EventRecord {
             reason: Some(line.clone()),

@@ -481,7 +481,7 @@ impl Actor<'_> {
             "class": attempt.signature.class,
             "signature": attempt.signature.text,
             "fingerprint": attempt.signature.fingerprint,
-            "exit_status": obs.exit_code.map(|c| format!("exit code {c}")),
+            "exit_status": obs.exit_code().map(|c| format!("exit code {c}")),
             "log_tail": selfheal::redact::redact_lines(&lines),
         });
         let path = self

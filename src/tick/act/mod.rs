@@ -330,12 +330,12 @@ impl<'a> Actor<'a> {
             _ => return,
         };
         let tail = logtail::tail(&self.log_path(obs), 8192).unwrap_or_default();
-        let signature = selfheal::signature::signature(obs.exit_code, None, &reason, &tail);
+        let signature = selfheal::signature::signature(obs.exit_code(), None, &reason, &tail);
         let shown = format!("{}: {}", signature.class, signature.text);
         let request = RestartRequest {
             id,
             completed_tasks: obs.view.progress.completed,
-            exit_code: obs.exit_code,
+            exit_code: obs.exit_code(),
             reason: &reason,
             policy: order.policy,
             signature: Some((&signature.fingerprint, &shown)),
@@ -434,7 +434,7 @@ impl<'a> Actor<'a> {
         self.recorder.event(EventRecord {
             reason: Some(reason.clone()),
             attempt: Some(attempt),
-            exit: obs.exit_code.map(|c| format!("exit code {c}")),
+            exit: obs.exit_code().map(|c| format!("exit code {c}")),
             class: Some(signature.class.to_string()),
             signature: Some(selfheal::redact::redact(&signature.text)),
             ..EventRecord::new(action, Some(id.as_str()))

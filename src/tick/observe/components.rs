@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Probing;
-use super::{judge_with_memory, Observed};
+use super::{judge_with_memory, DeadLog, Observed};
 use crate::component::{self, ComponentKind};
 use crate::layout::Layout;
 use crate::process::identity::Liveness;
@@ -66,9 +66,11 @@ pub(super) fn observe_component(
         pid_file,
         liveness,
         verdict: Verdict::NoTasks,
-        exit_code,
-        ended_ms: None,
-        last_words: None,
+        dead_log: DeadLog {
+            exit_code,
+            ..DeadLog::default()
+        }
+        .boxed_unless_empty(),
         probing: Probing::of(c.probes, probes, started_at),
         policy: c.policy,
         kind: c.kind,

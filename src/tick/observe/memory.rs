@@ -201,14 +201,19 @@ impl LookedLog {
 
 /// What a dead worker's log says: the wrapper's exit code, when the log
 /// ended and its last words.
-#[derive(Debug, Clone, Default)]
-pub(super) struct DeadLog {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLog {
     pub exit_code: Option<i32>,
     pub ended_ms: Option<u64>,
     pub last_words: Option<String>,
 }
 
 impl DeadLog {
+    /// Boxed, when it says anything.
+    pub fn boxed_unless_empty(self) -> Option<Box<DeadLog>> {
+        (self != DeadLog::default()).then(|| Box::new(self))
+    }
+
     fn read(log: Option<&LookedLog>, modified: Option<SystemTime>) -> DeadLog {
         let tail = log.and_then(|l| logtail::tail_of(l.file.as_ref()?, l.meta.len(), 4096));
         let exit_code = tail.as_deref().and_then(logtail::wrapper_exit_code);
