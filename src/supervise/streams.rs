@@ -23,11 +23,17 @@ pub struct StreamView {
 /// database's stream ids.
 pub const COMPONENT_PREFIX: char = '@';
 
-pub fn resolve(records: Vec<StreamRecord>) -> (Vec<Arc<StreamView>>, Vec<String>) {
+pub fn resolve(mut records: Vec<StreamRecord>) -> (Vec<Arc<StreamView>>, Vec<String>) {
     let mut warnings = Vec::new();
-    // Warned about in the order read; then sorted by id, one record per id.
-    let mut valid: Vec<(StreamId, StreamRecord)> = Vec::with_capacity(records.len());
-    for mut record in records {
+    // The task read gives them sorted and unique already; another source
+    // may not. Of two records of one id the later wins.
+    super::stream_map::sort_keeping_later(&mut records, |record| record.raw_id.as_str());
+    // Then each id is checked, in id order, and a record with a bad one
+    // dropped in place: no second list of 10 000 records beside the first.
+    // `retain_mut` visits each record once, in order, so the ids stay
+    // beside their records.
+    let mut ids: Vec<StreamId> = Vec::with_capacity(records.len());
+    records.retain_mut(|record| {
         // Ids starting with `@` name the components of monitor.toml: a
         // database stream of that name would share their PID file and state.
         if record.raw_id.starts_with(COMPONENT_PREFIX) {
@@ -35,28 +41,30 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<Arc<StreamView>>, Vec<String>
                 "Skipping stream {}: ids starting with {COMPONENT_PREFIX} are reserved for the components of monitor.toml; rename it",
                 quote_raw_id(&record.raw_id)
             ));
-            continue;
+            return false;
         }
         match StreamId::from_string(std::mem::take(&mut record.raw_id)) {
-            Ok(id) => valid.push((id, record)),
-            Err((raw, why)) => warnings.push(format!(
-                "Skipping stream {}: unsafe stream id ({why}); no file of it is touched",
-                quote_raw_id(&raw)
-            )),
+            Ok(id) => {
+                ids.push(id);
+                true
+            }
+            Err((raw, why)) => {
+                warnings.push(format!(
+                    "Skipping stream {}: unsafe stream id ({why}); no file of it is touched",
+                    quote_raw_id(&raw)
+                ));
+                false
+            }
         }
-    }
-    // The task read gives them sorted and unique already; another source
-    // may not. Of two records of one id the later wins.
-    super::stream_map::sort_keeping_later(&mut valid, |(id, _)| id);
+    });
     let all_dependencies: Vec<Vec<StreamId>> = {
         let known = |name: &str| {
-            valid
-                .binary_search_by(|(id, _)| id.as_str().cmp(name))
+            ids.binary_search_by(|id| id.as_str().cmp(name))
                 .ok()
-                .map(|i| &valid[i].0)
+                .map(|i| &ids[i])
         };
-        valid
-            .iter()
+        ids.iter()
+            .zip(&records)
             .map(|(id, record)| {
                 // Sized for the record's list (a first push would make room
                 // for four): one per stream, kept for the whole check.
@@ -81,24 +89,21 @@ pub fn resolve(records: Vec<StreamRecord>) -> (Vec<Arc<StreamView>>, Vec<String>
     };
     // The records are moved into the views, not copied. Each view is shared
     // (the daemon keeps them between ticks), so each is its own allocation;
-    // the list of them is sized for them: `collect` would reuse `valid`'s
-    // buffer in place, twenty times the size a list of pointers needs, and
+    // the list of them is sized for them: `collect` would reuse the records'
+    // buffer in place, fifteen times the size a list of pointers needs, and
     // keep it for the whole check.
-    let mut views = Vec::with_capacity(valid.len());
-    views.extend(
-        valid
-            .into_iter()
-            .zip(all_dependencies)
-            .map(|((id, record), dependencies)| {
-                Arc::new(StreamView {
-                    id,
-                    name: record.name,
-                    dependencies,
-                    progress: record.progress,
-                    last_update: record.last_update,
-                })
-            }),
-    );
+    let mut views = Vec::with_capacity(records.len());
+    views.extend(ids.into_iter().zip(records).zip(all_dependencies).map(
+        |((id, record), dependencies)| {
+            Arc::new(StreamView {
+                id,
+                name: record.name,
+                dependencies,
+                progress: record.progress,
+                last_update: record.last_update,
+            })
+        },
+    ));
     (views, warnings)
 }
 
