@@ -4,7 +4,7 @@
 
 use rusqlite::types::ValueRef;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::time::Duration;
 
@@ -265,9 +265,12 @@ pub fn read_streams_on(
         .map_err(|e| classify(path, e, busy_timeout))?;
 
     // Streams in the order first seen, found by id; a stream's tasks mostly
-    // come one after another, so the last one found is tried first.
+    // come one after another, so the last one found is tried first. The
+    // index holds positions, not ids: each id is compared where it is kept
+    // (a map keyed by id held a second copy of every one).
     let mut streams: Vec<StreamRecord> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let hasher = RandomState::new();
+    let mut index: hashbrown::HashTable<usize> = hashbrown::HashTable::new();
     let mut last: Option<usize> = None;
     let mut warnings = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
@@ -304,20 +307,26 @@ pub fn read_streams_on(
             .unwrap_or_default();
         let at = match last.filter(|&i| streams[i].raw_id == *stream_id) {
             Some(i) => i,
-            None => match index.get(stream_id.as_ref()) {
-                Some(&i) => i,
-                None => {
-                    index.insert(stream_id.to_string(), streams.len());
-                    streams.push(StreamRecord {
-                        raw_id: stream_id.to_string(),
-                        name: String::new(),
-                        dependencies: Vec::new(),
-                        progress: Progress::default(),
-                        last_update: None,
-                    });
-                    streams.len() - 1
+            None => {
+                let hash = hasher.hash_one(stream_id.as_ref());
+                match index.find(hash, |&i| streams[i].raw_id == *stream_id) {
+                    Some(&i) => i,
+                    None => {
+                        streams.push(StreamRecord {
+                            raw_id: stream_id.to_string(),
+                            name: String::new(),
+                            dependencies: Vec::new(),
+                            progress: Progress::default(),
+                            last_update: None,
+                        });
+                        let at = streams.len() - 1;
+                        index.insert_unique(hash, at, |&i| {
+                            hasher.hash_one(streams[i].raw_id.as_str())
+                        });
+                        at
+                    }
                 }
-            },
+            }
         };
         last = Some(at);
         let record = &mut streams[at];
@@ -369,6 +378,10 @@ pub fn read_streams_on(
             }
         }
     }
+    // Grown by doubling, up to 6 000 records' worth of spare room: handed
+    // back before the streams are resolved beside it.
+    streams.shrink_to_fit();
+    drop(index);
     streams.sort_unstable_by(|a, b| a.raw_id.cmp(&b.raw_id));
     for s in &mut streams {
         if s.name.is_empty() {
@@ -476,6 +489,70 @@ mod metadata_tests {
 
         let st = read.streams.iter().find(|s| s.raw_id == "st").unwrap();
         assert_eq!((st.progress.total, st.progress.completed), (2, 1));
+    }
+
+    /// Tasks of many streams in no order: each task counts in its own
+    /// stream, found through the index of positions whatever came between.
+    #[test]
+    fn interleaved_tasks_each_count_in_their_own_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE prds (id TEXT PRIMARY KEY, initiative_id TEXT);
+             CREATE TABLE tasks (id TEXT PRIMARY KEY, prd_id TEXT, status TEXT,
+                                 metadata TEXT, updated_at TEXT);
+             INSERT INTO prds VALUES ('p', 'init');",
+        )
+        .unwrap();
+        // 400 streams of 1 to 5 tasks, shuffled by a fixed generator.
+        let mut tasks: Vec<(String, &str)> = Vec::new();
+        for s in 0..400 {
+            for t in 0..(1 + s % 5) {
+                let status = if (s + t) % 3 == 0 {
+                    "completed"
+                } else {
+                    "pending"
+                };
+                tasks.push((format!("S-{s}"), status));
+            }
+        }
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in (1..tasks.len()).rev() {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            tasks.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        let mut want: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+        let insert = conn.transaction().unwrap();
+        for (n, (stream, status)) in tasks.iter().enumerate() {
+            let counts = want.entry(stream.clone()).or_default();
+            counts.0 += 1;
+            counts.1 += u32::from(*status == "completed");
+            insert
+                .execute(
+                    "INSERT INTO tasks VALUES (?1, 'p', ?2, ?3, '2024')",
+                    rusqlite::params![
+                        format!("t{n:05}"),
+                        status,
+                        format!(r#"{{"streamId":"{stream}"}}"#)
+                    ],
+                )
+                .unwrap();
+        }
+        insert.commit().unwrap();
+        drop(conn);
+
+        let read = read_streams(&path, "init", Duration::from_secs(1)).unwrap();
+        let got: std::collections::BTreeMap<String, (u32, u32)> = read
+            .streams
+            .iter()
+            .map(|s| {
+                let p = &s.progress;
+                (s.raw_id.clone(), (p.total, p.completed))
+            })
+            .collect();
+        assert_eq!(read.streams.len(), 400, "one record per stream");
+        assert_eq!(got, want);
     }
 
     #[test]
