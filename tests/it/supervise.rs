@@ -433,7 +433,9 @@ fn stop_stream_reaches_a_descendant_in_its_own_session() {
         .parse()
         .unwrap();
     assert!(wait_for(|| proc_session(escapee) == Some(escapee), SOON));
-    assert!(p.has_tag(escapee));
+    // Its environment is read once `setsid` has run `sleep` (until then the
+    // PID may be mid-exec).
+    assert!(wait_for(|| p.has_tag(escapee), SOON));
     assert_ne!(proc_pgrp(escapee), Some(wrapper), "it left the group");
     assert!(
         descendants(wrapper).contains(&escapee),
