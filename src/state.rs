@@ -31,9 +31,9 @@ use crate::report::log::Logger;
 use crate::supervise::model::SpawnIntent;
 /// What the store keeps: the supervisor's model of every stream.
 pub use crate::supervise::model::{State, StreamHistory, StreamState, STATE_VERSION};
-use crate::supervise::stream_map::StreamMap;
 
 mod json_file;
+mod row_hashes;
 mod sqlite;
 
 pub use json_file::parse;
@@ -94,7 +94,7 @@ struct Cached {
     data_version: i64,
     state: State,
     /// A hash of each stream's stored record, to write only what changed.
-    rows: StreamMap<u64>,
+    rows: row_hashes::RowHashes,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -524,9 +524,7 @@ impl StateStore {
                 // Our own commit leaves data_version alone: keep the cache
                 // in step (when it was current, it stays current).
                 if let Some(cached) = o.cache.as_mut() {
-                    cached
-                        .rows
-                        .insert(id.to_string(), row_hash(text.as_bytes()));
+                    cached.rows.insert(id.as_str(), row_hash(text.as_bytes()));
                     cached.state.streams.insert(id.to_string(), stream.clone());
                 }
                 Ok((result, stream))

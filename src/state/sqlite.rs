@@ -2,6 +2,7 @@
 //! JSON) and one row of globals in `state/monitor.db` (WAL), read whole or
 //! by row, written only where a row changed, under `BEGIN IMMEDIATE`.
 
+use super::row_hashes::RowHashes;
 use super::*;
 use crate::supervise::stream_map::StreamMap;
 
@@ -72,19 +73,23 @@ pub(super) fn check_version(conn: &Connection) -> Result<(), Unusable> {
 }
 
 /// Every row, parsed, with the hash of each stored record.
-pub(super) fn read_all(conn: &Connection) -> Result<(State, StreamMap<u64>), Unusable> {
+pub(super) fn read_all(conn: &Connection) -> Result<(State, RowHashes), Unusable> {
     let mut state = read_globals(conn).map_err(|e| match e {
         GlobalsError::Db(e) => classify(e),
         GlobalsError::Json(e) => Unusable::Bad(format!("is corrupt (globals: {e})")),
     })?;
     // Sized to the rows: grown by doubling, the list of 10 000 parsed
     // records would peak at twice its size.
-    let count: i64 = conn
-        .query_row("SELECT count(*) FROM streams", [], |r| r.get(0))
+    let (count, id_bytes): (i64, f64) = conn
+        .query_row(
+            "SELECT count(*), total(length(CAST(id AS BLOB))) FROM streams",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .map_err(classify)?;
     let count = usize::try_from(count).unwrap_or(0);
     let mut streams = Vec::with_capacity(count);
-    let mut rows = Vec::with_capacity(count);
+    let mut rows = RowHashes::with_capacity(count, id_bytes as usize);
     let mut stmt = conn
         .prepare_cached("SELECT id, record FROM streams ORDER BY id")
         .map_err(classify)?;
@@ -100,13 +105,13 @@ pub(super) fn read_all(conn: &Connection) -> Result<(State, StreamMap<u64>), Unu
             .map_err(classify)?;
         let stream: StreamState = serde_json::from_str(text)
             .map_err(|e| Unusable::Bad(format!("is corrupt (stream {id}: {e})")))?;
-        rows.push((id.to_string(), row_hash(text.as_bytes())));
+        rows.push_read(id, row_hash(text.as_bytes()));
         streams.push((id.to_string(), stream));
     }
     // Rows come in id order: the list read is the map, without a copy.
     state.streams = StreamMap::from_sorted(streams);
     upgrade_give_ups(&mut state);
-    Ok((state, StreamMap::from_sorted(rows)))
+    Ok((state, rows))
 }
 
 pub(super) fn read_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<StreamState>> {
@@ -168,9 +173,7 @@ pub(super) fn write_changes(
         text.clear();
         serde_json::to_writer(&mut text, stream).map_err(json_error)?;
         let hash = row_hash(&text);
-        let (stored, new) = cached
-            .rows
-            .get_or_insert_in_order(id, &mut stored_at, || hash);
+        let (stored, new) = cached.rows.get_or_insert_in_order(id, &mut stored_at, hash);
         if !new && *stored == hash {
             continue;
         }
@@ -182,9 +185,9 @@ pub(super) fn write_changes(
     if cached.rows.len() != cached.state.streams.len() {
         let gone: Vec<String> = cached
             .rows
-            .keys()
-            .filter(|id| !cached.state.streams.contains_key(id.as_str()))
-            .cloned()
+            .ids()
+            .filter(|id| !cached.state.streams.contains_key(id))
+            .map(str::to_string)
             .collect();
         for id in gone {
             conn.prepare_cached("DELETE FROM streams WHERE id = ?1")?
