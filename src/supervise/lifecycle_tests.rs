@@ -389,3 +389,11 @@ fn lifecycle_serialises_with_a_state_tag() {
     let back: Lifecycle = serde_json::from_str(&json).unwrap();
     assert_eq!(back.kind(), Kind::Backoff);
 }
+
+#[test]
+fn every_state_sits_at_its_discriminant_in_all() {
+    // Counters index arrays by `kind as usize` (metrics).
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        assert_eq!(kind as usize, i, "{kind:?}");
+    }
+}

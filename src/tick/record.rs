@@ -146,9 +146,10 @@ pub fn announce(
     let unhealthy: Vec<String> = snapshot
         .streams
         .iter()
-        .filter(|o| !held(&o.view.id))
         .filter_map(|o| match &o.verdict {
-            Verdict::Unhealthy { reason, .. } => Some(format!("{} ({reason})", o.view.id)),
+            Verdict::Unhealthy { reason, .. } if !held(&o.view.id) => {
+                Some(format!("{} ({reason})", o.view.id))
+            }
             _ => None,
         })
         .collect();
