@@ -15,7 +15,7 @@
 //! aside by a supervising run (never by a read-only one) and a fresh state
 //! starts, with a warning in the log.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -140,9 +140,13 @@ fn classify(e: rusqlite::Error) -> Unusable {
     }
 }
 
+/// A stored record's hash: only compared within this process, so any good
+/// 64-bit hash does; aHash (already built for rusqlite's hashbrown) is
+/// several times faster than SipHash over the 10 000 records a check
+/// hashes twice (1% of a check at 10 000 streams).
 fn row_hash(text: &[u8]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    text.hash(&mut h);
+    let mut h = ahash::AHasher::default();
+    h.write(text);
     h.finish()
 }
 
