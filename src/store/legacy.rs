@@ -480,10 +480,11 @@ pub fn read_streams_on(
     // Streams in the order first seen, found by id; a stream's tasks mostly
     // come one after another, so the last one found is tried first. The
     // index holds positions, not ids: each id is compared where it is kept
-    // (a map keyed by id held a second copy of every one).
+    // (a map keyed by id held a second copy of every one). Each position
+    // keeps its id's hash, so the table grows without hashing ids again.
     let mut streams: Vec<StreamRecord> = Vec::new();
     let hasher = RandomState::new();
-    let mut index: hashbrown::HashTable<usize> = hashbrown::HashTable::new();
+    let mut index: hashbrown::HashTable<(u64, usize)> = hashbrown::HashTable::new();
     let mut last: Option<usize> = None;
     let mut warnings = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, e, busy_timeout))? {
@@ -522,8 +523,8 @@ pub fn read_streams_on(
             Some(i) => i,
             None => {
                 let hash = hasher.hash_one(stream_id.as_ref());
-                match index.find(hash, |&i| streams[i].raw_id == *stream_id) {
-                    Some(&i) => i,
+                match index.find(hash, |&(_, i)| streams[i].raw_id == *stream_id) {
+                    Some(&(_, i)) => i,
                     None => {
                         streams.push(StreamRecord {
                             raw_id: stream_id.to_string(),
@@ -533,9 +534,7 @@ pub fn read_streams_on(
                             last_update: None,
                         });
                         let at = streams.len() - 1;
-                        index.insert_unique(hash, at, |&i| {
-                            hasher.hash_one(streams[i].raw_id.as_str())
-                        });
+                        index.insert_unique(hash, (hash, at), |&(kept, _)| kept);
                         at
                     }
                 }
