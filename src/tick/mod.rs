@@ -172,8 +172,14 @@ impl Failing {
     /// its worker not running is the operator's doing, reported but neither
     /// dead nor restarted.
     pub fn held(&self, id: &StreamId) -> bool {
+        self.held_in_order(id, &mut 0)
+    }
+
+    /// [`Failing::held`] in a walk over streams in id order (`cursor`: 0 at
+    /// the start of the walk; see `StreamMap::get_in_order`).
+    pub fn held_in_order(&self, id: &StreamId, cursor: &mut usize) -> bool {
         self.streams
-            .get(id.as_str())
+            .get_in_order(id.as_str(), cursor)
             .is_some_and(|(lifecycle, _)| lifecycle.is_held())
     }
 }
@@ -230,9 +236,11 @@ pub fn run_tick(
     let hooks = record::gave_up(&recorder, memory, settings, &give_ups);
     let next_due_ms = store.view(|state| record::next_wake(&snapshot, state, &decided.plan));
     record::metrics(&recorder, memory, settings, store, started.elapsed());
+    // The ids come in id order, as the snapshot has them.
     let unheld = |ids: Vec<StreamId>| -> Vec<StreamId> {
+        let mut cursor = 0;
         ids.into_iter()
-            .filter(|id| !decided.failing.held(id))
+            .filter(|id| !decided.failing.held_in_order(id, &mut cursor))
             .collect()
     };
     let report = TickReport {

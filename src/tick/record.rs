@@ -142,7 +142,13 @@ pub fn announce(
     }
     // Streams an operator holds are said below, not counted as failing.
     let held = |id: &StreamId| decided.failing.held(id);
-    let dead: Vec<StreamId> = snapshot.dead().into_iter().filter(|id| !held(id)).collect();
+    // In id order, as the snapshot has them.
+    let mut cursor = 0;
+    let dead: Vec<StreamId> = snapshot
+        .dead()
+        .into_iter()
+        .filter(|id| !decided.failing.held_in_order(id, &mut cursor))
+        .collect();
     let unhealthy: Vec<String> = snapshot
         .streams
         .iter()
