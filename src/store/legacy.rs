@@ -611,13 +611,9 @@ pub fn read_streams_on(
 mod metadata_tests {
     use super::*;
 
-    /// Metadata is parsed from the stored bytes and checked as UTF-8 only
-    /// where a string is kept; what comes out is what repairing the whole
-    /// text first gave: bad bytes in a field nobody reads change nothing,
-    /// bad bytes in a kept one are repaired. Statuses stored as blobs or
-    /// numbers count as before.
-    #[test]
-    fn stored_bytes_read_as_the_repaired_text_was() {
+    /// A tasks database of the legacy schema's columns the read needs, with
+    /// one PRD `p` of initiative `init`.
+    fn tasks_db() -> (tempfile::TempDir, std::path::PathBuf, rusqlite::Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tasks.db");
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -628,6 +624,17 @@ mod metadata_tests {
              INSERT INTO prds VALUES ('p', 'init');",
         )
         .unwrap();
+        (dir, path, conn)
+    }
+
+    /// Metadata is parsed from the stored bytes and checked as UTF-8 only
+    /// where a string is kept; what comes out is what repairing the whole
+    /// text first gave: bad bytes in a field nobody reads change nothing,
+    /// bad bytes in a kept one are repaired. Statuses stored as blobs or
+    /// numbers count as before.
+    #[test]
+    fn stored_bytes_read_as_the_repaired_text_was() {
+        let (_dir, path, conn) = tasks_db();
         let metadata: [&[u8]; 7] = [
             br#"{"streamId":"plain","streamName":"Plain","dependencies":["x"]}"#,
             b"{\"streamId\":\"files-bad\",\"files\":[\"a\xff\xfeb\"]}",
@@ -707,16 +714,7 @@ mod metadata_tests {
     /// stream, found through the index of positions whatever came between.
     #[test]
     fn interleaved_tasks_each_count_in_their_own_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tasks.db");
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE prds (id TEXT PRIMARY KEY, initiative_id TEXT);
-             CREATE TABLE tasks (id TEXT PRIMARY KEY, prd_id TEXT, status TEXT,
-                                 metadata TEXT, updated_at TEXT);
-             INSERT INTO prds VALUES ('p', 'init');",
-        )
-        .unwrap();
+        let (_dir, path, mut conn) = tasks_db();
         // 400 streams of 1 to 5 tasks, shuffled by a fixed generator.
         let mut tasks: Vec<(String, &str)> = Vec::new();
         for s in 0..400 {
