@@ -5,6 +5,7 @@
 //! check costs a constant number of queries whatever the number of streams.
 
 mod legacy;
+mod metadata;
 pub mod recovery;
 mod tc;
 mod text;
