@@ -5,6 +5,8 @@
 //! every id cost a 32-byte allocation a stream (two thirds of this list's
 //! memory at 10 000 streams).
 
+use crate::supervise::stream_map::locate_in_order;
+
 /// Row hashes in id order.
 #[derive(Debug, Default)]
 pub(super) struct RowHashes {
@@ -98,24 +100,15 @@ impl RowHashes {
         cursor: &mut usize,
         hash: u64,
     ) -> (&mut u64, bool) {
-        // Everything before the cursor sorts before `id` (true in an ordered
-        // walk; checked, so any other walk is still answered right).
-        let after_the_ones_before = *cursor == 0
-            || self
-                .rows
-                .get(*cursor - 1)
-                .is_some_and(|row| self.id_of(row) < id);
-        let found = match self.rows.get(*cursor).map(|row| self.id_of(row)) {
-            Some(here) if here == id => Ok(*cursor),
-            Some(here) if here > id && after_the_ones_before => Err(*cursor),
-            None if after_the_ones_before => Err(*cursor),
-            _ => self.find(id),
-        };
+        let found = locate_in_order(
+            self.rows.len(),
+            |i| self.id_of(&self.rows[i]),
+            id,
+            cursor,
+            || self.find(id),
+        );
         match found {
-            Ok(i) => {
-                *cursor = i + 1;
-                (&mut self.rows[i].hash, false)
-            }
+            Ok(i) => (&mut self.rows[i].hash, false),
             Err(i) => {
                 let row = self.row_for(id, hash);
                 self.rows.insert(i, row);

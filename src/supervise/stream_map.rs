@@ -40,34 +40,15 @@ impl<V> StreamMap<V> {
     }
 
     /// Where `id` is (`Ok`) or would go (`Err`), for a walk over streams in
-    /// id order: `cursor` (0 at the start of the walk) is tried first and
-    /// moved past the place found, so a walk over every stream costs one
-    /// comparison a stream (two for an id that is not there) rather than a
-    /// binary search. An id asked out of order is searched for as `get`
-    /// would.
+    /// id order (see [`locate_in_order`]).
     fn locate_in_order(&self, id: &str, cursor: &mut usize) -> Result<usize, usize> {
-        // Everything before the cursor sorts before `id` (true in an
-        // ordered walk; checked, so any other walk is still answered right):
-        // then `id` is at the cursor or nowhere, unless the cursor's own id
-        // sorts before it.
-        let after_the_ones_before = || {
-            *cursor == 0
-                || self
-                    .sorted
-                    .get(*cursor - 1)
-                    .is_some_and(|(k, _)| k.as_str() < id)
-        };
-        let found = match self.sorted.get(*cursor) {
-            Some((k, _)) if k == id => Ok(*cursor),
-            Some((k, _)) if k.as_str() > id && after_the_ones_before() => Err(*cursor),
-            None if after_the_ones_before() => Err(*cursor),
-            _ => self.find(id),
-        };
-        *cursor = match found {
-            Ok(i) => i + 1,
-            Err(i) => i,
-        };
-        found
+        locate_in_order(
+            self.sorted.len(),
+            |i| self.sorted[i].0.as_str(),
+            id,
+            cursor,
+            || self.find(id),
+        )
     }
 
     /// [`StreamMap::get`] in a walk in id order (see `cursor` above).
@@ -169,6 +150,37 @@ pub fn sort_keeping_later<T, K: Ord + ?Sized>(items: &mut Vec<T>, key: impl Fn(&
         }
         same
     });
+}
+
+/// Where `id` is (`Ok`) or would go (`Err`) among `len` ids in increasing
+/// order, `id_at(i)` the i-th, for a walk over streams in id order: `cursor`
+/// (0 at the start of the walk) is tried first and moved past the place
+/// found, so a walk over every stream costs one comparison a stream (two for
+/// an id that is not there) rather than a binary search. An id asked out of
+/// order is found by `search` (a binary search of the same ids).
+pub fn locate_in_order<'a>(
+    len: usize,
+    id_at: impl Fn(usize) -> &'a str,
+    id: &str,
+    cursor: &mut usize,
+    search: impl FnOnce() -> Result<usize, usize>,
+) -> Result<usize, usize> {
+    // Everything before the cursor sorts before `id` (true in an ordered
+    // walk; checked, so any other walk is still answered right): then `id`
+    // is at the cursor or nowhere, unless the cursor's own id sorts before it.
+    let after_the_ones_before = || *cursor == 0 || (*cursor <= len && id_at(*cursor - 1) < id);
+    let here = (*cursor < len).then(|| id_at(*cursor));
+    let found = match here {
+        Some(here) if here == id => Ok(*cursor),
+        Some(here) if here > id && after_the_ones_before() => Err(*cursor),
+        None if after_the_ones_before() => Err(*cursor),
+        _ => search(),
+    };
+    *cursor = match found {
+        Ok(i) => i + 1,
+        Err(i) => i,
+    };
+    found
 }
 
 /// A place in the map for one id (only `or_default` and `or_insert_with`).
