@@ -87,9 +87,9 @@ pub fn judge(
 ) -> Liveness {
     let (pid, fingerprint) = match pid_file {
         PidFile::Missing => return Liveness::NoPidFile,
-        PidFile::Invalid { reason, .. } => {
+        PidFile::Invalid(bad) => {
             return Liveness::Stale {
-                reason: format!("invalid PID file: {reason}"),
+                reason: format!("invalid PID file: {}", bad.reason),
             }
         }
         PidFile::Pid { pid, fingerprint } => (*pid, fingerprint),
@@ -235,7 +235,7 @@ mod tests {
         PidFile::Pid {
             pid,
             fingerprint: Fingerprint {
-                content: pid.to_string(),
+                content: pid.to_string().into(),
                 mtime: at(mtime),
                 inode: 1,
             },
@@ -265,14 +265,14 @@ mod tests {
             pid_file_mtime: 1_000,
             proven_in_boot: None,
         };
-        let invalid = PidFile::Invalid {
-            reason: "x".into(),
-            fingerprint: Fingerprint {
+        let invalid = PidFile::invalid(
+            "x".into(),
+            Fingerprint {
                 content: "x".into(),
                 mtime: at(0),
                 inode: 1,
             },
-        };
+        );
         /// Name, PID file, process, remembered worker, expected stale reason.
         type Case = (
             &'static str,
@@ -381,7 +381,7 @@ mod tests {
         let pid_file = PidFile::Pid {
             pid,
             fingerprint: Fingerprint {
-                content: pid.to_string(),
+                content: pid.to_string().into(),
                 mtime: SystemTime::now() + Duration::from_secs(5),
                 inode: 1,
             },

@@ -10,24 +10,47 @@ use super::safe_file::{self, FileKind, HeldDir, HeldOpen, SafeFileError};
 /// The largest PID file we read; anything longer is not a PID.
 const MAX_PID_FILE_BYTES: u64 = 64;
 
-/// What a PID file holds.
+/// What a PID file holds. Every stream's observation holds one (48 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PidFile {
     /// No PID file: the stream is not running.
     Missing,
-    /// A file that names no usable PID; the reason says why.
-    Invalid {
-        reason: String,
-        fingerprint: Fingerprint,
-    },
+    /// A file that names no usable PID (boxed: rare).
+    Invalid(Box<InvalidPidFile>),
     /// A well-formed PID.
     Pid { pid: i32, fingerprint: Fingerprint },
+}
+
+/// A PID file that names no usable PID, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPidFile {
+    pub reason: String,
+    pub fingerprint: Fingerprint,
+}
+
+impl PidFile {
+    pub fn invalid(reason: String, fingerprint: Fingerprint) -> PidFile {
+        PidFile::Invalid(Box::new(InvalidPidFile {
+            reason,
+            fingerprint,
+        }))
+    }
+
+    /// The file's fingerprint, when there is a file.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        match self {
+            PidFile::Missing => None,
+            PidFile::Invalid(bad) => Some(&bad.fingerprint),
+            PidFile::Pid { fingerprint, .. } => Some(fingerprint),
+        }
+    }
 }
 
 /// Enough of a file's identity to tell whether it was rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
-    pub content: String,
+    /// At most 64 bytes (a longer file is no PID file).
+    pub content: Box<str>,
     pub mtime: SystemTime,
     pub inode: u64,
 }
@@ -171,7 +194,7 @@ impl PidDir {
             }
         }
         let fingerprint = Fingerprint {
-            content: String::from_utf8_lossy(&buf[..len]).into_owned(),
+            content: String::from_utf8_lossy(&buf[..len]).into(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             inode: inode_of(&meta),
         };
@@ -219,10 +242,7 @@ impl Stamp {
 fn judged(fingerprint: Fingerprint, pid_max: u64) -> PidFile {
     match parse_pid(&fingerprint.content, pid_max) {
         Ok(pid) => PidFile::Pid { pid, fingerprint },
-        Err(reason) => PidFile::Invalid {
-            reason,
-            fingerprint,
-        },
+        Err(reason) => PidFile::invalid(reason, fingerprint),
     }
 }
 
@@ -232,13 +252,13 @@ fn judged(fingerprint: Fingerprint, pid_max: u64) -> PidFile {
 /// socket, device or symlink in its place, or a `pids/` directory that is a
 /// symlink, is invalid and named as what it is.
 pub fn read(path: &Path, pid_max: u64) -> PidFile {
-    let unreadable = |reason: String, inode: u64| PidFile::Invalid {
-        reason,
-        fingerprint: Fingerprint {
-            content: String::new(),
+    let unreadable = |reason: String, inode: u64| {
+        let fingerprint = Fingerprint {
+            content: "".into(),
             mtime: SystemTime::UNIX_EPOCH,
             inode,
-        },
+        };
+        PidFile::invalid(reason, fingerprint)
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         match safe_file::real_dir(dir) {
@@ -268,21 +288,16 @@ pub fn read(path: &Path, pid_max: u64) -> PidFile {
     let mut bytes = Vec::new();
     let read = file.take(MAX_PID_FILE_BYTES + 1).read_to_end(&mut bytes);
     let fingerprint = Fingerprint {
-        content: String::from_utf8_lossy(&bytes).into_owned(),
+        content: String::from_utf8_lossy(&bytes).into(),
         mtime,
         inode,
     };
     if let Err(e) = read {
-        return PidFile::Invalid {
-            reason: format!("cannot read it: {e}"),
-            fingerprint,
-        };
+        return PidFile::invalid(format!("cannot read it: {e}"), fingerprint);
     }
     if size > MAX_PID_FILE_BYTES || bytes.len() as u64 > MAX_PID_FILE_BYTES {
-        return PidFile::Invalid {
-            reason: format!("it is {size} bytes long, not a PID"),
-            fingerprint,
-        };
+        let reason = format!("it is {size} bytes long, not a PID");
+        return PidFile::invalid(reason, fingerprint);
     }
     judged(fingerprint, pid_max)
 }
@@ -327,11 +342,9 @@ pub fn remove_if_unchanged(
         }
     }
     let now = read(path, pid_max);
-    let same = match &now {
-        PidFile::Missing => return Ok(false),
-        PidFile::Invalid { fingerprint, .. } | PidFile::Pid { fingerprint, .. } => {
-            fingerprint == judged
-        }
+    let same = match now.fingerprint() {
+        None => return Ok(false),
+        Some(fingerprint) => fingerprint == judged,
     };
     if !same {
         return Ok(false);
@@ -420,10 +433,7 @@ mod tests {
             held.read("plain", 4_194_304),
             PidFile::Pid { pid: 4321, .. }
         ));
-        assert!(matches!(
-            held.read("fifo", 4_194_304),
-            PidFile::Invalid { .. }
-        ));
+        assert!(matches!(held.read("fifo", 4_194_304), PidFile::Invalid(_)));
         // A symlink in place of the directory is not held.
         std::os::unix::fs::symlink(&pids, dir.path().join("linked")).unwrap();
         assert!(PidDir::open(&dir.path().join("linked")).is_none());

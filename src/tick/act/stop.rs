@@ -89,11 +89,7 @@ pub fn remove_if_stale(
     pid_file: &PidFile,
     liveness: &Liveness,
 ) {
-    let (
-        Liveness::Stale { reason },
-        PidFile::Pid { fingerprint, .. } | PidFile::Invalid { fingerprint, .. },
-    ) = (liveness, pid_file)
-    else {
+    let (Liveness::Stale { reason }, Some(fingerprint)) = (liveness, pid_file.fingerprint()) else {
         return;
     };
     let path = layout.pid_file(id);

@@ -14,6 +14,10 @@ use crate::process::safe_file;
 use crate::store;
 use crate::supervise::streams::StreamView;
 
+/// Streams resolved from a kept read: the read's generation, the views and
+/// their warnings.
+pub(super) type KeptViews = Option<(u64, Vec<Arc<StreamView>>, Vec<String>)>;
+
 /// What the daemon's ticks keep of their observations, so that an interval
 /// tick redoes only what can have changed: the databases' read (kept while
 /// the files' stamps stay), what a dead worker's log said (kept while the
@@ -25,7 +29,7 @@ pub struct SnapshotMemory {
     pub reads: store::ReadCache,
     /// The streams resolved from the kept read, with their warnings, and
     /// the read's generation they came from.
-    pub(super) views: Option<(u64, Vec<Arc<StreamView>>, Vec<String>)>,
+    pub(super) views: KeptViews,
     dead_logs: HashMap<StreamId, (LogStamp, DeadLog)>,
     /// The logs of the streams found dead in the tick under way.
     dead_now: HashMap<StreamId, (LogStamp, DeadLog)>,
@@ -345,7 +349,7 @@ mod tests {
         // Judged against another largest PID: judged again.
         plant(&mut daemon, "777", later);
         let file = daemon.pid_file(&pids, &id, 4000);
-        assert!(matches!(file, PidFile::Invalid { .. }), "{file:?}");
+        assert!(matches!(file, PidFile::Invalid(_)), "{file:?}");
         daemon.end_of_pid_files();
         // A one-shot keeps nothing.
         let mut once = SnapshotMemory::default();
@@ -367,7 +371,7 @@ mod tests {
             }
             let file = daemon.pid_file(&pids, &id, 4_194_304);
             daemon.end_of_pid_files();
-            assert!(matches!(file, PidFile::Invalid { .. }), "{odd}: {file:?}");
+            assert!(matches!(file, PidFile::Invalid(_)), "{odd}: {file:?}");
             assert!(daemon.pid_files.is_empty(), "{odd}: not kept");
         }
     }
