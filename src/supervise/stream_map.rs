@@ -57,6 +57,12 @@ impl<V> StreamMap<V> {
         Some(&self.sorted[i].1)
     }
 
+    /// [`StreamMap::get_mut`] in a walk in id order (see `cursor` above).
+    pub fn get_mut_in_order(&mut self, id: &str, cursor: &mut usize) -> Option<&mut V> {
+        let i = self.locate_in_order(id, cursor).ok()?;
+        Some(&mut self.sorted[i].1)
+    }
+
     /// The record of `id` in a walk in id order, made with `make` if there
     /// is none, and whether it was made.
     pub fn get_or_insert_in_order(
@@ -305,6 +311,9 @@ mod tests {
                     // From any cursor, right or not, the answer is `get`'s.
                     let mut cursor = (x >> 3) as usize % 10;
                     assert_eq!(ours.get_in_order(id, &mut cursor), model.get(id));
+                    let mut cursor = (x >> 5) as usize % 10;
+                    let found = ours.get_mut_in_order(id, &mut cursor).map(|v| *v);
+                    assert_eq!(found.as_ref(), model.get(id));
                 }
             }
             match (x >> 8) % 5 {
