@@ -211,6 +211,28 @@ impl StateStore {
         }
     }
 
+    /// Reads the state now, so that the next [`StateStore::view`] finds it
+    /// read (a check reads it on a second thread while the task database
+    /// is read). A state that cannot be read is left for that view to say.
+    pub fn read_ahead(&self) {
+        let mut guard = self.lock_open();
+        // Read through a smaller page cache: SQLite's page caches recycle
+        // pages between connections, so the pages made here are freed by
+        // the other thread's connection to the task database, and memory
+        // one thread allocates and another frees stays in the first one's
+        // allocator arena, of no use to the rest of the check.
+        let set_cache = |open: &Option<Open>, pragma: &str| {
+            if let Some(o) = open {
+                let _ = o.conn.execute_batch(pragma);
+            }
+        };
+        if let Ok(true) = self.connect(&mut guard, false) {
+            set_cache(&guard, sqlite::READ_AHEAD_PAGE_CACHE);
+        }
+        let _ = self.fresh(&mut guard);
+        set_cache(&guard, sqlite::PAGE_CACHE);
+    }
+
     /// The state for a read-only view (`status`, `logs`): nothing is moved,
     /// migrated or written. The problem, if any, comes back for the caller
     /// to show.

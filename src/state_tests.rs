@@ -285,3 +285,39 @@ fn a_failed_write_is_written_when_the_change_is_made_again() {
     let stored = rows(dir.path());
     assert!(stored[0].1.contains(&big), "the change was written");
 }
+
+/// A state read ahead (on a check's second thread) is what the next view
+/// sees, read once; the connection keeps its usual page cache; a store
+/// with no database yet makes none.
+#[test]
+fn a_state_read_ahead_is_the_one_viewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = store_in(dir.path());
+    fresh.read_ahead();
+    assert!(
+        !dir.path().join(STATE_DB).exists(),
+        "nothing made by a read"
+    );
+    let ours = store_in(dir.path());
+    let theirs = store_in(dir.path());
+    theirs
+        .update(|s| s.streams.entry("a".into()).or_default().restarts = 3)
+        .unwrap();
+    let read_ahead = std::thread::scope(|scope| scope.spawn(|| ours.read_ahead()).join());
+    assert!(read_ahead.is_ok());
+    let cache_size = |store: &StateStore| -> i64 {
+        let open = store.lock_open();
+        let o = open.as_ref().expect("connected by the read ahead");
+        o.conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(cache_size(&ours), -512);
+    assert!(ours.lock_open().as_ref().unwrap().cache.is_some());
+    assert_eq!(ours.view(|s| s.streams["a"].restarts), 3);
+    // Another monitor's write after the read ahead is seen by the view.
+    let a = StreamId::parse("a").unwrap();
+    ours.read_ahead();
+    theirs.update_stream(&a, |st, _| st.restarts = 5).unwrap();
+    assert_eq!(ours.view(|s| s.streams["a"].restarts), 5);
+}

@@ -40,15 +40,22 @@ pub(super) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0))
 }
 
+/// A small page cache: the state is read whole once, then row by row.
+pub(super) const PAGE_CACHE: &str = "PRAGMA cache_size = -512";
+
+/// The page cache while the state is read on a check's second thread (see
+/// `StateStore::read_ahead`).
+pub(super) const READ_AHEAD_PAGE_CACHE: &str = "PRAGMA cache_size = -64";
+
 pub(super) fn open_read_write(path: &Path) -> Result<Connection, Unusable> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
     conn.busy_timeout(LOCK_WAIT).map_err(classify)?;
     // WAL commits survive the monitor being killed at any moment; the
     // checkpoints are synced.
-    // A small page cache: the state is read whole once, then row by row.
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -512")
+    conn.execute_batch("PRAGMA synchronous = NORMAL")
         .map_err(classify)?;
+    conn.execute_batch(PAGE_CACHE).map_err(classify)?;
     check_version(&conn)?;
     Ok(conn)
 }
