@@ -197,10 +197,9 @@ pub fn run_tick(
     let probes = ProbeMode::Run(&settings.config);
     // The state is read once here and again only if another monitor writes
     // before the plan step.
+    let known = observe::KnownState::Store(store);
     let reads = &mut memory.snapshot;
-    let observed = store.view(|known| {
-        observe::take_snapshot_with(layout, settings.busy_timeout, known, probes, reads)
-    });
+    let observed = observe::take_snapshot_of(layout, settings.busy_timeout, known, probes, reads);
     let Some(snapshot) = observed? else {
         let msg = "No active initiative found".to_string();
         memory.once(logger, Level::Warning, Kind::Report, msg);

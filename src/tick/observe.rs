@@ -16,6 +16,7 @@ use crate::process::identity::{self, Liveness, Remembered};
 use crate::process::pidfile::{self, PidFile};
 use crate::process::procinfo;
 use crate::process::proof::Project;
+use crate::state::StateStore;
 use crate::store::{self, Initiative, StoreError};
 use crate::supervise::assess::{assess, Verdict};
 use crate::supervise::model::State;
@@ -27,12 +28,14 @@ use crate::workers;
 use crate::workers::observe::{TcObservation, TcStreamObs};
 
 mod components;
+mod early;
 mod memory;
 mod probing;
 mod recheck;
 use components::{assess_component, observe_component};
-use memory::LookedLog;
+use early::{EarlyPidFiles, PidFileRead};
 pub use memory::{DeadLog, SnapshotMemory};
+use memory::{KeptViews, LookedLog};
 pub use probing::Probing;
 pub use recheck::{judge_with_memory, recheck, recheck_proven, recheck_with};
 
@@ -186,11 +189,87 @@ pub fn take_snapshot_with(
     probes: ProbeMode<'_>,
     memory: &mut SnapshotMemory,
 ) -> Result<Option<Snapshot>, StoreError> {
-    let Some(read) = store::read_project_cached(layout, busy_timeout, &mut memory.reads)? else {
+    take_snapshot_of(
+        layout,
+        busy_timeout,
+        KnownState::Given(known),
+        probes,
+        memory,
+    )
+}
+
+/// Where a snapshot finds what the monitor knows of each stream.
+#[derive(Clone, Copy)]
+pub enum KnownState<'a> {
+    /// Already read by the caller (`status`, `recover`).
+    Given(&'a State),
+    /// Read from the store as part of the snapshot (a check's tick).
+    Store(&'a StateStore),
+}
+
+impl KnownState<'_> {
+    fn look<T>(self, look: impl FnOnce(&State) -> T) -> T {
+        match self {
+            KnownState::Given(state) => look(state),
+            KnownState::Store(store) => store.view(look),
+        }
+    }
+}
+
+/// A snapshot. A run that keeps its reads between ticks (the daemon)
+/// rereads little and reads it in turn; one that keeps nothing (a one-shot
+/// check, `status`) reads the task database on this thread while a second
+/// one reads the state and every PID file and process (see [`early`]).
+pub fn take_snapshot_of(
+    layout: &Layout,
+    busy_timeout: Duration,
+    known: KnownState<'_>,
+    probes: ProbeMode<'_>,
+    memory: &mut SnapshotMemory,
+) -> Result<Option<Snapshot>, StoreError> {
+    if memory.reads.keeps() {
+        return known.look(|known| {
+            let read = read_streams(layout, busy_timeout, &mut memory.reads, &mut memory.views)?;
+            let Some(read) = read else {
+                return Ok(None);
+            };
+            let snapshot = observe_read(layout, busy_timeout, read, known, probes, memory, None);
+            Ok(Some(snapshot))
+        });
+    }
+    let (read, early) = early::side_by_side(layout, known, || {
+        read_streams(layout, busy_timeout, &mut memory.reads, &mut memory.views)
+    });
+    let Some(read) = read? else {
         return Ok(None);
     };
-    let generation = memory.reads.generation();
-    let cached = match &memory.views {
+    known.look(|known| {
+        let snapshot = observe_read(layout, busy_timeout, read, known, probes, memory, early);
+        Ok(Some(snapshot))
+    })
+}
+
+/// The task database's side of a snapshot: the initiative and its streams,
+/// resolved. It needs neither the state nor the PID files.
+struct ReadStreams {
+    initiative: Initiative,
+    source: store::TaskSource,
+    warnings: Vec<String>,
+    tc_project: Option<store::TcProject>,
+    views: Vec<Arc<StreamView>>,
+}
+
+fn read_streams(
+    layout: &Layout,
+    busy_timeout: Duration,
+    reads: &mut store::ReadCache,
+    kept_views: &mut KeptViews,
+) -> Result<Option<ReadStreams>, StoreError> {
+    let Some(read) = store::read_project_cached(layout, busy_timeout, reads)? else {
+        return Ok(None);
+    };
+    let generation = reads.generation();
+    let cached = match kept_views {
         Some((made_from, views, more)) if *made_from == generation => {
             Some((views.clone(), more.clone()))
         }
@@ -218,13 +297,40 @@ pub fn take_snapshot_with(
         (Some(cached), _) => cached,
         (None, records) => {
             let (views, more) = streams::resolve(records.unwrap_or_default());
-            if memory.reads.keeps() {
-                memory.views = Some((generation, views.clone(), more.clone()));
+            if reads.keeps() {
+                *kept_views = Some((generation, views.clone(), more.clone()));
             }
             (views, more)
         }
     };
     warnings.extend(more);
+    Ok(Some(ReadStreams {
+        initiative,
+        source,
+        warnings,
+        tc_project,
+        views,
+    }))
+}
+
+/// The rest of a snapshot, once the streams are known: the worker sources
+/// of a tc project, then every stream's PID file, process, log and probes.
+fn observe_read(
+    layout: &Layout,
+    busy_timeout: Duration,
+    read: ReadStreams,
+    known: &State,
+    probes: ProbeMode<'_>,
+    memory: &mut SnapshotMemory,
+    early: Option<EarlyPidFiles>,
+) -> Snapshot {
+    let ReadStreams {
+        initiative,
+        source,
+        mut warnings,
+        tc_project,
+        views,
+    } = read;
     // A tc project's workers are sessions and tc worker processes: every
     // source is asked once, before the streams are judged.
     let tc = tc_project.map(|project| {
@@ -243,17 +349,17 @@ pub fn take_snapshot_with(
     if let Some(tc) = &tc {
         warnings.extend(tc.observed.warnings.iter().cloned());
     }
-    let mut streams = observe_streams(layout, &initiative, views, known, probes, memory);
+    let mut streams = observe_streams(layout, &initiative, views, known, probes, memory, early);
     if let Some(tc) = &tc {
         judge_tc(layout, &initiative, &mut streams, tc, known, probes);
     }
-    Ok(Some(Snapshot {
+    Snapshot {
         initiative,
         streams,
         warnings,
         source,
         tc,
-    }))
+    }
 }
 
 /// A tc stream whose PID file names no running worker (the wrapper
@@ -386,6 +492,7 @@ fn observe_streams(
     known: &State,
     probe_mode: ProbeMode<'_>,
     memory: &mut SnapshotMemory,
+    early: Option<EarlyPidFiles>,
 ) -> Vec<Observed> {
     let complete: HashSet<StreamId> = views
         .iter()
@@ -393,39 +500,17 @@ fn observe_streams(
         .map(|v| v.id.clone())
         .collect();
     let our_uid = procinfo::current_uid();
-    let pid_max = procinfo::pid_max();
     let project = Project::of(layout);
     let config = probe_mode.config();
     let now = now_ms();
-    // One listing of the PID directory spares a failed open per stream
-    // without a worker.
-    let present: Option<StreamMap<()>> = pidfile::present(&layout.pids_dir())
-        .map(|names| names.into_iter().map(|n| (n, ())).collect());
-    let mut present_at = 0;
-    let pid_dir = present
-        .as_ref()
-        .and_then(|_| pidfile::PidDir::open(&layout.pids_dir()));
+    let mut pid_files = PidFileSource::new(layout, early);
     // Views and state records are both in id order: each record is found
     // where the last one was.
     let mut known_at = 0;
     let mut observed: Vec<Observed> = views
         .into_iter()
         .map(|view| {
-            let pid_file = match (&present, &pid_dir) {
-                (Some(names), _)
-                    if names
-                        .get_in_order(view.id.as_str(), &mut present_at)
-                        .is_none() =>
-                {
-                    PidFile::Missing
-                }
-                (Some(_), Some(dir)) => memory.pid_file(dir, &view.id, pid_max),
-                _ => pidfile::read(&layout.pid_file(&view.id), pid_max),
-            };
-            let facts = match &pid_file {
-                PidFile::Pid { pid, .. } => memory.facts(*pid),
-                _ => None,
-            };
+            let (pid_file, facts) = pid_files.take(layout, &view.id, memory);
             let known_stream = known.streams.get_in_order(view.id.as_str(), &mut known_at);
             let seen = known_stream.and_then(|s| s.worker.as_ref());
             let liveness = identity::judge_proven_with_memory(
@@ -464,6 +549,9 @@ fn observe_streams(
             }
         })
         .collect();
+    // What the other thread read is all taken: its list goes before the
+    // logs are looked at.
+    drop(pid_files);
     memory.end_of_pid_files();
     observed.extend(
         component::declared(config, layout)
@@ -534,6 +622,76 @@ fn observe_streams(
     observed
 }
 
+/// Where the streams' walk (in id order) finds each PID file and the
+/// process it names.
+enum PidFileSource {
+    /// Read on the other thread before the streams were known.
+    Early {
+        files: StreamMap<PidFileRead>,
+        at: usize,
+    },
+    /// Read now. One listing of the directory spares a failed open per
+    /// stream without a worker; `None` when it could not be listed, then
+    /// each stream's path is tried and what is wrong is said.
+    Now {
+        present: Option<StreamMap<()>>,
+        at: usize,
+        dir: Option<pidfile::PidDir>,
+        pid_max: u64,
+    },
+}
+
+impl PidFileSource {
+    fn new(layout: &Layout, early: Option<EarlyPidFiles>) -> PidFileSource {
+        if let Some(early) = early {
+            return PidFileSource::Early {
+                files: early.files,
+                at: 0,
+            };
+        }
+        let present: Option<StreamMap<()>> = pidfile::present(&layout.pids_dir())
+            .map(|names| names.into_iter().map(|n| (n, ())).collect());
+        let dir = present
+            .as_ref()
+            .and_then(|_| pidfile::PidDir::open(&layout.pids_dir()));
+        PidFileSource::Now {
+            present,
+            at: 0,
+            dir,
+            pid_max: procinfo::pid_max(),
+        }
+    }
+
+    /// Stream `id`'s PID file and its process; ids come in id order.
+    fn take(&mut self, layout: &Layout, id: &StreamId, memory: &mut SnapshotMemory) -> PidFileRead {
+        match self {
+            PidFileSource::Early { files, at } => files
+                .get_mut_in_order(id.as_str(), at)
+                .map(|read| std::mem::replace(read, (PidFile::Missing, None)))
+                .unwrap_or((PidFile::Missing, None)),
+            PidFileSource::Now {
+                present,
+                at,
+                dir,
+                pid_max,
+            } => {
+                let pid_file = match (&*present, &*dir) {
+                    (Some(names), _) if names.get_in_order(id.as_str(), at).is_none() => {
+                        PidFile::Missing
+                    }
+                    (Some(_), Some(dir)) => memory.pid_file(dir, id, *pid_max),
+                    _ => pidfile::read(&layout.pid_file(id), *pid_max),
+                };
+                let facts = match &pid_file {
+                    PidFile::Pid { pid, .. } => memory.facts(*pid),
+                    _ => None,
+                };
+                (pid_file, facts)
+            }
+        }
+    }
+}
+
 fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> checks::Target {
     let heartbeat = o
         .probe_specs()
@@ -566,3 +724,7 @@ fn stream_policy(config: &ConfigFile, id: &str) -> Option<PolicyOverride> {
         config.stream_setting(id, |w| w.max_restarts),
     )
 }
+
+#[cfg(test)]
+#[path = "observe/early_tests.rs"]
+mod early_tests;
