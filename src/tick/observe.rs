@@ -171,31 +171,9 @@ pub fn take_snapshot(
     known: &State,
     probes: ProbeMode<'_>,
 ) -> Result<Option<Snapshot>, StoreError> {
-    take_snapshot_with(
-        layout,
-        busy_timeout,
-        known,
-        probes,
-        &mut SnapshotMemory::default(),
-    )
-}
-
-/// [`take_snapshot`], the databases read again only when they changed since
-/// the read `cache` keeps (the daemon's interval ticks).
-pub fn take_snapshot_with(
-    layout: &Layout,
-    busy_timeout: Duration,
-    known: &State,
-    probes: ProbeMode<'_>,
-    memory: &mut SnapshotMemory,
-) -> Result<Option<Snapshot>, StoreError> {
-    take_snapshot_of(
-        layout,
-        busy_timeout,
-        KnownState::Given(known),
-        probes,
-        memory,
-    )
+    let known = KnownState::Given(known);
+    let memory = &mut SnapshotMemory::default();
+    take_snapshot_of(layout, busy_timeout, known, probes, memory)
 }
 
 /// Where a snapshot finds what the monitor knows of each stream.
