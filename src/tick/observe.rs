@@ -13,7 +13,7 @@ use crate::config::ConfigFile;
 use crate::layout::{Layout, StreamId};
 use crate::probe::{self, checks, CheckSpec};
 use crate::process::identity::{self, Liveness, Remembered};
-use crate::process::pidfile::{self, PidFile};
+use crate::process::pidfile::PidFile;
 use crate::process::procinfo;
 use crate::process::proof::Project;
 use crate::state::StateStore;
@@ -22,7 +22,6 @@ use crate::supervise::assess::{assess, Verdict};
 use crate::supervise::model::State;
 use crate::supervise::plan::Observation;
 use crate::supervise::policy::PolicyOverride;
-use crate::supervise::stream_map::StreamMap;
 use crate::supervise::streams::{self, StreamView};
 use crate::workers;
 use crate::workers::observe::{TcObservation, TcStreamObs};
@@ -32,8 +31,9 @@ mod early;
 mod memory;
 mod probing;
 mod recheck;
+mod tc;
 use components::{assess_component, observe_component};
-use early::{EarlyPidFiles, PidFileRead};
+use early::{EarlyPidFiles, PidFileSource};
 pub use memory::{DeadLog, SnapshotMemory};
 use memory::{KeptViews, LookedLog};
 pub use probing::Probing;
@@ -329,7 +329,7 @@ fn observe_read(
     }
     let mut streams = observe_streams(layout, &initiative, views, known, probes, memory, early);
     if let Some(tc) = &tc {
-        judge_tc(layout, &initiative, &mut streams, tc, known, probes);
+        tc::judge(layout, &initiative, &mut streams, tc, known, probes);
     }
     Snapshot {
         initiative,
@@ -337,86 +337,6 @@ fn observe_read(
         warnings,
         source,
         tc,
-    }
-}
-
-/// A tc stream whose PID file names no running worker (the wrapper
-/// launcher's) is judged by the tc rules: sessions and tc workers count as
-/// workers, blocked streams are left alone, unknown ones are never restarted.
-/// A live worker seen by a source is probed like a process worker, minus
-/// the checks that need a process of ours (process, rss, cpu, min-uptime).
-fn judge_tc(
-    layout: &Layout,
-    initiative: &Initiative,
-    streams: &mut [Observed],
-    tc: &TcSnapshot,
-    known: &State,
-    probe_mode: ProbeMode<'_>,
-) {
-    let now = now_ms();
-    for o in streams
-        .iter_mut()
-        .filter(|o| o.kind == ComponentKind::Worker)
-    {
-        if o.liveness.is_running() {
-            continue;
-        }
-        let Some((_, seen)) = tc.stream(&o.view.id) else {
-            continue;
-        };
-        o.verdict = seen.verdict.clone();
-        if !matches!(o.verdict, Verdict::Dead { .. }) {
-            if let Some(said) = o.dead_log.as_deref_mut() {
-                said.exit_code = None;
-            }
-        }
-        let Some(worker) = seen.workers.live.first() else {
-            continue;
-        };
-        let Some(probing) = o.probing.as_deref_mut() else {
-            continue;
-        };
-        probing.specs.retain(|s| {
-            !matches!(
-                s.check,
-                CheckSpec::Process
-                    | CheckSpec::Rss { .. }
-                    | CheckSpec::Cpu { .. }
-                    | CheckSpec::MinUptime { .. }
-            )
-        });
-        if probing.specs.is_empty() {
-            continue;
-        }
-        // The probe records belong to this worker: a new session starts afresh.
-        let pid = worker.pid.unwrap_or(0);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&worker.id, &mut h);
-        let instance = std::hash::Hasher::finish(&h);
-        let recorded = known
-            .streams
-            .get(o.view.id.as_str())
-            .map(|s| s.history().probes.clone())
-            .unwrap_or_default();
-        let mut set = recorded.for_instance(pid, instance);
-        probing.started_at = worker.started_at.as_deref().and_then(parse_task_time);
-        if let ProbeMode::Run(_) = probe_mode {
-            let mut target = probe_target(layout, initiative, o);
-            target.pid = 0;
-            set = checks::run_due(o.probe_specs(), &set, &target, now);
-        }
-        let probing = o.probing.as_deref_mut().expect("probes configured");
-        probing.verdict = probe::verdict(&probing.specs, &set);
-        probing.set = Some(set);
-        let verdict = &probing.verdict;
-        o.verdict = match (&verdict.failing, verdict.starting) {
-            (Some(reason), _) => Verdict::Unhealthy {
-                pid,
-                reason: reason.clone(),
-            },
-            (None, true) => Verdict::StartingUp { pid },
-            (None, false) => Verdict::Running { pid },
-        };
     }
 }
 
@@ -598,76 +518,6 @@ fn observe_streams(
     }
     memory.end_of_dead_logs();
     observed
-}
-
-/// Where the streams' walk (in id order) finds each PID file and the
-/// process it names.
-enum PidFileSource {
-    /// Read on the other thread before the streams were known.
-    Early {
-        files: StreamMap<PidFileRead>,
-        at: usize,
-    },
-    /// Read now. One listing of the directory spares a failed open per
-    /// stream without a worker; `None` when it could not be listed, then
-    /// each stream's path is tried and what is wrong is said.
-    Now {
-        present: Option<StreamMap<()>>,
-        at: usize,
-        dir: Option<pidfile::PidDir>,
-        pid_max: u64,
-    },
-}
-
-impl PidFileSource {
-    fn new(layout: &Layout, early: Option<EarlyPidFiles>) -> PidFileSource {
-        if let Some(early) = early {
-            return PidFileSource::Early {
-                files: early.files,
-                at: 0,
-            };
-        }
-        let present: Option<StreamMap<()>> = pidfile::present(&layout.pids_dir())
-            .map(|names| names.into_iter().map(|n| (n, ())).collect());
-        let dir = present
-            .as_ref()
-            .and_then(|_| pidfile::PidDir::open(&layout.pids_dir()));
-        PidFileSource::Now {
-            present,
-            at: 0,
-            dir,
-            pid_max: procinfo::pid_max(),
-        }
-    }
-
-    /// Stream `id`'s PID file and its process; ids come in id order.
-    fn take(&mut self, layout: &Layout, id: &StreamId, memory: &mut SnapshotMemory) -> PidFileRead {
-        match self {
-            PidFileSource::Early { files, at } => files
-                .get_mut_in_order(id.as_str(), at)
-                .map(|read| std::mem::replace(read, (PidFile::Missing, None)))
-                .unwrap_or((PidFile::Missing, None)),
-            PidFileSource::Now {
-                present,
-                at,
-                dir,
-                pid_max,
-            } => {
-                let pid_file = match (&*present, &*dir) {
-                    (Some(names), _) if names.get_in_order(id.as_str(), at).is_none() => {
-                        PidFile::Missing
-                    }
-                    (Some(_), Some(dir)) => memory.pid_file(dir, id, *pid_max),
-                    _ => pidfile::read(&layout.pid_file(id), *pid_max),
-                };
-                let facts = match &pid_file {
-                    PidFile::Pid { pid, .. } => memory.facts(*pid),
-                    _ => None,
-                };
-                (pid_file, facts)
-            }
-        }
-    }
 }
 
 fn probe_target(layout: &Layout, initiative: &Initiative, o: &Observed) -> checks::Target {

@@ -3,7 +3,9 @@
 //! milliseconds: the task database (read on the calling thread), the state
 //! (read into the store's cache) and every PID file with the process it
 //! names (read before the streams are known). Only the PID files need
-//! anything kept for later: [`EarlyPidFiles`].
+//! anything kept for later: [`EarlyPidFiles`], from which the streams' walk
+//! takes each stream's file ([`PidFileSource`]; the daemon's walk reads them
+//! itself).
 //!
 //! The PID files are read earlier than the streams' walk would read them
 //! by as long as the task read takes (at most the busy timeout, when the
@@ -11,12 +13,12 @@
 //! every restart, stop or removal looks at its stream again under its lock
 //! before it acts.
 
-use crate::layout::Layout;
+use crate::layout::{Layout, StreamId};
 use crate::process::pidfile::{self, PidDir, PidFile};
 use crate::process::procinfo::{self, ProcFacts};
 use crate::supervise::stream_map::StreamMap;
 
-use super::KnownState;
+use super::{KnownState, SnapshotMemory};
 
 /// What one PID file said, and the facts of the process it names.
 pub(super) type PidFileRead = (PidFile, Option<ProcFacts>);
@@ -113,6 +115,81 @@ impl PidListing {
         }
         EarlyPidFiles {
             files: StreamMap::from_sorted(room),
+        }
+    }
+}
+
+/// Where the streams' walk (in id order) finds each PID file and the
+/// process it names.
+pub(super) enum PidFileSource {
+    /// Read on the other thread before the streams were known.
+    Early {
+        files: StreamMap<PidFileRead>,
+        at: usize,
+    },
+    /// Read now. One listing of the directory spares a failed open per
+    /// stream without a worker; `None` when it could not be listed, then
+    /// each stream's path is tried and what is wrong is said.
+    Now {
+        present: Option<StreamMap<()>>,
+        at: usize,
+        dir: Option<PidDir>,
+        pid_max: u64,
+    },
+}
+
+impl PidFileSource {
+    pub(super) fn new(layout: &Layout, early: Option<EarlyPidFiles>) -> PidFileSource {
+        if let Some(early) = early {
+            return PidFileSource::Early {
+                files: early.files,
+                at: 0,
+            };
+        }
+        let present: Option<StreamMap<()>> = pidfile::present(&layout.pids_dir())
+            .map(|names| names.into_iter().map(|n| (n, ())).collect());
+        let dir = present
+            .as_ref()
+            .and_then(|_| PidDir::open(&layout.pids_dir()));
+        PidFileSource::Now {
+            present,
+            at: 0,
+            dir,
+            pid_max: procinfo::pid_max(),
+        }
+    }
+
+    /// Stream `id`'s PID file and its process; ids come in id order.
+    pub(super) fn take(
+        &mut self,
+        layout: &Layout,
+        id: &StreamId,
+        memory: &mut SnapshotMemory,
+    ) -> PidFileRead {
+        match self {
+            PidFileSource::Early { files, at } => files
+                .get_mut_in_order(id.as_str(), at)
+                .map(|read| std::mem::replace(read, (PidFile::Missing, None)))
+                .unwrap_or((PidFile::Missing, None)),
+            PidFileSource::Now {
+                present,
+                at,
+                dir,
+                pid_max,
+            } => {
+                let pid_file = match (&*present, &*dir) {
+                    (Some(names), _) if names.get_in_order(id.as_str(), at).is_none() => {
+                        PidFile::Missing
+                    }
+                    (Some(_), Some(dir)) => memory.pid_file(dir, id, *pid_max),
+                    _ => pidfile::read(&layout.pid_file(id), *pid_max),
+                };
+                let facts = match &pid_file {
+                    PidFile::Pid { pid, .. } => memory.facts(*pid),
+                    _ => None,
+                };
+                (pid_file, facts)
+            }
         }
     }
 }
