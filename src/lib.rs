@@ -26,6 +26,8 @@ pub mod selfheal;
 pub mod state;
 pub mod store;
 pub mod supervise;
+#[cfg(test)]
+mod test_rng;
 pub(crate) mod tick;
 pub(crate) mod web;
 pub mod workers;

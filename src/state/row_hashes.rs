@@ -128,13 +128,8 @@ mod tests {
     /// the stream map of copied ids did (the oracle).
     #[test]
     fn answers_as_a_map_of_copied_ids() {
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::test_rng::Xorshift::new(0x2545_f491_4f6c_dd1d);
+        let mut next = |n: u64| rng.below(n);
         for round in 0..200 {
             let mut ours = RowHashes::default();
             let mut oracle: StreamMap<u64> = StreamMap::new();

@@ -368,13 +368,8 @@ mod tests {
     /// it; and most plain ones are read by it.
     #[test]
     fn plain_metadata_is_read_as_serde_reads_it() {
-        let mut seed: u64 = 0x853c_49e6_748f_ea9b;
-        let mut pick = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::Xorshift::new(0x853c_49e6_748f_ea9b);
+        let mut pick = |n: usize| rng.below(n as u64) as usize;
         let keys: [&[u8]; 8] = [
             b"\"streamId\"",
             b"\"streamName\"",
