@@ -4,6 +4,7 @@
 
 mod adopt;
 mod bad_input;
+mod bench_goals;
 mod chaos;
 mod check;
 mod daemon;
